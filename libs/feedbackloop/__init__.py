@@ -1,0 +1,1 @@
+"""feedbackloop: shared libraries (event contract, plumbing). Nothing here reads the environment."""

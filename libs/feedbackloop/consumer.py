@@ -1,0 +1,272 @@
+"""The consumer pipeline shared by every consumer service.
+
+A service supplies a `ConsumerSpec`: a pure `process(event) -> effect | None` and a repository
+`write(connection, effects)`. This module does the rest, the same way for every service:
+decode, dead-letter what can never be processed, claim event ids and write effects in one
+transaction, retry transient failures, and only then let the caller commit offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from feedbackloop.contract import Event, PoisonMessage, Topic, decode_event
+from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.postgres import is_transient as is_transient_database
+
+logger = logging.getLogger(__name__)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Postgres or the broker unavailable: retry, never dead-letter."""
+    return is_transient_database(error) or isinstance(error, KafkaError)
+
+EffectT = TypeVar("EffectT")
+EventKey = tuple[str, Any]  # (tenant_id, event_id)
+
+
+class Record(Protocol):
+    """What the pipeline needs of a consumed Kafka record (aiokafka's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class ConsumerSpec(Generic[EffectT]):
+    """What makes one consumer service: its name, its schema, its topics and its logic.
+
+    `process` is pure and raises `PoisonMessage` (usually `InvalidEvent`) for an event that is
+    well-formed but can never be applied. `write` applies the effects of events not seen before,
+    in order, inside the transaction the pipeline opened; it must not commit.
+    """
+
+    name: str
+    schema: str
+    topics: tuple[Topic, ...]
+    process: Callable[[Event], EffectT | None]
+    write: Callable[[asyncpg.Connection, Sequence[EffectT]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that can never be processed, with why. Published to its topic's dead-letter
+    topic carrying the original value and key unchanged, so it can be replayed after a fix."""
+
+    record: Record
+    error_class: str
+    error_message: str
+    service: str
+    failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "fbl-original-topic": self.record.topic,
+            "fbl-original-partition": str(self.record.partition),
+            "fbl-original-offset": str(self.record.offset),
+            "fbl-error-class": self.error_class,
+            "fbl-error-message": self.error_message[:2_000],
+            "fbl-service": self.service,
+            "fbl-failed-at": self.failed_at.isoformat(),
+        }
+
+
+class DeadLetterSink(Protocol):
+    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+
+
+class RetryState:
+    """Whether the pipeline is currently stuck retrying a transient failure (for /readyz)."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.failing_since is None
+
+
+class BatchPipeline(Generic[EffectT]):
+    """Processes one fetched batch to completion.
+
+    Contract: `process_batch` returns only when every record is either applied (its effects
+    and its event id committed in one Postgres transaction) or dead-lettered (acknowledged by
+    the broker). Transient failures (Postgres or broker unavailable) are retried with capped
+    exponential backoff, indefinitely, and never dead-lettered. Any other exception propagates:
+    the caller must rewind the batch rather than commit past it.
+    """
+
+    def __init__(
+        self,
+        spec: ConsumerSpec[EffectT],
+        pool: asyncpg.Pool,
+        dead_letters: DeadLetterSink,
+        metrics: ConsumerMetrics,
+        *,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.retry_max_seconds = retry_max_seconds
+        self.retry_state = RetryState()
+        self._claim_sql = (
+            f"INSERT INTO {spec.schema}.processed_events (tenant_id, event_id) "
+            "SELECT * FROM unnest($1::text[], $2::uuid[]) "
+            "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id"
+        )
+
+    async def process_batch(self, records: Sequence[Record]) -> BatchOutcome:
+        started = time.perf_counter()
+        outcome = BatchOutcome()
+        dead: list[DeadLetter] = []
+        pending: list[tuple[EventKey, EffectT]] = []
+        seen: set[EventKey] = set()
+        for record in records:
+            try:
+                event = decode_event(record.value)
+                effect = self.spec.process(event)
+            except PoisonMessage as error:
+                dead.append(self._dead_letter(record, error.reason, str(error)))
+                continue
+            key: EventKey = (event.tenant_id, event.event_id)
+            if effect is None:
+                outcome.ignored += 1
+            elif key in seen:
+                outcome.duplicates += 1
+            else:
+                seen.add(key)
+                pending.append((key, effect))
+        if pending:
+            try:
+                applied = await self._retrying(lambda: self._apply(pending))
+                outcome.applied += applied
+                outcome.duplicates += len(pending) - applied
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                logger.warning("%s: batch failed (%s); isolating records", self.spec.name, error)
+                await self._apply_one_by_one(records, pending, dead, outcome)
+        if dead:
+            await self._retrying(lambda: self.dead_letters.publish(dead))
+            outcome.dead_lettered = len(dead)
+        self._record(outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _apply(self, items: Sequence[tuple[EventKey, EffectT]]) -> int:
+        async with self.pool.acquire() as connection, connection.transaction():
+            claimed = await connection.fetch(
+                self._claim_sql,
+                [key[0] for key, _ in items],
+                [key[1] for key, _ in items],
+            )
+            fresh = {(row["tenant_id"], row["event_id"]) for row in claimed}
+            effects = [effect for key, effect in items if key in fresh]
+            if effects:
+                await self.spec.write(connection, effects)
+            return len(effects)
+
+    async def _apply_one_by_one(
+        self,
+        records: Sequence[Record],
+        pending: Sequence[tuple[EventKey, EffectT]],
+        dead: list[DeadLetter],
+        outcome: BatchOutcome,
+    ) -> None:
+        record_of_key = {}
+        for record in records:
+            try:
+                event = decode_event(record.value)
+            except PoisonMessage:
+                continue
+            record_of_key.setdefault((event.tenant_id, event.event_id), record)
+        for item in pending:
+            try:
+                applied = await self._retrying(lambda item=item: self._apply([item]))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                dead.append(
+                    self._dead_letter(record_of_key[item[0]], type(error).__name__, str(error))
+                )
+                continue
+            outcome.applied += applied
+            outcome.duplicates += 1 - applied
+
+    async def _retrying(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                result = await operation()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                if self.retry_state.failing_since is None:
+                    self.retry_state.failing_since = time.monotonic()
+                self.retry_state.last_error = f"{type(error).__name__}: {error}"
+                self.metrics.transient_failures.labels(self.spec.name).inc()
+                logger.warning(
+                    "%s: transient failure, retrying in %.1fs: %s",
+                    self.spec.name,
+                    delay,
+                    self.retry_state.last_error,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+                continue
+            self.retry_state.failing_since = None
+            self.retry_state.last_error = None
+            return result
+
+    def _dead_letter(self, record: Record, error_class: str, message: str) -> DeadLetter:
+        logger.warning(
+            "%s: dead-lettering %s[%d]@%d: %s: %s",
+            self.spec.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            error_class,
+            message[:300],
+        )
+        return DeadLetter(record, error_class, message, self.spec.name)
+
+    def _record(self, outcome: BatchOutcome, seconds: float) -> None:
+        self.metrics.count("applied", outcome.applied)
+        self.metrics.count("duplicate", outcome.duplicates)
+        self.metrics.count("ignored", outcome.ignored)
+        self.metrics.count("dead_lettered", outcome.dead_lettered)
+        self.metrics.batch_seconds.labels(self.spec.name).observe(seconds)
+
+
+def consecutive_runs(effects: Sequence[Any]) -> list[tuple[type, list[Any]]]:
+    """Group effects into runs of one type, keeping order, so a repository can write each run
+    with one statement without reordering, say, an erasure and the feedback before it."""
+    runs: list[tuple[type, list[Any]]] = []
+    for effect in effects:
+        if runs and runs[-1][0] is type(effect):
+            runs[-1][1].append(effect)
+        else:
+            runs.append((type(effect), [effect]))
+    return runs

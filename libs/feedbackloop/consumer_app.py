@@ -1,0 +1,201 @@
+"""Wiring a `ConsumerSpec` into a running service: a FastStream batch subscriber with manual
+commits, a Postgres pool, a dead-letter publisher, and the HTTP endpoints every service has
+(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from fastapi import FastAPI, Response
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry
+
+from feedbackloop.consumer import BatchPipeline, ConsumerSpec, DeadLetter
+from feedbackloop.contract import TopicNames
+from feedbackloop.kafka import KafkaConnection
+from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, render
+from feedbackloop.postgres import create_pool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Everything a consumer service needs to run, taken from settings by its `main`."""
+
+    kafka: KafkaConnection
+    database_url: str
+    topic_names: TopicNames
+    max_records: int = 500
+    batch_timeout_ms: int = 200
+    retry_max_seconds: float = 5.0
+    pool_min: int = 1
+    pool_max: int = 5
+
+    def group_id(self, service: str) -> str:
+        return f"{self.topic_names.prefix}.{service}"
+
+
+class BrokerDeadLetters:
+    """Publishes dead letters on `<topic>.dlq`, keyed like the original, and waits for acks."""
+
+    def __init__(self, broker: KafkaBroker, topic_names: TopicNames) -> None:
+        self.broker = broker
+        self.topic_names = topic_names
+
+    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None:
+        for dead in dead_letters:
+            topic = self.topic_names.logical(dead.record.topic)
+            await self.broker.publish(
+                dead.record.value or b"",
+                topic=self.topic_names.dead_letter(topic),
+                key=dead.record.key,
+                headers=dead.headers(),
+            )
+
+
+async def _raw_body(message: Any) -> Any:
+    """Leave bodies as bytes: decoding is the pipeline's job, so a bad body is dead-lettered."""
+    return message.body
+
+
+def build_consumer_app(spec: ConsumerSpec[Any], config: ConsumerConfig) -> FastAPI:
+    """The ASGI app of one consumer service. Nothing connects until the app starts."""
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry, spec.name)
+    broker = KafkaBroker(
+        config.kafka.bootstrap_servers,
+        security=None,
+        logger=logging.getLogger(f"feedbackloop.{spec.name}.broker"),
+        client_id=f"feedbackloop-{spec.name}",
+    )
+    state: dict[str, Any] = {}
+    topics = [config.topic_names.physical(topic) for topic in spec.topics]
+
+    @broker.subscriber(
+        *topics,
+        group_id=config.group_id(spec.name),
+        batch=True,
+        max_records=config.max_records,
+        batch_timeout_ms=config.batch_timeout_ms,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        decoder=_raw_body,
+        title=f"{spec.name}",
+        description=f"The {spec.name} consumer group: "
+        + ", ".join(topic.value for topic in spec.topics),
+    )
+    async def consume(body: list[Any], message: KafkaMessage) -> None:
+        pipeline: BatchPipeline[Any] = state["pipeline"]
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        try:
+            await pipeline.process_batch(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Unexpected: rewind every partition in the batch so nothing is committed past it.
+            logger.exception("%s: batch failed; rewinding and retrying", spec.name)
+            await message.nack()
+            await asyncio.sleep(1.0)
+            return
+        try:
+            await message.ack()
+            metrics.last_commit.labels(spec.name).set_to_current_time()
+        except (CommitFailedError, IllegalStateError) as error:
+            # A rebalance took the partitions away; their new owner re-reads from the last
+            # commit and the event-id claims make the replay a no-op.
+            logger.warning("%s: commit failed after rebalance: %s", spec.name, error)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            config.database_url, min_size=config.pool_min, max_size=config.pool_max
+        )
+        state["pool"] = pool
+        state["pipeline"] = BatchPipeline(
+            spec,
+            pool,
+            BrokerDeadLetters(broker, config.topic_names),
+            metrics,
+            retry_max_seconds=config.retry_max_seconds,
+        )
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await pool.close()
+
+    app = FastAPI(title=f"feedbackloop {spec.name}", lifespan=lifespan)
+    app.state.broker = broker
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(response: Response) -> dict[str, Any]:
+        checks = {"broker": await _broker_ready(broker), "database": await _db_ready(state)}
+        pipeline = state.get("pipeline")
+        checks["pipeline"] = pipeline is not None and pipeline.retry_state.healthy
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if pipeline is not None and pipeline.retry_state.last_error:
+            body["last_error"] = pipeline.retry_state.last_error
+        return body
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json")
+    async def asyncapi() -> Response:
+        document = AsyncAPI(broker, title=f"feedbackloop {spec.name}").to_specification()
+        return Response(document.to_json(), media_type="application/json")
+
+    return app
+
+
+async def _broker_ready(broker: KafkaBroker) -> bool:
+    try:
+        return bool(await asyncio.wait_for(broker.ping(timeout=2.0), timeout=3.0))
+    except Exception:
+        return False
+
+
+async def _db_ready(state: dict[str, Any]) -> bool:
+    pool: asyncpg.Pool | None = state.get("pool")
+    if pool is None:
+        return False
+    try:
+        async with asyncio.timeout(2.0), pool.acquire() as connection:
+            await connection.fetchval("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def consumer_config(settings: Any) -> ConsumerConfig:
+    """The consumer configuration from the settings object a service's `main` built."""
+    return ConsumerConfig(
+        kafka=settings.kafka_connection(),
+        database_url=settings.database_url.get_secret_value(),
+        topic_names=settings.topic_names(),
+        max_records=settings.consumer_max_records,
+        batch_timeout_ms=settings.consumer_batch_timeout_ms,
+        retry_max_seconds=settings.consumer_retry_max_seconds,
+        pool_min=settings.database_pool_min,
+        pool_max=min(settings.database_pool_max, 5),
+    )

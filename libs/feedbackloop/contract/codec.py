@@ -1,0 +1,84 @@
+"""Bytes on a topic <-> contract events, with one typed error per way a message can be bad.
+
+Every error here is deterministic: the same bytes fail the same way on every delivery, so a
+consumer dead-letters them instead of retrying.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import Field, TypeAdapter, ValidationError
+
+from feedbackloop.contract.envelope import SUPPORTED_SCHEMA_VERSIONS
+from feedbackloop.contract.feedback import FeedbackSubmitted
+from feedbackloop.contract.recommendations import Choice, Interaction, SessionStarted
+from feedbackloop.contract.responses import ResponseLogged
+from feedbackloop.contract.topics import TOPIC_OF_TYPE
+from feedbackloop.contract.users import ConsentChanged, ErasureRequested
+
+Event = Annotated[
+    ResponseLogged
+    | FeedbackSubmitted
+    | SessionStarted
+    | Interaction
+    | Choice
+    | ConsentChanged
+    | ErasureRequested,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_TYPES: tuple[str, ...] = tuple(TOPIC_OF_TYPE)
+
+
+class PoisonMessage(Exception):
+    """A message that can never be processed. `reason` is a short machine-readable class."""
+
+    reason = "poison"
+
+
+class UndecodableMessage(PoisonMessage):
+    reason = "undecodable"
+
+
+class UnknownEventType(PoisonMessage):
+    reason = "unknown_type"
+
+
+class UnsupportedSchemaVersion(PoisonMessage):
+    reason = "unsupported_schema_version"
+
+
+class InvalidEvent(PoisonMessage):
+    reason = "invalid"
+
+
+def encode_event(event: Any) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def decode_event(raw: bytes | None) -> Event:
+    """Decode one message value. Raises a `PoisonMessage` subclass when it can never decode."""
+    if raw is None:
+        raise UndecodableMessage("message has no value")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise UndecodableMessage(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise UndecodableMessage("not a JSON object")
+    event_type = document.get("type")
+    if event_type not in TOPIC_OF_TYPE:
+        raise UnknownEventType(f"unknown event type {str(event_type)[:100]!r}")
+    version = document.get("schema_version", 1)
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise UnsupportedSchemaVersion(f"schema_version {str(version)[:20]!r} is not supported")
+    try:
+        return EVENT_ADAPTER.validate_python(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            for issue in error.errors()[:5]
+        )
+        raise InvalidEvent(problems) from None

@@ -1,0 +1,53 @@
+"""The envelope every event carries, and the base class of every contract model.
+
+Contract models are frozen and tolerant: consumers ignore fields they do not know, so a newer
+producer never breaks an older consumer. Strictness at the HTTP edge is applied by
+`feedbackloop.contract.strict.unknown_fields` before validation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Naive timestamps are read as UTC; every stored timestamp is timezone-aware."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Envelope(ContractModel):
+    """Fields common to every event on every topic.
+
+    `tenant_id` comes from the API key that sent the event, never from a request body.
+    `user_id` is always the tenant-keyed HMAC of the client's user id, never the raw id.
+    `(tenant_id, event_id)` is the idempotency key everywhere downstream.
+    """
+
+    event_id: UUID
+    schema_version: int = SCHEMA_VERSION
+    tenant_id: Identifier
+    occurred_at: UtcDatetime
+    received_at: UtcDatetime
+    user_id: str | None = None
+    session_id: Identifier | None = None
+    experiment: Label | None = None
+    variant: Label | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)

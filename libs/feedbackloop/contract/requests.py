@@ -1,0 +1,149 @@
+"""What clients POST: the flat request bodies of the ingest API, and how they become events.
+
+A request is the envelope fields a client may set plus the type's payload fields, side by side.
+The tenant, `received_at` and the user id's HMAC are added by the server in `build_event`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from feedbackloop.contract.codec import Event
+from feedbackloop.contract.envelope import ContractModel, Identifier, Label, UtcDatetime
+from feedbackloop.contract.feedback import FeedbackPayload, FeedbackSubmitted
+from feedbackloop.contract.recommendations import (
+    Choice,
+    ChoicePayload,
+    Interaction,
+    InteractionPayload,
+    SessionStarted,
+    SessionStartedPayload,
+)
+from feedbackloop.contract.responses import ResponseLogged, ResponsePayload
+from feedbackloop.contract.users import (
+    ConsentChanged,
+    ConsentPayload,
+    ErasurePayload,
+    ErasureRequested,
+)
+
+RawUserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class RequestEnvelope(ContractModel):
+    event_id: UUID | None = Field(
+        default=None,
+        description="Idempotency key. Send one and reuse it on retries; generated when absent.",
+    )
+    occurred_at: UtcDatetime | None = Field(
+        default=None, description="When it happened on the client; defaults to receipt time."
+    )
+    user_id: RawUserId | None = Field(
+        default=None, description="Your user id. Stored only as a tenant-keyed HMAC."
+    )
+    session_id: Identifier | None = None
+    experiment: Label | None = None
+    variant: Label | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class _NeedsSession(RequestEnvelope):
+    @model_validator(mode="after")
+    def _session_required(self) -> _NeedsSession:
+        if self.session_id is None:
+            raise ValueError("session_id is required on recommendation events")
+        return self
+
+
+class ResponseRequest(RequestEnvelope, ResponsePayload):
+    pass
+
+
+class FeedbackRequest(RequestEnvelope, FeedbackPayload):
+    pass
+
+
+class SessionStartedRequest(_NeedsSession, SessionStartedPayload):
+    pass
+
+
+class InteractionRequest(_NeedsSession, InteractionPayload):
+    pass
+
+
+class ChoiceRequest(_NeedsSession, ChoicePayload):
+    pass
+
+
+class ConsentRequest(RequestEnvelope, ConsentPayload):
+    pass
+
+
+class ErasureRequest(RequestEnvelope, ErasurePayload):
+    pass
+
+
+class RequestKind(BaseModel):
+    """How one event type is requested and built."""
+
+    request: type[RequestEnvelope]
+    payload: type[ContractModel]
+    event: type[Any]
+
+
+REQUEST_KINDS: dict[str, RequestKind] = {
+    "response.logged": RequestKind(
+        request=ResponseRequest, payload=ResponsePayload, event=ResponseLogged
+    ),
+    "feedback.submitted": RequestKind(
+        request=FeedbackRequest, payload=FeedbackPayload, event=FeedbackSubmitted
+    ),
+    "recommendation.session_started": RequestKind(
+        request=SessionStartedRequest, payload=SessionStartedPayload, event=SessionStarted
+    ),
+    "recommendation.interaction": RequestKind(
+        request=InteractionRequest, payload=InteractionPayload, event=Interaction
+    ),
+    "recommendation.choice": RequestKind(
+        request=ChoiceRequest, payload=ChoicePayload, event=Choice
+    ),
+    "user.consent_changed": RequestKind(
+        request=ConsentRequest, payload=ConsentPayload, event=ConsentChanged
+    ),
+    "user.erasure_requested": RequestKind(
+        request=ErasureRequest, payload=ErasurePayload, event=ErasureRequested
+    ),
+}
+
+
+def build_event(
+    event_type: str,
+    request: RequestEnvelope,
+    *,
+    tenant_id: str,
+    user_hash: str | None,
+    received_at: datetime,
+) -> Event:
+    """The event published for a validated request. Raises `ValueError` if it is inconsistent."""
+    kind = REQUEST_KINDS[event_type]
+    payload = kind.payload.model_construct(
+        _fields_set=request.model_fields_set & set(kind.payload.model_fields),
+        **{name: getattr(request, name) for name in kind.payload.model_fields},
+    )
+    event: Event = kind.event(
+        event_id=request.event_id or uuid4(),
+        tenant_id=tenant_id,
+        occurred_at=request.occurred_at or received_at,
+        received_at=received_at,
+        user_id=user_hash,
+        session_id=request.session_id,
+        experiment=request.experiment,
+        variant=request.variant,
+        metadata=request.metadata,
+        payload=payload,
+    )
+    return event

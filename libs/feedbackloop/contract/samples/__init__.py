@@ -1,0 +1,18 @@
+"""Sample events per schema version: every processor is tested against every one of them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import orjson
+
+
+def load_samples(version: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """Sample event documents by event type, for one schema version."""
+    folder = resources.files(__package__) / f"v{version}"
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".json"):
+            samples[entry.name.removesuffix(".json")] = orjson.loads(entry.read_bytes())
+    return samples

@@ -1,0 +1,1 @@
+"""feedbackloop services: ingest, query and the four consumers, plus the command line."""

@@ -1,0 +1,91 @@
+"""The `feedbackloop` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from feedbackloop.settings import Settings
+from services.cli import admin
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the whole system on this machine")
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("create-topics", help="create the Kafka topics")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", default="ingest,read", help="comma-separated scopes")
+    keys.add_parser("list", help="list keys (never their values)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def _database_url(settings: Settings) -> str:
+    url = settings.database_url.get_secret_value()
+    if not url:
+        raise SystemExit("FEEDBACKLOOP_DATABASE_URL is not set")
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    settings = Settings()
+    if arguments.command == "run":
+        from services.cli.stack import run
+
+        return run(settings)
+    if arguments.command == "migrate":
+        applied = asyncio.run(admin.migrate(_database_url(settings)))
+        print("applied:", ", ".join(applied) or "nothing new")
+        return 0
+    if arguments.command == "create-topics":
+        if not settings.kafka_bootstrap_servers:
+            raise SystemExit("FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS is not set")
+        created = asyncio.run(
+            admin.create_topics(
+                settings.kafka_connection(),
+                settings.topic_names(),
+                partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        )
+        print("created:", ", ".join(created) or "nothing new")
+        return 0
+    if arguments.keys_command == "create":
+        try:
+            scopes = admin.parse_scopes(arguments.scopes)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        key_id, key = asyncio.run(
+            admin.create_key(
+                _database_url(settings), tenant_id=arguments.tenant, name=arguments.name,
+                scopes=scopes,
+            )
+        )
+        print(f"key_id: {key_id}\nkey:    {key}\n(the key is shown only now)")
+        return 0
+    if arguments.keys_command == "list":
+        for row in asyncio.run(admin.list_keys(_database_url(settings))):
+            state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
+            print(f"{row['key_id']}  {row['tenant_id']:<16} {row['name']:<20} "
+                  f"{','.join(row['scopes']):<28} {state}")
+        return 0
+    if arguments.keys_command == "revoke":
+        if not asyncio.run(admin.revoke_key(_database_url(settings), arguments.key_id)):
+            raise SystemExit(f"no active key {arguments.key_id}")
+        print("revoked")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

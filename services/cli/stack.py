@@ -1,0 +1,291 @@
+"""`feedbackloop run`: the whole system on one machine.
+
+Starts what is not configured externally (PostgreSQL, SeaweedFS and the Tansu broker as local
+processes), applies migrations, creates topics, registers the development API key, then runs
+the six services as child processes, restarting any that dies. Ctrl-C drains in order: ingest
+first, then the consumers (each finishes and commits its batch), then query, then the broker
+and the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker
+from feedbackloop.http.auth import ALL_SCOPES
+from feedbackloop.settings import Settings
+from services.cli import admin
+
+SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "query")
+DRAIN_ORDER = (("ingest",), ("profiles", "learner", "trainer", "metrics"), ("query",))
+DEV_TENANT = "dev"
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}.main"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _local_secrets(data_dir: Path) -> dict[str, str]:
+    """The HMAC secret and development key kept in the data directory, so that a restart
+    hashes user ids the same way and the printed key keeps working."""
+    path = data_dir / "local-secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    stored = {"user_id_hmac_secret": secrets.token_urlsafe(48)}
+    path.write_text(json.dumps(stored))
+    path.chmod(0o600)
+    return stored
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.postgres: EmbeddedPostgres | None = None
+        self.seaweed: SeaweedS3 | None = None
+        self.broker: TansuBroker | None = None
+        self.services: list[ServiceProcess] = []
+        self.stopping = False
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def start_infrastructure(self) -> tuple[str, str, bool]:
+        """Returns (database URL, bootstrap servers, whether the broker is embedded)."""
+        settings = self.settings
+        database_url = settings.database_url.get_secret_value()
+        if not database_url:
+            self.postgres = EmbeddedPostgres(
+                self.data_dir / "postgres", settings.embedded_postgres_port
+            )
+            self.postgres.log_path = self.logs / "postgres.log"
+            self.say(f"  postgres   starting on 127.0.0.1:{settings.embedded_postgres_port} "
+                     f"(data in {self.postgres.data_dir})")
+            self.postgres.start()
+            database_url = self.postgres.url
+        bootstrap = settings.kafka_bootstrap_servers
+        embedded_broker = not bootstrap
+        if embedded_broker:
+            s3_endpoint = None
+            if settings.embedded_broker_storage == "s3":
+                self.seaweed = SeaweedS3(
+                    self.data_dir / "seaweedfs",
+                    s3_port=settings.embedded_s3_port,
+                    port_base=settings.embedded_seaweed_port_base,
+                    bucket="tansu",
+                )
+                self.seaweed.log_path = self.logs / "seaweedfs.log"
+                self.say(f"  seaweedfs  starting (S3 on 127.0.0.1:{settings.embedded_s3_port})")
+                self.seaweed.start()
+                s3_endpoint = self.seaweed.endpoint
+            self.broker = TansuBroker(
+                self.logs / "tansu.log", settings.embedded_kafka_port, s3_endpoint=s3_endpoint
+            )
+            self.say(f"  broker     starting on 127.0.0.1:{settings.embedded_kafka_port} "
+                     f"({'durable, in SeaweedFS' if s3_endpoint else 'in memory'})")
+            self.broker.start()
+            bootstrap = self.broker.bootstrap_servers
+        return database_url, bootstrap, embedded_broker
+
+    def run(self) -> int:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        self.say("feedbackloop: starting")
+        try:
+            return self._run()
+        finally:
+            self.shutdown()
+
+    def _run(self) -> int:
+        settings = self.settings
+        database_url, bootstrap, embedded_broker = self.start_infrastructure()
+        if self.stopping:
+            return 0
+        applied = asyncio.run(admin.migrate(database_url))
+        self.say(f"  migrations applied: {', '.join(applied) or 'none new'}")
+        connection = settings.model_copy(
+            update={"kafka_bootstrap_servers": bootstrap}
+        ).kafka_connection()
+        partitions = settings.kafka_partitions
+        created = asyncio.run(
+            admin.create_topics(
+                connection,
+                settings.topic_names(),
+                partitions=partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        )
+        self.say(f"  topics created: {len(created)} (of {len(settings.topic_names().all_physical())})")
+        local = _local_secrets(self.data_dir)
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
+            "user_id_hmac_secret"
+        ]
+        dev_key = settings.dev_api_key.get_secret_value() if settings.dev_api_key else None
+        dev_key = dev_key or local.get("dev_api_key")
+        _, dev_key = asyncio.run(
+            admin.create_key(
+                database_url,
+                tenant_id=DEV_TENANT,
+                name="development",
+                scopes=list(ALL_SCOPES),
+                key=dev_key,
+            )
+        )
+        if not settings.dev_api_key and local.get("dev_api_key") != dev_key:
+            local["dev_api_key"] = dev_key
+            (self.data_dir / "local-secrets.json").write_text(json.dumps(local))
+        env = dict(os.environ) | {
+            "FEEDBACKLOOP_DATABASE_URL": database_url,
+            "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FEEDBACKLOOP_USER_ID_HMAC_SECRET": hmac_secret,
+        }
+        if embedded_broker:
+            # The embedded broker cannot issue producer ids; consumers are idempotent instead.
+            env["FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE"] = "false"
+        for name in SERVICE_ORDER:
+            service = ServiceProcess(
+                name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
+            )
+            service.start()
+            self.services.append(service)
+        self._wait_ready()
+        if self.stopping:
+            return 0
+        host = settings.host
+        self.say("")
+        self.say("feedbackloop is ready")
+        self.say(f"  ingest   http://{host}:{settings.ingest_port}   (docs: /docs)")
+        self.say(f"  query    http://{host}:{settings.query_port}   (docs: /docs)")
+        for name in ("profiles", "learner", "trainer", "metrics"):
+            port = getattr(settings, f"{name}_port")
+            self.say(f"  {name:<8} http://{host}:{port}   (/readyz, /metrics, /asyncapi.json)")
+        self.say(f"  logs     {self.logs}")
+        self.say(f"  API key  {dev_key}   (tenant '{DEV_TENANT}', all scopes)")
+        self.say("")
+        self.say("Try:")
+        self.say(
+            f"  curl -s -X POST http://{host}:{settings.ingest_port}/v1/feedback "
+            f"-H 'Authorization: Bearer {dev_key}' -H 'Content-Type: application/json' "
+            "-d '{\"response_id\": \"r1\", \"thumb\": \"up\", \"user_id\": \"u1\"}'"
+        )
+        self.say(
+            f"  curl -s http://{host}:{settings.query_port}/v1/analytics/approval "
+            f"-H 'Authorization: Bearer {dev_key}'"
+        )
+        self.say("Press Ctrl-C to stop.")
+        return self._supervise()
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {service.name for service in self.services}
+        while pending and not self.stopping and time.monotonic() < deadline:
+            for service in self.services:
+                if service.name in pending and service.ready():
+                    pending.discard(service.name)
+                    self.say(f"  {service.name:<8} ready on port {service.port}")
+                elif service.process is not None and service.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{service.name} exited while starting; see {service.log_path}"
+                    )
+            time.sleep(0.3)
+        if pending and not self.stopping:
+            raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+
+    def _supervise(self) -> int:
+        while not self.stopping:
+            for service in self.services:
+                if service.process is not None and service.process.poll() is not None:
+                    code = service.process.returncode
+                    delay = min(2 ** service.restarts, 30)
+                    self.say(f"  {service.name} exited with code {code}; "
+                             f"restarting in {delay}s (see {service.log_path})")
+                    time.sleep(delay)
+                    if self.stopping:
+                        break
+                    service.restarts += 1
+                    service.start()
+            time.sleep(0.5)
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.say("\nfeedbackloop: stopping")
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        by_name = {service.name: service for service in self.services}
+        for group in DRAIN_ORDER:
+            members = [by_name[name] for name in group if name in by_name]
+            for service in members:
+                service.terminate()
+            for service in members:
+                service.wait(30)
+                self.say(f"  {service.name:<8} stopped")
+        for label, part in (("broker", self.broker), ("seaweedfs", self.seaweed),
+                            ("postgres", self.postgres)):
+            if part is not None and part.running:
+                part.stop()
+                self.say(f"  {label:<8} stopped")
+        self.services = []
+        self.broker = self.seaweed = self.postgres = None
+
+
+def run(settings: Settings) -> int:
+    return Stack(settings).run()

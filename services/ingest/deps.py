@@ -1,0 +1,73 @@
+"""Dependencies of the ingest routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import orjson
+from fastapi import Depends, Header, Request
+
+from feedbackloop.contract import TopicNames
+from feedbackloop.contract.requests import RequestEnvelope
+from feedbackloop.http.auth import ApiKeyVerifier, Principal, Scope
+from feedbackloop.http.problems import ProblemException
+from feedbackloop.kafka import EventPublisher
+from feedbackloop.observability import IngestMetrics
+from services.ingest.processing import Tenancy, strict_errors
+
+
+@dataclass(frozen=True)
+class IngestState:
+    """Resources built in the lifespan and shared by every request."""
+
+    verifier: ApiKeyVerifier
+    publisher: EventPublisher
+    topics: TopicNames
+    metrics: IngestMetrics
+    hmac_secret: bytes
+    retry_after_seconds: int
+    max_batch_events: int
+
+
+def _state(request: Request) -> IngestState:
+    state: IngestState = request.app.state.ingest
+    return state
+
+
+async def _principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return await _state(request).verifier.verify(authorization)
+
+
+State = Annotated[IngestState, Depends(_state)]
+Caller = Annotated[Principal, Depends(_principal)]
+
+
+def tenancy_of(state: IngestState, principal: Principal) -> Tenancy:
+    return Tenancy(principal.tenant_id, datetime.now(UTC), state.hmac_secret)
+
+
+def requires(*scopes: Scope) -> object:
+    async def check(principal: Caller) -> None:
+        principal.require(*scopes)
+
+    return Depends(check)
+
+
+def strict(model: type[RequestEnvelope]) -> object:
+    """Reject fields the contract does not define, with their locations (422)."""
+
+    async def check(request: Request) -> None:
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return  # the body validation reports malformed JSON
+        errors = strict_errors(model, data)
+        if errors:
+            raise ProblemException(422, "The event has fields the contract does not define.",
+                                   errors=errors)
+
+    return Depends(check)

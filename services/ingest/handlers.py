@@ -1,0 +1,225 @@
+"""Ingest routes: validate, build events, publish, and answer only after the broker acked."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Path
+from pydantic import BaseModel, Field
+
+from feedbackloop.contract import Event
+from feedbackloop.contract.requests import (
+    REQUEST_KINDS,
+    ChoiceRequest,
+    ConsentRequest,
+    ErasureRequest,
+    FeedbackRequest,
+    InteractionRequest,
+    RequestEnvelope,
+    ResponseRequest,
+    SessionStartedRequest,
+)
+from feedbackloop.http.auth import Scope
+from feedbackloop.http.problems import ProblemException
+from feedbackloop.kafka import PublishUnavailable
+from services.ingest.deps import Caller, IngestState, State, requires, strict, tenancy_of
+from services.ingest.processing import RequestProblem, parse_request, to_event, to_message
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+UserIdPath = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+class Accepted(BaseModel):
+    event_id: UUID
+    status: Literal["accepted"] = "accepted"
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "invalid"]
+    event_id: UUID | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    invalid: int
+    results: list[BatchItemResult]
+
+
+class EventBatch(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Up to 1,000 events (1 MiB in all), each an object with a `type` "
+        "(for example `feedback.submitted`) and that type's fields.",
+    )
+
+
+async def _publish(state: IngestState, events: list[Event]) -> None:
+    started = time.perf_counter()
+    try:
+        await state.publisher.publish([to_message(event, state.topics) for event in events])
+    except PublishUnavailable as error:
+        for event in events:
+            state.metrics.count(event.type, "unavailable")
+        raise ProblemException(
+            503,
+            f"the event log did not acknowledge the events; retry with the same event ids"
+            f" ({error})",
+            headers={"Retry-After": str(state.retry_after_seconds)},
+            errors=[{"event_id": str(event.event_id)} for event in events],
+        ) from None
+    state.metrics.publish_seconds.observe(time.perf_counter() - started)
+    for event in events:
+        state.metrics.count(event.type, "accepted")
+
+
+async def _accept_one(
+    state: IngestState,
+    caller: Any,
+    event_type: str,
+    request: RequestEnvelope,
+    *,
+    user_id: str | None = None,
+) -> Accepted:
+    try:
+        event = to_event(event_type, request, tenancy_of(state, caller), user_id=user_id)
+    except RequestProblem as problem:
+        state.metrics.count(event_type, "invalid")
+        raise ProblemException(422, "The event is invalid.", errors=problem.errors) from None
+    await _publish(state, [event])
+    return Accepted(event_id=event.event_id)
+
+
+_INGEST = requires(Scope.INGEST)
+
+
+@router.post("/responses", status_code=202, dependencies=[_INGEST, strict(ResponseRequest)])
+async def log_response(body: ResponseRequest, state: State, caller: Caller) -> Accepted:
+    """Log an AI output that can receive feedback (`response.logged`)."""
+    return await _accept_one(state, caller, "response.logged", body)
+
+
+@router.post(
+    "/feedback",
+    status_code=202,
+    dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(FeedbackRequest)],
+)
+async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -> Accepted:
+    """Submit one feedback signal on a response (`feedback.submitted`)."""
+    return await _accept_one(state, caller, "feedback.submitted", body)
+
+
+@router.post(
+    "/recommendations/sessions",
+    status_code=202,
+    dependencies=[_INGEST, strict(SessionStartedRequest)],
+)
+async def start_session(body: SessionStartedRequest, state: State, caller: Caller) -> Accepted:
+    """Log the list of options shown to a customer (`recommendation.session_started`)."""
+    return await _accept_one(state, caller, "recommendation.session_started", body)
+
+
+@router.post(
+    "/recommendations/interactions",
+    status_code=202,
+    dependencies=[_INGEST, strict(InteractionRequest)],
+)
+async def record_interaction(body: InteractionRequest, state: State, caller: Caller) -> Accepted:
+    """Log how a customer browsed an option (`recommendation.interaction`)."""
+    return await _accept_one(state, caller, "recommendation.interaction", body)
+
+
+@router.post(
+    "/recommendations/choices", status_code=202, dependencies=[_INGEST, strict(ChoiceRequest)]
+)
+async def record_choice(body: ChoiceRequest, state: State, caller: Caller) -> Accepted:
+    """Log which option the customer chose, or that none was (`recommendation.choice`)."""
+    return await _accept_one(state, caller, "recommendation.choice", body)
+
+
+def _same_user(body: RequestEnvelope, user_id: str) -> None:
+    if body.user_id is not None and body.user_id != user_id:
+        raise ProblemException(
+            422,
+            "The event is invalid.",
+            errors=[{"loc": ["user_id"], "msg": "differs from the path", "type": "value_error"}],
+        )
+
+
+@router.post(
+    "/users/{user_id}/consent",
+    status_code=202,
+    dependencies=[requires(Scope.INGEST, Scope.ADMIN), strict(ConsentRequest)],
+)
+async def change_consent(
+    user_id: UserIdPath, body: ConsentRequest, state: State, caller: Caller
+) -> Accepted:
+    """Record whether the user's events may be used for training (`user.consent_changed`)."""
+    _same_user(body, user_id)
+    return await _accept_one(state, caller, "user.consent_changed", body, user_id=user_id)
+
+
+@router.post(
+    "/users/{user_id}/erasure",
+    status_code=202,
+    dependencies=[requires(Scope.INGEST, Scope.ADMIN), strict(ErasureRequest)],
+)
+async def request_erasure(
+    user_id: UserIdPath,
+    state: State,
+    caller: Caller,
+    body: Annotated[ErasureRequest | None, Body()] = None,
+) -> Accepted:
+    """Forget the user everywhere (`user.erasure_requested`)."""
+    body = body or ErasureRequest()
+    _same_user(body, user_id)
+    return await _accept_one(state, caller, "user.erasure_requested", body, user_id=user_id)
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    dependencies=[_INGEST],
+    responses={422: {"description": "No event in the batch is valid"}},
+)
+async def ingest_batch(batch: EventBatch, state: State, caller: Caller) -> BatchResult:
+    """A batch of mixed events with a result per event. Valid events are published even when
+    others are invalid; if the broker does not acknowledge, nothing is reported accepted."""
+    if len(batch.events) > state.max_batch_events:
+        raise ProblemException(
+            413, f"a batch holds at most {state.max_batch_events} events, got {len(batch.events)}"
+        )
+    tenancy = tenancy_of(state, caller)
+    results: list[BatchItemResult] = []
+    events: list[Event] = []
+    for index, item in enumerate(batch.events):
+        event_type = item.get("type") if isinstance(item, dict) else None
+        if event_type not in REQUEST_KINDS:
+            results.append(_invalid(index, [{"loc": ["type"], "msg": "unknown event type",
+                                             "type": "literal_error"}]))
+            state.metrics.count(None, "invalid")
+            continue
+        fields = {key: value for key, value in item.items() if key != "type"}
+        try:
+            event = to_event(event_type, parse_request(event_type, fields), tenancy)
+        except RequestProblem as problem:
+            results.append(_invalid(index, problem.errors))
+            state.metrics.count(event_type, "invalid")
+            continue
+        events.append(event)
+        results.append(BatchItemResult(index=index, status="accepted", event_id=event.event_id))
+    if not events:
+        raise ProblemException(
+            422,
+            "No event in the batch is valid.",
+            errors=[error | {"index": r.index} for r in results for error in r.errors or []],
+        )
+    await _publish(state, events)
+    return BatchResult(accepted=len(events), invalid=len(results) - len(events), results=results)
+
+
+def _invalid(index: int, errors: list[dict[str, Any]]) -> BatchItemResult:
+    return BatchItemResult(index=index, status="invalid", errors=errors)

@@ -1,0 +1,124 @@
+"""Wires the ingest service. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CollectorRegistry
+
+from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.limits import BodySizeLimit
+from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.kafka import EventPublisher
+from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
+from feedbackloop.postgres import create_pool
+from feedbackloop.serving import serve
+from services.ingest.deps import IngestState
+from services.ingest.handlers import router
+from services.ingest.settings import Settings, port
+
+logger = logging.getLogger(__name__)
+
+
+async def _start_when_reachable(publisher: EventPublisher) -> None:
+    """The service starts even while the broker is down (answering 503 until it is up)."""
+    delay = 0.5
+    while True:
+        try:
+            await publisher.start()
+            return
+        except Exception as error:
+            logger.warning("broker not reachable yet (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.require_runtime()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.database_url.get_secret_value(),
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+        )
+        publisher = EventPublisher(
+            settings.kafka_connection(),
+            enable_idempotence=settings.kafka_enable_idempotence,
+            linger_ms=settings.kafka_linger_ms,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+            timeout_seconds=settings.publish_timeout_seconds,
+        )
+        starting = asyncio.create_task(_start_when_reachable(publisher))
+        app.state.ingest = IngestState(
+            verifier=ApiKeyVerifier(pool, cache_seconds=settings.api_key_cache_seconds),
+            publisher=publisher,
+            topics=settings.topic_names(),
+            metrics=IngestMetrics(registry),
+            hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
+            retry_after_seconds=settings.retry_after_seconds,
+            max_batch_events=settings.max_batch_events,
+        )
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await publisher.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="feedbackloop ingest",
+        version="1",
+        description="Send what users did with an AI's output. Every accepted event (202) has "
+        "been acknowledged by the event log; 503 means retry with the same event ids.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(router)
+
+    def body_limit(path: str) -> int:
+        return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
+
+    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(response: Response) -> dict[str, object]:
+        state: IngestState = app.state.ingest
+        checks = {"broker": await state.publisher.is_ready()}
+        try:
+            checks["database"] = await app.state.pool.fetchval("SELECT 1") == 1
+        except Exception:
+            checks["database"] = False
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"status": "ready" if ready else "not ready", "checks": checks}
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus_metrics() -> Response:
+        return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main() -> None:
+    settings = Settings()
+    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+
+
+if __name__ == "__main__":
+    main()

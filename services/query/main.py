@@ -1,0 +1,80 @@
+"""Wires the query service. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CollectorRegistry
+
+from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.limits import BodySizeLimit
+from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.observability import CONTENT_TYPE_LATEST, render
+from feedbackloop.postgres import create_pool
+from feedbackloop.serving import serve
+from services.query.deps import QueryState
+from services.query.handlers import router
+from services.query.settings import Settings, port
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.require_runtime()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.database_url.get_secret_value(),
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+        )
+        app.state.query = QueryState(
+            pool=pool,
+            verifier=ApiKeyVerifier(pool, cache_seconds=settings.api_key_cache_seconds),
+            hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="feedbackloop query",
+        version="1",
+        description="Analytics and user feedback history, read from the consumers' read models.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(response: Response) -> dict[str, object]:
+        try:
+            database = await app.state.query.pool.fetchval("SELECT 1") == 1
+        except Exception:
+            database = False
+        response.status_code = 200 if database else 503
+        return {"status": "ready" if database else "not ready", "checks": {"database": database}}
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus_metrics() -> Response:
+        return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main() -> None:
+    settings = Settings()
+    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+
+
+if __name__ == "__main__":
+    main()

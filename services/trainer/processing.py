@@ -1,0 +1,119 @@
+"""Trainer: feedback joined with the response it is about, and training consent. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from feedbackloop.contract import (
+    ConsentChanged,
+    ErasureRequested,
+    Event,
+    FeedbackSubmitted,
+    ResponseLogged,
+)
+
+
+@dataclass(frozen=True)
+class ResponseStored:
+    tenant_id: str
+    response_id: str
+    event_id: object
+    user_id: str | None
+    prompt: list[dict[str, Any]]
+    context: list[dict[str, Any]]
+    output: str
+    model: str
+    action_type: str
+    action_data: dict[str, Any] | None
+    feature: str | None
+    language: str | None
+    prompt_version: str | None
+    experiment: str | None
+    variant: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackStored:
+    tenant_id: str
+    event_id: object
+    response_id: str
+    user_id: str | None
+    kind: str
+    thumb: str | None
+    rating: int | None
+    comment: dict[str, Any] | None
+    correction: str | None
+    replay: dict[str, Any] | None
+    inline_prompt: list[dict[str, Any]] | None
+    inline_output: str | None
+    inline_model: str | None
+    inline_action_type: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentSet:
+    tenant_id: str
+    user_id: str
+    training_allowed: bool
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class UserErased:
+    tenant_id: str
+    user_id: str
+
+
+TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased
+
+
+def process_message(event: Event) -> TrainerEffect | None:
+    match event:
+        case ResponseLogged(payload=p):
+            return ResponseStored(
+                tenant_id=event.tenant_id,
+                response_id=p.response_id,
+                event_id=event.event_id,
+                user_id=event.user_id,
+                prompt=[message.model_dump(mode="json") for message in p.prompt],
+                context=[document.model_dump(mode="json") for document in p.context],
+                output=p.output,
+                model=p.model,
+                action_type=p.action_type,
+                action_data=p.action_data,
+                feature=p.feature,
+                language=p.language,
+                prompt_version=p.prompt_version,
+                experiment=event.experiment,
+                variant=event.variant,
+                occurred_at=event.occurred_at,
+            )
+        case FeedbackSubmitted(payload=p):
+            return FeedbackStored(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                response_id=p.response_id,
+                user_id=event.user_id,
+                kind=p.kind,
+                thumb=p.thumb,
+                rating=p.rating,
+                comment=p.comment.model_dump(mode="json") if p.comment else None,
+                correction=p.correction.text if p.correction else None,
+                replay=p.replay.model_dump(mode="json") if p.replay else None,
+                inline_prompt=[m.model_dump(mode="json") for m in p.prompt] if p.prompt else None,
+                inline_output=p.output,
+                inline_model=p.model,
+                inline_action_type=p.action_type,
+                occurred_at=event.occurred_at,
+            )
+        case ConsentChanged(payload=p):
+            assert event.user_id is not None
+            return ConsentSet(event.tenant_id, event.user_id, p.training_allowed, event.occurred_at)
+        case ErasureRequested():
+            assert event.user_id is not None
+            return UserErased(event.tenant_id, event.user_id)
+    return None
