@@ -1,0 +1,228 @@
+"""Real infrastructure for the tests: external when the environment names it, Docker containers
+through testcontainers when a Docker engine answers, embedded local processes otherwise.
+
+- FEEDBACKLOOP_TEST_DATABASE_URL: an existing PostgreSQL (a superuser URL; databases are created)
+- FEEDBACKLOOP_TEST_KAFKA_BOOTSTRAP: an existing Kafka
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from feedbackloop.contract import TopicNames
+from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port
+from feedbackloop.kafka import KafkaConnection, ensure_topics
+from feedbackloop.migrations import apply_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextmanager
+def postgres_server(workdir: Path) -> Iterator[str]:
+    """Yields a superuser URL of a PostgreSQL server."""
+    external = os.environ.get("FEEDBACKLOOP_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    if docker_engine_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    server = EmbeddedPostgres(workdir / "postgres", free_port(), fast=True)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextmanager
+def kafka_broker(workdir: Path) -> Iterator[str]:
+    """Yields bootstrap servers of a Kafka-protocol broker."""
+    external = os.environ.get("FEEDBACKLOOP_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    if docker_engine_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = TansuBroker(workdir / "tansu.log", free_port())
+    broker.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+def idempotence_supported(bootstrap: str) -> bool:
+    """The embedded broker cannot issue producer ids; real Kafka can."""
+    return bool(os.environ.get("FEEDBACKLOOP_TEST_KAFKA_BOOTSTRAP")) or docker_engine_available()
+
+
+async def create_database(server_url: str) -> str:
+    """A fresh database with every migration applied; returns its URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    base, _, _ = server_url.rpartition("/")
+    url = f"{base}/{name}"
+    connection = await asyncpg.connect(url)
+    try:
+        await apply_migrations(connection)
+    finally:
+        await connection.close()
+    return url
+
+
+async def create_topics(bootstrap: str, prefix: str, partitions: int = 2) -> TopicNames:
+    names = TopicNames(prefix)
+    await ensure_topics(
+        KafkaConnection(bootstrap), names.all_physical(), partitions=partitions,
+        replication_factor=1,
+    )
+    return names
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class ServiceProcesses:
+    """The six services as real processes, like `feedbackloop run` starts them."""
+
+    env: dict[str, str]
+    log_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.ports.setdefault(name, free_port())
+            env = self.env | {f"FEEDBACKLOOP_{name.upper()}_PORT": str(self.ports[name])}
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}.main"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            log.close()
+        self.wait_ready(names)
+
+    def wait_ready(self, names: tuple[str, ...], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited: {self.log(name)[-3000:]}")
+                if self.ready(name):
+                    pending.discard(name)
+            time.sleep(0.2)
+        if pending:
+            raise TimeoutError(
+                f"not ready: {pending}; logs: " + " | ".join(self.log(n)[-2000:] for n in pending)
+            )
+
+    def ready(self, name: str) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes.clear()
+
+
+async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    """Await `check()` until it returns a truthy value; returns it, or fails with the last."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> int:
+    """Messages not yet committed by a consumer group, summed over the topics' partitions."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        ]
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        return sum(
+            ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+            for tp in partitions
+        )
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+async def _partitions(consumer, topic: str) -> set[int]:  # type: ignore[no-untyped-def]
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
