@@ -185,7 +185,7 @@ class ServiceProcesses:
         self.processes.clear()
 
 
-async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
     """Await `check()` until it returns a truthy value; returns it, or fails with the last."""
     deadline = time.monotonic() + timeout
     last = None

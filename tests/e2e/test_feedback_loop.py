@@ -222,4 +222,5 @@ async def test_service_surfaces(stack: Stack) -> None:
             assert stack.names.physical(Topic.RESPONSES if name != "learner"
                                         else Topic.RECOMMENDATIONS) in addresses
         ingest_metrics = (await client.get(f"{stack.services.url('ingest')}/metrics")).text
-        assert 'feedbackloop_ingest_events_total{event_type="feedback.submitted",outcome="accepted"}' in ingest_metrics
+        accepted = 'feedbackloop_ingest_events_total{event_type="feedback.submitted",outcome="accepted"}'
+        assert accepted in ingest_metrics

@@ -1,0 +1,128 @@
+"""The pipeline's delivery rules against a real PostgreSQL that goes away and comes back,
+and the metrics consumer's exact rollups when feedback arrives before its response."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from feedbackloop.consumer import BatchPipeline, DeadLetter
+from feedbackloop.contract import load_samples
+from feedbackloop.embedded import EmbeddedPostgres, free_port
+from feedbackloop.migrations import apply_migrations
+from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.postgres import create_pool
+from services.metrics.handlers import SPEC as METRICS
+from services.profiles.handlers import SPEC as PROFILES
+from tests.infra import create_database
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class CollectedDeadLetters:
+    """A dead-letter sink that keeps what it is given (the broker path is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.items: list[DeadLetter] = []
+
+    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None:
+        self.items.extend(dead_letters)
+
+
+def _records(docs: list[dict]) -> list[Record]:
+    return [Record("p.feedback", 0, offset, b"k", orjson.dumps(doc))
+            for offset, doc in enumerate(docs)]
+
+
+async def test_postgres_outage_is_retried_not_dead_lettered(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "pg", free_port(), fast=True)
+    server.start()
+    try:
+        connection = await asyncpg.connect(server.url)
+        await apply_migrations(connection)
+        await connection.close()
+        pool = await create_pool(server.url, min_size=1, max_size=2)
+        sink = CollectedDeadLetters()
+        pipeline = BatchPipeline(PROFILES, pool, sink, ConsumerMetrics(CollectorRegistry(),
+                                 "profiles"), retry_max_seconds=0.5)
+        docs = load_samples()["feedback.submitted"]
+        server.stop()
+        work = asyncio.create_task(pipeline.process_batch(_records(docs)))
+        await asyncio.sleep(2.0)
+        assert not work.done(), "the batch finished while PostgreSQL was down"
+        assert not pipeline.retry_state.healthy
+        server.start()
+        outcome = await asyncio.wait_for(work, timeout=60)
+        assert outcome.applied == len(docs) and outcome.dead_lettered == 0
+        assert sink.items == []
+        assert pipeline.retry_state.healthy
+        assert await pool.fetchval("SELECT count(*) FROM profiles.feedback") == len(docs)
+        again = await pipeline.process_batch(_records(docs))
+        assert (again.applied, again.duplicates) == (0, len(docs))
+        await pool.close()
+    finally:
+        server.stop()
+
+
+async def test_a_row_postgres_rejects_is_isolated_and_dead_lettered(postgres_url: str) -> None:
+    database = await create_database(postgres_url)
+    pool = await create_pool(database, min_size=1, max_size=2)
+    sink = CollectedDeadLetters()
+    pipeline = BatchPipeline(PROFILES, pool, sink, ConsumerMetrics(CollectorRegistry(), "p"))
+    good = load_samples()["feedback.submitted"][0]
+    # A NUL character is valid JSON and a valid string, but PostgreSQL text cannot hold it.
+    bad = good | {"event_id": str(uuid.uuid4()),
+                  "payload": {"response_id": "r", "comment": {"text": "bad \u0000 byte"}}}
+    outcome = await pipeline.process_batch(_records([bad, good]))
+    assert (outcome.applied, outcome.dead_lettered) == (1, 1)
+    assert sink.items[0].record.offset == 0
+    assert sink.items[0].error_class == "CharacterNotInRepertoireError"
+    assert await pool.fetchval("SELECT count(*) FROM profiles.feedback") == 1
+    await pool.close()
+
+
+async def test_feedback_before_its_response_moves_to_the_response_dimensions(
+    postgres_url: str,
+) -> None:
+    database = await create_database(postgres_url)
+    pool = await create_pool(database, min_size=1, max_size=2)
+    sink = CollectedDeadLetters()
+    pipeline = BatchPipeline(METRICS, pool, sink, ConsumerMetrics(CollectorRegistry(), "m"))
+    response = load_samples()["response.logged"][0]
+    votes = [
+        load_samples()["feedback.submitted"][0] | {"event_id": str(uuid.uuid4())}
+        for _ in range(3)
+    ]
+    votes[1]["payload"] = {"response_id": "resp-1", "thumb": "down"}
+    await pipeline.process_batch(_records(votes))
+    rows = await pool.fetch("SELECT action_type, model, thumbs_up, thumbs_down "
+                            "FROM metrics.feedback_minute")
+    assert [tuple(r) for r in rows] == [("unknown", "unknown", 2, 1)]
+    await pipeline.process_batch(_records([response]))
+    rows = await pool.fetch("SELECT action_type, model, thumbs_up, thumbs_down "
+                            "FROM metrics.feedback_minute WHERE thumbs_up + thumbs_down > 0")
+    assert [tuple(r) for r in rows] == [("todo", "gpt-4o-mini", 2, 1)]
+    # A second logging of the same response changes nothing.
+    await pipeline.process_batch(_records([response | {"event_id": str(uuid.uuid4())}]))
+    total = await pool.fetchrow("SELECT sum(thumbs_up) AS up, sum(thumbs_down) AS down "
+                                "FROM metrics.feedback_minute")
+    assert (total["up"], total["down"]) == (2, 1)
+    assert sink.items == []
+    await pool.close()
