@@ -27,7 +27,9 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock
+# Serialization failure, deadlock, lock timeout; and a schema or table not there yet (a
+# consumer started before migrations ran must wait for them, not dead-letter real events).
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "42P01", "3F000"})
 
 
 def is_transient(error: BaseException) -> bool:
