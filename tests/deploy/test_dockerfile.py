@@ -215,11 +215,13 @@ def test_lock_pins_exactly_the_runtime_dependencies() -> None:
         assert requirement.url is None, f"requirements.lock:{number}: no URLs: {line}"
         pinned[utils.canonicalize_name(requirement.name)] = specifiers[0].version
     assert utils.canonicalize_name(project["name"]) not in pinned, "the lock must not pin the project"
+    runtime = _runtime_closure(project["dependencies"])
+    assert runtime <= set(pinned), f"requirements.lock misses {sorted(runtime - set(pinned))}"
     excluded = {
         utils.canonicalize_name(requirements.Requirement(entry).name)
         for extra in ("embedded", "dev")
         for entry in project.get("optional-dependencies", {}).get(extra, [])
-    }
+    } - runtime
     leaked = excluded & set(pinned)
     assert not leaked, f"requirements.lock pins packages the images do not need: {sorted(leaked)}"
     for entry in project["dependencies"]:
@@ -229,6 +231,36 @@ def test_lock_pins_exactly_the_runtime_dependencies() -> None:
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"requirements.lock pins {name}=={pinned[name]}, pyproject.toml wants {entry}"
         )
+
+
+def _runtime_closure(entries: list[str]) -> set[str]:
+    """Every distribution the runtime dependencies pull in (extras and markers applied), read
+    from the installed metadata: a package a runtime dependency needs belongs in the lock even
+    when a dev tool needs it too."""
+    from importlib import metadata
+
+    requirements = require("packaging.requirements")
+    utils = require("packaging.utils")
+    found: set[str] = set()
+    pending = [(requirements.Requirement(entry), frozenset()) for entry in entries]
+    while pending:
+        requirement, _ = pending.pop()
+        name = utils.canonicalize_name(requirement.name)
+        extras = frozenset(requirement.extras)
+        key = name + "[" + ",".join(sorted(extras)) + "]"
+        if key in found:
+            continue
+        found.add(key)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for raw in requires:
+            child = requirements.Requirement(raw)
+            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+            if child.marker is None or any(child.marker.evaluate(env) for env in environments):
+                pending.append((child, frozenset()))
+    return {key.split("[", 1)[0] for key in found}
 
 
 # The healthcheck script itself.
