@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint install clean
+.PHONY: run test test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
+
+test-deploy: $(STAMP)
+	$(BIN)/python -m pytest tests/deploy
+
+## compose-up / compose-down: the production stack on a Docker engine (secrets in .env,
+## see deploy/compose.env.example and docs/deployment.md)
+compose-up:
+	docker compose up -d --build --wait
+
+compose-down:
+	docker compose down
 
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests
