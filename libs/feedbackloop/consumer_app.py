@@ -75,7 +75,7 @@ def build_consumer_app(spec: ConsumerSpec[Any], config: ConsumerConfig) -> FastA
     metrics = ConsumerMetrics(registry, spec.name)
     broker = KafkaBroker(
         config.kafka.bootstrap_servers,
-        security=None,
+        security=config.kafka.faststream_security(),
         logger=logging.getLogger(f"feedbackloop.{spec.name}.broker"),
         client_id=f"feedbackloop-{spec.name}",
     )

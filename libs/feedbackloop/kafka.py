@@ -11,6 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +27,18 @@ class KafkaConnection:
     sasl_username: str | None = None
     sasl_password: str | None = None
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
     def client_args(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (producer, admin, plain consumers)."""
         args: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
         }
+        if self.uses_tls:
+            args["ssl_context"] = create_ssl_context()
         if self.sasl_mechanism:
             args |= {
                 "sasl_mechanism": self.sasl_mechanism,
@@ -37,6 +46,28 @@ class KafkaConnection:
                 "sasl_plain_password": self.sasl_password,
             }
         return args
+
+    def faststream_security(self) -> BaseSecurity | None:
+        """The same settings for FastStream's broker (the consumers), so that a secured Kafka
+        is reached by every client alike."""
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        context = create_ssl_context() if self.uses_tls else None
+        if self.security_protocol == "SSL":
+            return BaseSecurity(ssl_context=context, use_ssl=True)
+        if self.security_protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError(f"unsupported Kafka security protocol {self.security_protocol!r}")
+        mechanisms = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256,
+                      "SCRAM-SHA-512": SASLScram512}
+        mechanism = mechanisms.get(self.sasl_mechanism or "")
+        if mechanism is None:
+            raise ValueError(f"unsupported SASL mechanism {self.sasl_mechanism!r}")
+        return mechanism(
+            username=self.sasl_username or "",
+            password=self.sasl_password or "",
+            ssl_context=context,
+            use_ssl=self.uses_tls,
+        )
 
 
 async def ensure_topics(
