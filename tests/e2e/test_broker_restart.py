@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from feedbackloop.client import AsyncFeedbackClient, RetryPolicy
 from feedbackloop.embedded import SeaweedS3, TansuBroker, free_port, port_open
 from feedbackloop.http.auth import ALL_SCOPES
 from services.cli.admin import create_key
@@ -114,3 +115,30 @@ async def test_broker_restart_loses_nothing_that_got_a_2xx(durable: dict) -> Non
 
         counted = await eventually(all_counted, timeout=90, interval=1)
     assert counted == len(accepted) == 30
+
+
+async def test_client_retries_with_the_same_ids_through_an_outage(durable: dict) -> None:
+    broker: TansuBroker = durable["broker"]
+    services: ServiceProcesses = durable["services"]
+    client = AsyncFeedbackClient(
+        services.url("ingest"), durable["key"], flush_interval=0,
+        retry=RetryPolicy(max_retries=60, base_seconds=0.2, max_seconds=1.0),
+    )
+    for i in range(50):
+        await client.submit_feedback(response_id=f"c{i}", thumb="down", action_type="client_outage")
+    broker.stop()
+    flushing = asyncio.create_task(client.close())
+    await asyncio.sleep(4)
+    assert not flushing.done(), "the client gave up or claimed success while the broker was down"
+    broker.start()
+    await asyncio.wait_for(flushing, timeout=90)
+
+    headers = {"Authorization": f"Bearer {durable['key']}"}
+    async with httpx.AsyncClient(base_url=services.url("query"), headers=headers,
+                                 timeout=30) as query:
+        async def counted() -> int | None:
+            groups = (await query.get("/v1/analytics/approval")).json()["groups"]
+            down = next((g["down"] for g in groups if g["group"] == "client_outage"), 0)
+            return down if down >= 50 else None
+
+        assert await eventually(counted, timeout=90, interval=1) == 50

@@ -1,0 +1,265 @@
+"""A Python client for backends that send events to feedbackloop's ingest API.
+
+Events are buffered and sent in batches (`POST /v1/events`). Every event gets its `event_id`
+when it is queued, so a retried batch carries the same ids and is counted once downstream.
+Retries: connection errors, 5xx (503 included) and 429 are retried with exponential backoff
+(honouring `Retry-After`) up to `max_retries`; other 4xx answers are the caller's error and
+raise `FeedbackError` at once. Invalid events inside an accepted batch are reported to
+`on_invalid` (by default, logged) and never retried.
+
+Use `AsyncFeedbackClient` in asyncio code (`async with`, or `await close()`), and
+`FeedbackClient` elsewhere (flushes on `close()`, on `with` exit, and at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import orjson
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class FeedbackError(Exception):
+    """The API refused a batch for a reason retrying cannot fix (401, 403, 413, 422...)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"feedbackloop answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 8
+    base_seconds: float = 0.2
+    max_seconds: float = 10.0
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                return min(float(retry_after), self.max_seconds)
+            except ValueError:
+                pass
+        backoff = min(self.base_seconds * 2**attempt, self.max_seconds)
+        return backoff * (0.5 + random.random() / 2)  # jitter: clients do not retry in step
+
+
+def _log_invalid(results: list[dict[str, Any]]) -> None:
+    for item in results:
+        logger.warning("feedbackloop rejected event %s: %s", item.get("index"), item.get("errors"))
+
+
+def _event(event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+    event = {"type": event_type, **fields}
+    event.setdefault("event_id", str(uuid4()))
+    return event
+
+
+def _outcome(response: httpx.Response) -> list[dict[str, Any]] | None:
+    """Invalid items of an accepted batch; None when the batch must be retried."""
+    if response.status_code == 202:
+        results = response.json()["results"]
+        return [item for item in results if item["status"] != "accepted"]
+    if response.status_code in RETRYABLE_STATUS:
+        return None
+    body = response.json() if response.headers.get("content-type", "").endswith("json") else (
+        response.text
+    )
+    if response.status_code == 422 and isinstance(body, dict) and "errors" in body:
+        return [{"index": e.get("index"), "status": "invalid", "errors": [e]}
+                for e in body["errors"]]
+    raise FeedbackError(response.status_code, body)
+
+
+class AsyncFeedbackClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        on_invalid: Callable[[list[dict[str, Any]]], None] = _log_invalid,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry = retry or RetryPolicy()
+        self.on_invalid = on_invalid
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AsyncFeedbackClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, event_type: str, **fields: Any) -> str:
+        """Queue one event; returns its event_id. Sends when the batch is full."""
+        event = _event(event_type, fields)
+        self._buffer.append(event)
+        if self._ticker is None and self.flush_interval > 0:
+            self._ticker = asyncio.create_task(self._tick())
+        if len(self._buffer) >= self.batch_size:
+            await self.flush()
+        return str(event["event_id"])
+
+    async def log_response(self, **fields: Any) -> str:
+        return await self.send("response.logged", **fields)
+
+    async def submit_feedback(self, **fields: Any) -> str:
+        return await self.send("feedback.submitted", **fields)
+
+    async def flush(self) -> None:
+        """Send everything queued; returns once the broker acknowledged it (or raises)."""
+        async with self._lock:
+            while self._buffer:
+                batch = self._buffer[: self.batch_size]
+                await self._send_batch(batch)
+                del self._buffer[: len(batch)]
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        try:
+            await self.flush()
+        finally:
+            await self._http.aclose()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("feedbackloop: background flush failed; events stay queued")
+
+    async def _send_batch(self, batch: list[dict[str, Any]]) -> None:
+        body = orjson.dumps({"events": batch})
+        for attempt in range(self.retry.max_retries + 1):
+            retry_after = None
+            try:
+                response = await self._http.post("/v1/events", content=body)
+                invalid = _outcome(response)
+                if invalid is not None:
+                    if invalid:
+                        self.on_invalid(invalid)
+                    return
+                retry_after = response.headers.get("Retry-After")
+                reason = f"status {response.status_code}"
+            except httpx.TransportError as error:
+                reason = f"{type(error).__name__}: {error}"
+            if attempt == self.retry.max_retries:
+                raise FeedbackError(0, f"gave up after {attempt + 1} attempts ({reason})")
+            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+
+
+class FeedbackClient:
+    """The blocking client: one batch at a time, flushed when full, on `flush()`/`close()`,
+    and at interpreter exit."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = 500,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        on_invalid: Callable[[list[dict[str, Any]]], None] = _log_invalid,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self.batch_size = batch_size
+        self.retry = retry or RetryPolicy()
+        self.on_invalid = on_invalid
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+
+    def __enter__(self) -> FeedbackClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, event_type: str, **fields: Any) -> str:
+        event = _event(event_type, fields)
+        with self._lock:
+            self._buffer.append(event)
+            full = len(self._buffer) >= self.batch_size
+        if full:
+            self.flush()
+        return str(event["event_id"])
+
+    def log_response(self, **fields: Any) -> str:
+        return self.send("response.logged", **fields)
+
+    def submit_feedback(self, **fields: Any) -> str:
+        return self.send("feedback.submitted", **fields)
+
+    def flush(self) -> None:
+        with self._lock:
+            while self._buffer:
+                batch = self._buffer[: self.batch_size]
+                self._send_batch(batch)
+                del self._buffer[: len(batch)]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._http.close()
+            atexit.unregister(self.close)
+
+    def _send_batch(self, batch: list[dict[str, Any]]) -> None:
+        body = orjson.dumps({"events": batch})
+        for attempt in range(self.retry.max_retries + 1):
+            retry_after = None
+            try:
+                response = self._http.post("/v1/events", content=body)
+                invalid = _outcome(response)
+                if invalid is not None:
+                    if invalid:
+                        self.on_invalid(invalid)
+                    return
+                retry_after = response.headers.get("Retry-After")
+                reason = f"status {response.status_code}"
+            except httpx.TransportError as error:
+                reason = f"{type(error).__name__}: {error}"
+            if attempt == self.retry.max_retries:
+                raise FeedbackError(0, f"gave up after {attempt + 1} attempts ({reason})")
+            time.sleep(self.retry.delay(attempt, retry_after))
