@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
+.PHONY: bench run test test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
+
+## bench: measure ingest and consumers against their baselines (report in bench-results/)
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
 
 test-deploy: $(STAMP)
 	$(BIN)/python -m pytest tests/deploy

@@ -1,0 +1,333 @@
+"""`make bench`: the system measured side by side with its baselines, in one run.
+
+Starts PostgreSQL and the broker (embedded, in memory) and the services as processes, then:
+1. single-event ingest (`POST /v1/feedback`) against a bare FastAPI endpoint validating the same
+   model, same server and process model, same client, same concurrency;
+2. batch ingest (`POST /v1/events`, batches of 500, through the Python client) against a raw
+   aiokafka producer sending the same serialized events to the same broker;
+3. consumer throughput: consumers start after 1 and 2, and drain what was ingested (time from
+   their readiness to lag 0, joining the group included), against a raw asyncpg COPY of rows;
+5. peak RSS of every service process.
+Rounds alternate system and baseline (the machine is shared and noisy); medians and ratios are
+reported. The report is written as JSON and as a table under bench-results/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+from aiokafka import AIOKafkaProducer
+
+from feedbackloop.client import AsyncFeedbackClient
+from feedbackloop.contract import Topic, TopicNames, encode_event
+from feedbackloop.contract.requests import FeedbackRequest, build_event
+from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port
+from feedbackloop.http.auth import ALL_SCOPES
+from services.cli.admin import create_key
+from tests.infra import ROOT, ServiceProcesses, create_database, create_topics
+
+CONSUMERS = ("profiles", "trainer", "metrics")
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def _hammer(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> dict:
+    """POST one small feedback event per request from `concurrency` workers for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                body = {"response_id": f"r{uuid.uuid4().hex[:8]}", "thumb": "up",
+                        "user_id": "bench-user", "event_id": str(uuid.uuid4())}
+                started = time.perf_counter()
+                answer = await client.post(url, json=body)
+                if answer.status_code == 202:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "accepted": len(latencies),
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": 1000 * _percentile(latencies, 0.5),
+        "p99_ms": 1000 * _percentile(latencies, 0.99),
+        "errors": errors,
+    }
+
+
+def _feedback_batch(count: int, action_type: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "feedback.submitted", "event_id": str(uuid.uuid4()), "response_id": f"r{i}",
+         "thumb": "up" if i % 4 else "down", "user_id": f"user-{i % 1000}",
+         "action_type": action_type}
+        for i in range(count)
+    ]
+
+
+async def _batch_ingest(url: str, key: str, events: int, parallel: int) -> float:
+    per_client = events // parallel
+
+    async def one(index: int) -> None:
+        async with AsyncFeedbackClient(url, key, batch_size=500, flush_interval=0) as client:
+            for event in _feedback_batch(per_client, f"bench_{index}"):
+                fields = {k: v for k, v in event.items() if k != "type"}
+                await client.send(event["type"], **fields)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(parallel)))
+    return per_client * parallel / (time.perf_counter() - started)
+
+
+async def _raw_produce(bootstrap: str, names: TopicNames, events: int) -> float:
+    received = datetime.now(UTC)
+    messages = []
+    for doc in _feedback_batch(events, "raw"):
+        fields = {k: v for k, v in doc.items() if k not in ("type", "user_id")}
+        event = build_event("feedback.submitted", FeedbackRequest.model_validate(fields),
+                            tenant_id="bench", user_hash="h" * 64, received_at=received)
+        messages.append((f"bench:{event.subject}".encode(), encode_event(event)))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=1_048_576)
+    await producer.start()
+    try:
+        topic = names.physical(Topic.FEEDBACK)
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+        return events / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def _drain_seconds(database_url: str, expected: dict[str, int],
+                         limit_seconds: float = 600) -> dict[str, float]:
+    """Seconds until each consumer has applied `expected[name]` events (its processed ids)."""
+    started = time.perf_counter()
+    done: dict[str, float] = {}
+    connection = await asyncpg.connect(database_url)
+    try:
+        while len(done) < len(expected) and time.perf_counter() - started < limit_seconds:
+            for name, count in expected.items():
+                if name not in done and await connection.fetchval(
+                    f"SELECT count(*) FROM {name}.processed_events"
+                ) >= count:
+                    done[name] = time.perf_counter() - started
+            await asyncio.sleep(0.25)
+    finally:
+        await connection.close()
+    return done
+
+
+async def _copy_rows(database_url: str, rows: int) -> float:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "CREATE TEMP TABLE copy_bench (tenant_id text, event_id uuid, response_id text, "
+            "user_id text, thumb text, occurred_at timestamptz)"
+        )
+        now = datetime.now(UTC)
+        records = [("bench", uuid.uuid4(), f"r{i}", "h" * 64, "up", now) for i in range(rows)]
+        started = time.perf_counter()
+        await connection.copy_records_to_table("copy_bench", records=records)
+        return rows / (time.perf_counter() - started)
+    finally:
+        await connection.close()
+
+
+class PeakMemory:
+    """Peak resident memory of each service process, sampled while the benchmark runs."""
+
+    def __init__(self, services: ServiceProcesses) -> None:
+        self.services = services
+        self.peak: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for name, process in list(self.services.processes.items()):
+            try:
+                rss = psutil.Process(process.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            self.peak[name] = max(self.peak.get(name, 0), rss)
+
+
+async def _sampling(memory: PeakMemory, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        memory.sample()
+        await asyncio.sleep(0.2)
+
+
+async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
+    postgres = EmbeddedPostgres(workdir / "pg", free_port(), fast=True)
+    broker = TansuBroker(workdir / "tansu.log", free_port())
+    postgres.start()
+    broker.start()
+    services: ServiceProcesses | None = None
+    bare: subprocess.Popen[bytes] | None = None
+    try:
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        database_url = await create_database(postgres.url)
+        names = await create_topics(broker.bootstrap_servers, prefix, partitions=3)
+        _, key = await create_key(database_url, tenant_id="bench", name="bench",
+                                  scopes=list(ALL_SCOPES))
+        env = dict(os.environ) | {
+            "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "FEEDBACKLOOP_DATABASE_URL": database_url,
+            "FEEDBACKLOOP_KAFKA_TOPIC_PREFIX": prefix,
+            "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "bench-secret-" + "x" * 32,
+            "FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "FEEDBACKLOOP_API_KEY_CACHE_SECONDS": "5",
+        }
+        services = ServiceProcesses(env, workdir)
+        # Consumers start after the ingest measurements, so that what was ingested is a backlog
+        # whose drain time measures them.
+        services.start(("ingest", "query"))
+        bare_port = free_port()
+        bare = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
+            [sys.executable, "-m", "uvicorn", "tests.bench.bare_app:app", "--port",
+             str(bare_port), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(2)
+        memory = PeakMemory(services)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sampling(memory, stop))
+        headers = {"Authorization": f"Bearer {key}"}
+
+        # 1. single events
+        system_runs, bare_runs = [], []
+        for _ in range(arguments.rounds):
+            system_runs.append(await _hammer(f"{services.url('ingest')}/v1/feedback", headers,
+                                             arguments.seconds, arguments.concurrency))
+            bare_runs.append(await _hammer(f"http://127.0.0.1:{bare_port}/v1/feedback", headers,
+                                           arguments.seconds, arguments.concurrency))
+        singles = sum(r["accepted"] for r in system_runs)
+        system_rps = statistics.median(r["requests_per_second"] for r in system_runs)
+        bare_rps = statistics.median(r["requests_per_second"] for r in bare_runs)
+        report["single_event"] = {
+            "concurrency": arguments.concurrency,
+            "ingest": {"requests_per_second": system_rps,
+                       "p50_ms": statistics.median(r["p50_ms"] for r in system_runs),
+                       "p99_ms": statistics.median(r["p99_ms"] for r in system_runs),
+                       "errors": sum(r["errors"] for r in system_runs)},
+            "bare_fastapi": {"requests_per_second": bare_rps,
+                             "p50_ms": statistics.median(r["p50_ms"] for r in bare_runs),
+                             "p99_ms": statistics.median(r["p99_ms"] for r in bare_runs)},
+            "ratio": system_rps / bare_rps, "target_ratio": 0.7,
+        }
+
+        # 2. batches
+        system_eps, raw_eps = [], []
+        parallel = 4
+        per_round = arguments.batch_events // parallel * parallel
+        for _ in range(arguments.rounds):
+            system_eps.append(await _batch_ingest(services.url("ingest"), key,
+                                                  per_round, parallel=parallel))
+            raw_eps.append(await _raw_produce(broker.bootstrap_servers, names, per_round))
+        batched = raw = per_round * arguments.rounds
+        report["batch_ingest"] = {
+            "batch_size": 500,
+            "ingest_events_per_second": statistics.median(system_eps),
+            "raw_producer_events_per_second": statistics.median(raw_eps),
+            "ratio": statistics.median(system_eps) / statistics.median(raw_eps),
+            "target_events_per_second": 30_000, "target_ratio": 0.4,
+        }
+
+        # 3. consumers drain what was ingested (timed from their readiness: includes joining)
+        with_user = singles + batched  # profiles keeps feedback of known users only
+        total = with_user + raw
+        services.start(CONSUMERS)
+        drained = await _drain_seconds(
+            database_url, {"profiles": with_user, "trainer": total, "metrics": total}
+        )
+        copy_rps = await _copy_rows(database_url, 50_000)
+        report["consumers"] = {
+            "backlog_when_measured": total,
+            "seconds_to_zero_lag": drained,
+            "raw_copy_rows_per_second": copy_rps,
+        }
+        stop.set()
+        await sampler
+        report["peak_rss_mib"] = {name: round(rss / 2**20, 1) for name, rss in memory.peak.items()}
+    finally:
+        if bare is not None:
+            bare.terminate()
+            bare.wait(10)
+        if services is not None:
+            services.stop()
+        broker.stop()
+        postgres.stop()
+    return report
+
+
+def _table(report: dict[str, Any]) -> str:
+    single, batch = report["single_event"], report["batch_ingest"]
+    lines = [
+        "measurement                        system        baseline      ratio   target",
+        f"single POST /v1/feedback (req/s)   {single['ingest']['requests_per_second']:>10.0f}"
+        f"    {single['bare_fastapi']['requests_per_second']:>10.0f}    {single['ratio']:>5.2f}"
+        f"   >= {single['target_ratio']}",
+        f"  latency p50 / p99 (ms)           {single['ingest']['p50_ms']:>5.1f} / "
+        f"{single['ingest']['p99_ms']:<6.1f}  {single['bare_fastapi']['p50_ms']:>5.1f} / "
+        f"{single['bare_fastapi']['p99_ms']:<6.1f}",
+        f"batch POST /v1/events (events/s)   {batch['ingest_events_per_second']:>10.0f}"
+        f"    {batch['raw_producer_events_per_second']:>10.0f}    {batch['ratio']:>5.2f}"
+        f"   >= {batch['target_ratio']} and >= {batch['target_events_per_second']}/s",
+    ]
+    consumers = report["consumers"]
+    for name, seconds in consumers["seconds_to_zero_lag"].items():
+        rate = consumers["backlog_when_measured"] / seconds if seconds else float("inf")
+        lines.append(f"consumer {name:<9} drain (events/s)  {rate:>10.0f}"
+                     f"    {consumers['raw_copy_rows_per_second']:>10.0f}    "
+                     f"{rate / consumers['raw_copy_rows_per_second']:>5.2f}   (raw COPY)")
+    lines.append("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch-events", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fbl-bench-") as workdir:
+        report = asyncio.run(measure(arguments, Path(workdir)))
+    folder = arguments.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder.mkdir(parents=True, exist_ok=True)
+    table = _table(report)
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "report.txt").write_text(table + "\n")
+    print(table)
+    print(f"\nreport: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
