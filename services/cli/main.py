@@ -8,6 +8,7 @@ import sys
 
 from feedbackloop.settings import Settings
 from services.cli import admin
+from services.cli.loadgen import add_loadgen_parser, run_loadgen
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys (never their values)")
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    add_loadgen_parser(commands)
     return parser
 
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.stack import run
 
         return run(settings)
+    if arguments.command == "loadgen":
+        return run_loadgen(arguments)
     if arguments.command == "migrate":
         applied = asyncio.run(admin.migrate(_database_url(settings)))
         print("applied:", ", ".join(applied) or "nothing new")

@@ -74,3 +74,18 @@ async def test_client_errors_that_retrying_cannot_fix_raise_at_once(stack: Stack
         await asyncio.wait_for(client.flush(), timeout=4)
     assert raised.value.status == 401
     await client._http.aclose()
+
+
+async def test_loadgen_traffic_arrives(stack: Stack, query: httpx.AsyncClient) -> None:
+    from services.cli.loadgen import generate
+
+    sent = await generate(stack.services.url("ingest"), stack.api_key, rate=300, seconds=2,
+                          seed=3)
+    assert sum(sent.values()) >= 400
+
+    async def responses_visible() -> int | None:
+        groups = (await query.get("/v1/analytics/approval", params={"group_by": "model"})).json()
+        total = sum(g["total"] for g in groups["groups"] if g["group"] == "support-v2")
+        return total or None
+
+    assert await eventually(responses_visible, timeout=30)
