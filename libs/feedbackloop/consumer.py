@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +88,37 @@ class DeadLetterSink(Protocol):
     async def publish(self, dead_letters: Sequence[DeadLetter]) -> None: ...
 
 
+class DeadLetterStorm(Exception):
+    """Most of the recent input would be dead-lettered: more likely a bad deploy than bad data.
+
+    Raised before anything of the batch is applied or dead-lettered, so the consumer stops
+    where it is (the caller rewinds) instead of draining the topic into the dead-letter queue.
+    """
+
+
+class DeadLetterGuard:
+    """Tracks the share of dead-lettered records over the last `window` records."""
+
+    def __init__(self, *, max_ratio: float = 0.5, window: int = 1_000, min_records: int = 100):
+        self.max_ratio = max_ratio
+        self.window = window
+        self.min_records = min_records
+        self._recent: deque[bool] = deque(maxlen=window)
+
+    def check(self, dead: int, total: int) -> None:
+        """Raise `DeadLetterStorm` if `dead` of `total` more records would cross the limit."""
+        seen = len(self._recent) + total
+        dead_seen = sum(self._recent) + dead
+        if seen >= self.min_records and dead_seen > self.max_ratio * seen:
+            raise DeadLetterStorm(
+                f"{dead_seen} of the last {seen} records would be dead-lettered "
+                f"(limit {self.max_ratio:.0%}); stopping instead of draining the topic"
+            )
+
+    def record(self, dead: int, total: int) -> None:
+        self._recent.extend([True] * dead + [False] * (total - dead))
+
+
 @dataclass
 class BatchOutcome:
     applied: int = 0
@@ -101,10 +133,11 @@ class RetryState:
     def __init__(self) -> None:
         self.failing_since: float | None = None
         self.last_error: str | None = None
+        self.storm: str | None = None
 
     @property
     def healthy(self) -> bool:
-        return self.failing_since is None
+        return self.failing_since is None and self.storm is None
 
 
 class BatchPipeline(Generic[EffectT]):
@@ -125,8 +158,10 @@ class BatchPipeline(Generic[EffectT]):
         metrics: ConsumerMetrics,
         *,
         retry_max_seconds: float = 5.0,
+        guard: DeadLetterGuard | None = None,
     ) -> None:
         self.spec = spec
+        self.guard = guard or DeadLetterGuard()
         self.pool = pool
         self.dead_letters = dead_letters
         self.metrics = metrics
@@ -159,6 +194,13 @@ class BatchPipeline(Generic[EffectT]):
             else:
                 seen.add(key)
                 pending.append((key, effect))
+        try:
+            self.guard.check(len(dead), len(records))
+        except DeadLetterStorm as storm:
+            self.retry_state.storm = str(storm)
+            logger.error("%s: %s", self.spec.name, storm)
+            raise
+        self.retry_state.storm = None
         if pending:
             try:
                 applied = await self._retrying(lambda: self._apply(pending))
@@ -172,6 +214,7 @@ class BatchPipeline(Generic[EffectT]):
         if dead:
             await self._retrying(lambda: self.dead_letters.publish(dead))
             outcome.dead_lettered = len(dead)
+        self.guard.record(len(dead), len(records))
         self._record(outcome, time.perf_counter() - started)
         return outcome
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, DeadLetter
+from feedbackloop.consumer import BatchPipeline, DeadLetter, DeadLetterGuard, DeadLetterStorm
 from feedbackloop.contract import load_samples
 from feedbackloop.embedded import EmbeddedPostgres, free_port
 from feedbackloop.migrations import apply_migrations
@@ -125,4 +125,34 @@ async def test_feedback_before_its_response_moves_to_the_response_dimensions(
                                 "FROM metrics.feedback_minute")
     assert (total["up"], total["down"]) == (2, 1)
     assert sink.items == []
+    await pool.close()
+
+
+async def test_a_dead_letter_storm_stops_the_consumer_instead_of_draining(
+    postgres_url: str,
+) -> None:
+    database = await create_database(postgres_url)
+    pool = await create_pool(database, min_size=1, max_size=2)
+    sink = CollectedDeadLetters()
+    pipeline = BatchPipeline(PROFILES, pool, sink, ConsumerMetrics(CollectorRegistry(), "p"),
+                             guard=DeadLetterGuard(max_ratio=0.5, window=1_000, min_records=100))
+    good = load_samples()["feedback.submitted"][0]
+    healthy = [good | {"event_id": str(uuid.uuid4())} for _ in range(150)]
+    a_little_poison = [good | {"event_id": str(uuid.uuid4())} for _ in range(40)]
+    a_little_poison[::4] = [{"type": "feedback.submitted", "garbage": True}] * 10
+    assert (await pipeline.process_batch(_records(healthy))).applied == 150
+    outcome = await pipeline.process_batch(_records(a_little_poison))
+    assert (outcome.applied, outcome.dead_lettered) == (30, 10)
+
+    bad_deploy = [{"type": "feedback.submitted", "schema_version": 1}] * 300
+    with pytest.raises(DeadLetterStorm):
+        await pipeline.process_batch(_records(bad_deploy))
+    assert len(sink.items) == 10, "nothing of the storm batch may reach the dead-letter queue"
+    assert not pipeline.retry_state.healthy and "dead-lettered" in (pipeline.retry_state.storm or "")
+    assert await pool.fetchval("SELECT count(*) FROM profiles.feedback") == 180
+
+    # After the fix the same records flow again, and the consumer is healthy.
+    fixed = [good | {"event_id": str(uuid.uuid4())} for _ in range(300)]
+    assert (await pipeline.process_batch(_records(fixed))).applied == 300
+    assert pipeline.retry_state.healthy
     await pool.close()
