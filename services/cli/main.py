@@ -8,6 +8,7 @@ import sys
 
 from feedbackloop.settings import Settings
 from services.cli import admin
+from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     add_loadgen_parser(commands)
+    add_dead_letter_parser(commands)
     return parser
 
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.stack import run
 
         return run(settings)
+    if arguments.command == "dead-letters":
+        return run_dead_letters(arguments, settings)
     if arguments.command == "loadgen":
         return run_loadgen(arguments)
     if arguments.command == "migrate":
