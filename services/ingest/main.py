@@ -20,6 +20,7 @@ from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.ingest.deps import IngestState
 from services.ingest.handlers import router
+from services.ingest.ranking import router as ranking_router
 from services.ingest.settings import Settings, port
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(router)
+    app.include_router(ranking_router)
 
     def body_limit(path: str) -> int:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes

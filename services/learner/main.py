@@ -1,17 +1,30 @@
-"""Wires the learner consumer service. No logic here."""
+"""Wires the learner consumer service and its refit loop. No logic here."""
 
+import asyncpg
 from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
 
 from feedbackloop.consumer_app import build_consumer_app, consumer_config
+from feedbackloop.contract import Topic
 from feedbackloop.serving import serve
 from services.learner.handlers import SPEC
+from services.learner.refits import RefitConfig, run_refits
 from services.learner.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
-    return build_consumer_app(SPEC, consumer_config(settings))
+    config = RefitConfig.from_settings(settings)
+    weights_topic = settings.topic_names().physical(Topic.WEIGHTS)
+
+    async def refits(pool: asyncpg.Pool, broker: KafkaBroker) -> None:
+        async def publish(key: str, value: bytes) -> None:
+            await broker.publish(value, topic=weights_topic, key=key.encode())
+
+        await run_refits(pool, publish, config)
+
+    return build_consumer_app(SPEC, consumer_config(settings), background=refits)
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
-"""Learner: the choice log, each choice beside the options that were shown. Pure."""
+"""Learner: the choice log, each choice beside the options that were shown, and the decisions
+of the refit loop (which segments are due, what a published version says). Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from feedbackloop.contract import Choice, ErasureRequested, Event, SessionStarted
+from services.learner.learning import ObservedChoice
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,60 @@ def process_message(event: Event) -> LearnerEffect | None:
             assert event.user_id is not None
             return UserErased(event.tenant_id, event.user_id)
     return None
+
+
+@dataclass(frozen=True)
+class PendingChoices:
+    """Choices of one tenant's segment that no refit has read yet."""
+
+    tenant_id: str
+    segment: str
+    new_choices: int
+    oldest_new_at: datetime
+    last_fitted_at: datetime | None
+
+
+def segments_due(
+    pending: Sequence[PendingChoices], *, now: datetime, min_new_choices: int,
+    interval_seconds: float,
+) -> dict[str, list[str]]:
+    """Which segments of which tenants to refit now: a segment is due when it has
+    `min_new_choices` new choices, or when it has any and `interval_seconds` have passed since
+    its last refit (since its oldest new choice when it was never fitted). Batching this way
+    means a stream of choices costs one refit per batch, not one per event."""
+    due: dict[str, list[str]] = {}
+    for row in pending:
+        since = row.last_fitted_at or row.oldest_new_at
+        waited = (now - since).total_seconds()
+        if row.new_choices >= min_new_choices or (
+            row.new_choices > 0 and waited >= interval_seconds
+        ):
+            due.setdefault(row.tenant_id, []).append(row.segment)
+    return {tenant: sorted(segments) for tenant, segments in due.items()}
+
+
+def group_choices(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[ObservedChoice]]:
+    """Logged choices (`segment`, `options`, `chosen_item_id`) grouped by segment."""
+    grouped: dict[str, list[ObservedChoice]] = {}
+    for row in rows:
+        grouped.setdefault(row["segment"], []).append(
+            ObservedChoice(options=row["options"], chosen_item_id=row["chosen_item_id"])
+        )
+    return grouped
+
+
+def weights_message(version: Mapping[str, Any]) -> dict[str, Any]:
+    """What the weights topic carries for one stored version (keyed by tenant and segment)."""
+    return {
+        "type": "segment_weights.version",
+        "schema_version": 1,
+        "tenant_id": version["tenant_id"],
+        "segment": version["segment"],
+        "version": version["version"],
+        "weights": version["weights"],
+        "intervals": version["intervals"],
+        "confidence": version["confidence"],
+        "sample_size": version["sample_size"],
+        "rank_effects": version["rank_effects"],
+        "fitted_at": version["fitted_at"].isoformat(),
+    }

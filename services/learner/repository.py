@@ -1,13 +1,25 @@
-"""All SQL of the learner schema."""
+"""All SQL of the learner schema: the choice log, refits and weights versions, and the reads
+the ranking and query services make of them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal, TypeAlias
 
 import asyncpg
 
 from feedbackloop.consumer import consecutive_runs
-from services.learner.processing import ChoiceMade, LearnerEffect, SessionShown, UserErased
+from services.learner.learning import SegmentWeights
+from services.learner.processing import (
+    ChoiceMade,
+    LearnerEffect,
+    PendingChoices,
+    SessionShown,
+    UserErased,
+)
+
+Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
@@ -56,3 +68,227 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Learne
             await connection.executemany(
                 "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
             )
+
+
+# Refits and weights versions.
+
+_SEGMENT = "COALESCE(s.segment, 'balanced')"
+
+
+async def pending_choices(connection: Connection) -> list[PendingChoices]:
+    """Per tenant and segment, the choices recorded after the segment's last refit read."""
+    rows = await connection.fetch(
+        f"""
+        SELECT c.tenant_id, {_SEGMENT} AS segment, count(*) AS new_choices,
+               min(c.recorded_at) AS oldest_new_at, min(r.fitted_at) AS last_fitted_at
+        FROM learner.choices c
+        JOIN learner.sessions s USING (tenant_id, session_id)
+        LEFT JOIN learner.refit_state r
+            ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
+        WHERE c.chosen_item_id IS NOT NULL
+          AND (r.fitted_through IS NULL OR c.recorded_at > r.fitted_through)
+        GROUP BY 1, 2
+        """
+    )
+    return [PendingChoices(**dict(row)) for row in rows]
+
+
+async def recent_choices(
+    connection: Connection, *, tenant_id: str, limit: int
+) -> list[asyncpg.Record]:
+    """The tenant's newest `limit` choices of an option, with the options shown and the
+    segment the session was ranked for (`balanced` when it named none)."""
+    return await connection.fetch(
+        f"""
+        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at
+        FROM learner.choices c
+        JOIN learner.sessions s USING (tenant_id, session_id)
+        WHERE c.tenant_id = $1 AND c.chosen_item_id IS NOT NULL
+        ORDER BY c.recorded_at DESC
+        LIMIT $2
+        """,
+        tenant_id,
+        limit,
+    )
+
+
+async def lock_tenant_refits(connection: Connection, *, tenant_id: str) -> None:
+    """Serialise refits of one tenant across learner replicas, until the transaction ends."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('learner.refit:' || $1, 0))", tenant_id
+    )
+
+
+async def latest_coefficients(
+    connection: Connection, *, tenant_id: str
+) -> dict[str, dict[str, float]]:
+    """The raw coefficients of each segment's newest version (warm starts)."""
+    rows = await connection.fetch(
+        """
+        SELECT DISTINCT ON (segment) segment, coefficients
+        FROM learner.weights_versions WHERE tenant_id = $1
+        ORDER BY segment, version DESC
+        """,
+        tenant_id,
+    )
+    return {row["segment"]: row["coefficients"] for row in rows}
+
+
+async def insert_weights_version(
+    connection: Connection,
+    *,
+    tenant_id: str,
+    segment: str,
+    fit: SegmentWeights,
+    fit_seconds: float,
+) -> int:
+    """Store an accepted refit as the segment's next version; returns the version number."""
+    version: int = await connection.fetchval(
+        """
+        INSERT INTO learner.weights_versions (tenant_id, segment, version, factors, weights,
+            intervals, confidence, sample_size, rank_effects, coefficients, covariance,
+            fit_seconds)
+        SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11
+        FROM learner.weights_versions WHERE tenant_id = $1 AND segment = $2
+        RETURNING version
+        """,
+        tenant_id,
+        segment,
+        list(fit.factors),
+        fit.weights,
+        {name: list(bounds) for name, bounds in fit.intervals.items()},
+        fit.confidence,
+        fit.sample_size,
+        {str(rank): value for rank, value in fit.rank_effects.items()},
+        fit.coefficients,
+        fit.covariance,
+        fit_seconds,
+    )
+    return version
+
+
+async def mark_fitted(
+    connection: Connection, *, tenant_id: str, segment: str, fitted_through: datetime
+) -> None:
+    await connection.execute(
+        """
+        INSERT INTO learner.refit_state (tenant_id, segment, fitted_through, fitted_at)
+        VALUES ($1, $2, $3, now())
+        ON CONFLICT (tenant_id, segment) DO UPDATE SET
+            fitted_through = GREATEST(learner.refit_state.fitted_through, EXCLUDED.fitted_through),
+            fitted_at = EXCLUDED.fitted_at
+        """,
+        tenant_id,
+        segment,
+        fitted_through,
+    )
+
+
+async def unpublished_versions(connection: Connection, *, limit: int) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        """
+        SELECT tenant_id, segment, version, weights, intervals, confidence, sample_size,
+               rank_effects, fitted_at
+        FROM learner.weights_versions WHERE published_at IS NULL
+        ORDER BY fitted_at, tenant_id, segment, version
+        LIMIT $1
+        """,
+        limit,
+    )
+
+
+async def mark_published(
+    connection: Connection, *, tenant_id: str, segment: str, version: int
+) -> None:
+    await connection.execute(
+        "UPDATE learner.weights_versions SET published_at = now() "
+        "WHERE tenant_id = $1 AND segment = $2 AND version = $3",
+        tenant_id,
+        segment,
+        version,
+    )
+
+
+# Reads for the ranking and query services (this schema's SQL stays in this module).
+
+
+async def current_weights(
+    connection: Connection, *, tenant_id: str, segment: str
+) -> asyncpg.Record | None:
+    """The segment's newest version, or None while it has none (defaults apply)."""
+    return await connection.fetchrow(
+        """
+        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at
+        FROM learner.weights_versions
+        WHERE tenant_id = $1 AND segment = $2
+        ORDER BY version DESC LIMIT 1
+        """,
+        tenant_id,
+        segment,
+    )
+
+
+async def weights_versions(
+    connection: Connection, *, tenant_id: str, history: int
+) -> list[asyncpg.Record]:
+    """Each segment's newest `history` versions, newest first."""
+    return await connection.fetch(
+        """
+        SELECT segment, version, factors, weights, intervals, confidence, sample_size,
+               rank_effects, fit_seconds, fitted_at, published_at IS NOT NULL AS published
+        FROM (
+            SELECT *, row_number() OVER (PARTITION BY segment ORDER BY version DESC) AS age
+            FROM learner.weights_versions WHERE tenant_id = $1
+        ) v
+        WHERE age <= $2
+        ORDER BY segment, version DESC
+        """,
+        tenant_id,
+        history,
+    )
+
+
+RecommendationGroup = Literal["overall", "segment", "complexity"]
+_GROUP_EXPRESSION: dict[str, str] = {
+    "overall": "'all'",
+    "segment": "COALESCE(s.segment, 'balanced')",
+    "complexity": "COALESCE(s.complexity, 'unknown')",
+}
+
+
+async def recommendation_outcomes(
+    connection: Connection,
+    *,
+    tenant_id: str,
+    group_by: RecommendationGroup,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Per group, sessions started in `[start, end)` and how they ended: conversion counts each
+    session once (its latest decision), chosen rank, satisfaction and decision time."""
+    group = _GROUP_EXPRESSION[group_by]
+    return await connection.fetch(
+        f"""
+        SELECT {group} AS grp,
+               count(*) AS sessions,
+               count(d.session_id) AS decided,
+               count(d.chosen_item_id) AS converted,
+               avg(d.chosen_rank)::double precision AS avg_chosen_rank,
+               avg(d.satisfaction)::double precision AS avg_satisfaction,
+               avg(d.decision_time_seconds)::double precision AS avg_decision_seconds
+        FROM learner.sessions s
+        LEFT JOIN LATERAL (
+            SELECT c.session_id, c.chosen_item_id, c.chosen_rank, c.satisfaction,
+                   c.decision_time_seconds
+            FROM learner.choices c
+            WHERE c.tenant_id = s.tenant_id AND c.session_id = s.session_id
+            ORDER BY c.occurred_at DESC LIMIT 1
+        ) d ON true
+        WHERE s.tenant_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3
+        GROUP BY 1
+        ORDER BY 1
+        """,
+        tenant_id,
+        start,
+        end,
+    )

@@ -1,4 +1,5 @@
-"""The profiles consumer: responses, feedback and consent in; the profiles schema out."""
+"""The profiles consumer: responses, feedback, recommendations and consent in; the profiles
+schema out."""
 
 from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
@@ -8,7 +9,7 @@ from services.profiles.repository import write_effects
 SPEC: ConsumerSpec[ProfileEffect] = ConsumerSpec(
     name="profiles",
     schema="profiles",
-    topics=(Topic.RESPONSES, Topic.FEEDBACK, Topic.CONSENT),
+    topics=(Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS, Topic.CONSENT),
     process=process_message,
     write=write_effects,
 )

@@ -1,16 +1,21 @@
-"""Profiles: what each user accepted and rejected. Pure: an event in, an effect out."""
+"""Profiles: what each user accepted and rejected, and what they were shown and chose among
+recommendations. Pure: an event in, an effect out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from feedbackloop.contract import (
+    Choice,
     ConsentChanged,
     ErasureRequested,
     Event,
     FeedbackSubmitted,
+    Interaction,
     ResponseLogged,
+    SessionStarted,
 )
 
 
@@ -54,7 +59,54 @@ class UserErased:
     user_id: str
 
 
-ProfileEffect = ResponseSeen | FeedbackGiven | ConsentSet | UserErased
+@dataclass(frozen=True)
+class RecommendationShown:
+    tenant_id: str
+    session_id: str
+    user_id: str
+    segment: str | None
+    complexity: str | None
+    stated_preferences: list[str]
+    options: list[dict[str, Any]]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class RecommendationInteracted:
+    tenant_id: str
+    event_id: object
+    session_id: str
+    user_id: str
+    item_id: str
+    interaction: str
+    time_spent_seconds: float | None
+    helpful_rating: int | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class RecommendationDecided:
+    tenant_id: str
+    event_id: object
+    session_id: str
+    user_id: str
+    chosen_item_id: str | None
+    chosen_rank: int | None
+    important_factors: list[str]
+    decision_time_seconds: float | None
+    satisfaction: int | None
+    occurred_at: datetime
+
+
+ProfileEffect = (
+    ResponseSeen
+    | FeedbackGiven
+    | ConsentSet
+    | UserErased
+    | RecommendationShown
+    | RecommendationInteracted
+    | RecommendationDecided
+)
 
 
 def process_message(event: Event) -> ProfileEffect | None:
@@ -81,6 +133,47 @@ def process_message(event: Event) -> ProfileEffect | None:
                 reasons=list(payload.comment.reasons) if payload.comment else [],
                 correction=payload.correction.text if payload.correction else None,
                 action_type=payload.action_type,
+                occurred_at=event.occurred_at,
+            )
+        # Recommendation events matter to a profile only when they name the user.
+        case SessionStarted(payload=payload) if event.user_id is not None:
+            assert event.session_id is not None
+            return RecommendationShown(
+                tenant_id=event.tenant_id,
+                session_id=event.session_id,
+                user_id=event.user_id,
+                segment=payload.segment,
+                complexity=payload.complexity,
+                stated_preferences=list(payload.stated_preferences),
+                options=[option.model_dump(mode="json", exclude={"explanation"})
+                         for option in payload.options],
+                occurred_at=event.occurred_at,
+            )
+        case Interaction(payload=payload) if event.user_id is not None:
+            assert event.session_id is not None
+            return RecommendationInteracted(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                session_id=event.session_id,
+                user_id=event.user_id,
+                item_id=payload.item_id,
+                interaction=payload.interaction,
+                time_spent_seconds=payload.time_spent_seconds,
+                helpful_rating=payload.helpful_rating,
+                occurred_at=event.occurred_at,
+            )
+        case Choice(payload=payload) if event.user_id is not None:
+            assert event.session_id is not None
+            return RecommendationDecided(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                session_id=event.session_id,
+                user_id=event.user_id,
+                chosen_item_id=payload.chosen_item_id,
+                chosen_rank=payload.chosen_rank,
+                important_factors=list(payload.important_factors),
+                decision_time_seconds=payload.decision_time_seconds,
+                satisfaction=payload.satisfaction,
                 occurred_at=event.occurred_at,
             )
         case ConsentChanged(payload=payload):

@@ -1,9 +1,9 @@
-"""All SQL of the profiles schema."""
+"""All SQL of the profiles schema, and the reads other services make of it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -12,9 +12,14 @@ from services.profiles.processing import (
     ConsentSet,
     FeedbackGiven,
     ProfileEffect,
+    RecommendationDecided,
+    RecommendationInteracted,
+    RecommendationShown,
     ResponseSeen,
     UserErased,
 )
+
+Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[ProfileEffect]) -> None:
@@ -27,6 +32,12 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Profil
             await _set_consent(connection, run)
         elif kind is UserErased:
             await _erase_users(connection, run)
+        elif kind is RecommendationShown:
+            await _insert_sessions(connection, run)
+        elif kind is RecommendationInteracted:
+            await _insert_interactions(connection, run)
+        elif kind is RecommendationDecided:
+            await _insert_decisions(connection, run)
 
 
 async def _insert_responses(connection: asyncpg.Connection, run: list[ResponseSeen]) -> None:
@@ -88,11 +99,115 @@ async def _set_consent(connection: asyncpg.Connection, run: list[ConsentSet]) ->
     )
 
 
+async def _insert_sessions(connection: asyncpg.Connection, run: list[RecommendationShown]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO profiles.recommendation_sessions (tenant_id, session_id, user_id, segment,
+            complexity, stated_preferences, options, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+        """,
+        [
+            (e.tenant_id, e.session_id, e.user_id, e.segment, e.complexity,
+             e.stated_preferences, e.options, e.occurred_at)
+            for e in run
+        ],
+    )
+    await _touch_users(connection, [(e.tenant_id, e.user_id, e.occurred_at) for e in run])
+
+
+async def _insert_interactions(
+    connection: asyncpg.Connection, run: list[RecommendationInteracted]
+) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO profiles.recommendation_interactions (tenant_id, event_id, session_id,
+            user_id, item_id, interaction, time_spent_seconds, helpful_rating, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+        """,
+        [
+            (e.tenant_id, e.event_id, e.session_id, e.user_id, e.item_id, e.interaction,
+             e.time_spent_seconds, e.helpful_rating, e.occurred_at)
+            for e in run
+        ],
+    )
+
+
+async def _insert_decisions(
+    connection: asyncpg.Connection, run: list[RecommendationDecided]
+) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO profiles.recommendation_choices (tenant_id, event_id, session_id, user_id,
+            chosen_item_id, chosen_rank, important_factors, decision_time_seconds,
+            satisfaction, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+        """,
+        [
+            (e.tenant_id, e.event_id, e.session_id, e.user_id, e.chosen_item_id, e.chosen_rank,
+             e.important_factors, e.decision_time_seconds, e.satisfaction, e.occurred_at)
+            for e in run
+        ],
+    )
+    await _touch_users(connection, [(e.tenant_id, e.user_id, e.occurred_at) for e in run])
+
+
 async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
     users = [(e.tenant_id, e.user_id) for e in run]
+    for table in ("recommendation_choices", "recommendation_interactions",
+                  "recommendation_sessions"):
+        await connection.executemany(
+            f"DELETE FROM profiles.{table} WHERE tenant_id = $1 AND user_id = $2", users
+        )
     await connection.executemany(
         "DELETE FROM profiles.feedback WHERE tenant_id = $1 AND user_id = $2", users
     )
     await connection.executemany(
         "DELETE FROM profiles.users WHERE tenant_id = $1 AND user_id = $2", users
+    )
+
+
+# Reads made by the query service (the user's story) and by ranking (the customer's segment).
+
+
+async def user_decisions(
+    connection: Connection, *, tenant_id: str, user_id: str, limit: int = 200
+) -> list[asyncpg.Record]:
+    """The user's newest `limit` decisions, each with the options shown (empty when the
+    session was never logged) and the session's stated preferences."""
+    return await connection.fetch(
+        """
+        SELECT c.chosen_item_id, c.chosen_rank, c.important_factors, c.satisfaction,
+               c.decision_time_seconds, c.occurred_at,
+               COALESCE(s.options, '[]'::jsonb) AS options,
+               COALESCE(s.stated_preferences, '{}') AS stated_preferences
+        FROM profiles.recommendation_choices c
+        LEFT JOIN profiles.recommendation_sessions s USING (tenant_id, session_id)
+        WHERE c.tenant_id = $1 AND c.user_id = $2
+        ORDER BY c.occurred_at DESC
+        LIMIT $3
+        """,
+        tenant_id,
+        user_id,
+        limit,
+    )
+
+
+async def user_recommendation_totals(
+    connection: Connection, *, tenant_id: str, user_id: str
+) -> asyncpg.Record:
+    return await connection.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM profiles.recommendation_sessions
+                WHERE tenant_id = $1 AND user_id = $2) AS sessions,
+               count(*) AS decisions,
+               count(chosen_item_id) AS chosen,
+               avg(satisfaction)::double precision AS avg_satisfaction,
+               avg(decision_time_seconds)::double precision AS avg_decision_seconds,
+               (SELECT count(*) FROM profiles.recommendation_interactions
+                WHERE tenant_id = $1 AND user_id = $2) AS interactions
+        FROM profiles.recommendation_choices
+        WHERE tenant_id = $1 AND user_id = $2
+        """,
+        tenant_id,
+        user_id,
     )

@@ -61,6 +61,11 @@ def service_env(bootstrap: str, database_url: str, prefix: str) -> dict[str, str
         "FEEDBACKLOOP_CONSUMER_BATCH_TIMEOUT_MS": "50",
         "FEEDBACKLOOP_PUBLISH_TIMEOUT_SECONDS": "3",
         "FEEDBACKLOOP_API_KEY_CACHE_SECONDS": "0",
+        # Refits within seconds, so the recommendation loop can be seen closing.
+        "FEEDBACKLOOP_LEARNER_REFIT_POLL_SECONDS": "0.5",
+        "FEEDBACKLOOP_LEARNER_REFIT_MIN_NEW_CHOICES": "20",
+        "FEEDBACKLOOP_LEARNER_REFIT_INTERVAL_SECONDS": "3",
+        "FEEDBACKLOOP_LEARNER_MIN_CHOICES": "20",
     }
 
 

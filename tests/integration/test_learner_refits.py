@@ -1,0 +1,131 @@
+"""The learner's batched refits against real PostgreSQL: nothing is refitted below the batch
+size, an accepted refit is a stored version with its sample size, intervals and confidence,
+and a version whose publication failed is published on the next pass."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from feedbackloop.postgres import create_pool
+from services.learner.learning import FitOptions
+from services.learner.processing import ChoiceMade, SessionShown
+from services.learner.refits import RefitConfig, publish_unpublished, refit_due
+from services.learner.repository import write_effects
+from tests.infra import create_database
+
+pytestmark = pytest.mark.integration
+TRUTH = {"price": 0.6, "quality": 0.3, "speed": 0.1}
+
+
+@pytest.fixture
+async def pool(postgres_url: str) -> AsyncIterator[Any]:
+    pool = await create_pool(await create_database(postgres_url), min_size=1, max_size=3)
+    yield pool
+    await pool.close()
+
+
+def _choices(count: int, segment: str, seed: int, tenant: str = "acme") -> list[Any]:
+    """Sessions of 4 options and a logit customer with weights TRUTH (scale 6)."""
+    rng = np.random.default_rng(seed)
+    effects: list[Any] = []
+    now = datetime.now(UTC)
+    for _ in range(count):
+        session = uuid.uuid4().hex
+        scores = rng.uniform(size=(4, 3))
+        options = [
+            {"item_id": f"i{j}", "rank": j + 1,
+             "scores": dict(zip(TRUTH, map(float, row), strict=True))}
+            for j, row in enumerate(scores)
+        ]
+        utility = 6 * scores @ np.array(list(TRUTH.values())) + rng.gumbel(size=4)
+        chosen = int(np.argmax(utility))
+        effects.append(SessionShown(tenant, session, uuid.uuid4(), "u", "defaults", segment,
+                                    "simple", [], options, None, None, now))
+        effects.append(ChoiceMade(tenant, uuid.uuid4(), session, "u", f"i{chosen}", chosen + 1,
+                                  [], 3.0, 4, None, now))
+    return effects
+
+
+async def _write(pool: Any, effects: list[Any]) -> None:
+    async with pool.acquire() as connection, connection.transaction():
+        await write_effects(connection, effects)
+
+
+CONFIG = RefitConfig(min_new_choices=100, interval_seconds=3_600, min_choices=50,
+                     fit=FitOptions())
+
+
+async def test_refits_are_batched_and_versioned(pool: Any) -> None:
+    await _write(pool, _choices(60, "price_sensitive", seed=1))
+    assert await refit_due(pool, CONFIG) == []  # 60 new < 100, and the hour has not passed
+    assert await pool.fetchval("SELECT count(*) FROM learner.weights_versions") == 0
+
+    await _write(pool, _choices(60, "price_sensitive", seed=2))
+    outcomes = await refit_due(pool, CONFIG)
+    assert [(o.tenant_id, o.segments, o.versions) for o in outcomes] == [
+        ("acme", ["price_sensitive"], {"global": 1, "price_sensitive": 1})
+    ]
+    row = await pool.fetchrow(
+        "SELECT * FROM learner.weights_versions WHERE segment = 'price_sensitive'"
+    )
+    assert row["version"] == 1 and row["sample_size"] == 120
+    assert sum(row["weights"].values()) == pytest.approx(1.0)
+    assert row["weights"]["price"] > row["weights"]["quality"] > row["weights"]["speed"]
+    assert set(row["intervals"]) == set(TRUTH)
+    for name, (low, high) in row["intervals"].items():
+        assert 0.0 <= low <= high <= 1.0, name
+    assert 0.0 < row["confidence"] < 1.0
+    assert row["published_at"] is None
+    # Everything was read: nothing is due until new choices arrive.
+    assert await refit_due(pool, CONFIG) == []
+
+    await _write(pool, _choices(150, "price_sensitive", seed=3))
+    await refit_due(pool, CONFIG)
+    versions = await pool.fetch(
+        "SELECT version, sample_size, confidence FROM learner.weights_versions "
+        "WHERE segment = 'price_sensitive' ORDER BY version"
+    )
+    assert [(v["version"], v["sample_size"]) for v in versions] == [(1, 120), (2, 270)]
+    assert versions[1]["confidence"] > versions[0]["confidence"]
+
+
+async def test_a_segment_below_the_minimum_gets_no_version_but_waits_for_new_choices(
+    pool: Any
+) -> None:
+    config = RefitConfig(min_new_choices=20, interval_seconds=3_600, min_choices=50)
+    await _write(pool, _choices(30, "speed_priority", seed=4))
+    outcomes = await refit_due(pool, config)
+    assert outcomes[0].versions == {}  # 30 < 50: defaults stay; the global fit has 30 too
+    assert await pool.fetchval("SELECT count(*) FROM learner.weights_versions") == 0
+    assert await refit_due(pool, config) == []
+
+
+async def test_a_version_whose_publication_failed_is_published_on_the_next_pass(
+    pool: Any
+) -> None:
+    await _write(pool, _choices(100, "quality_focused", seed=5))
+    await refit_due(pool, CONFIG)
+    sent: list[tuple[str, bytes]] = []
+
+    async def broken(key: str, value: bytes) -> None:
+        raise ConnectionError("broker down")
+
+    async def working(key: str, value: bytes) -> None:
+        sent.append((key, value))
+
+    with pytest.raises(ConnectionError):
+        await publish_unpublished(pool, broken)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM learner.weights_versions WHERE published_at IS NULL") == 2
+    assert await publish_unpublished(pool, working) == 2
+    assert sorted(key for key, _ in sent) == ["acme:global", "acme:quality_focused"]
+    assert b'"version":1' in sent[0][1] and b'"sample_size":100' in sent[0][1]
+    assert await publish_unpublished(pool, working) == 0
+    assert await pool.fetchval(
+        "SELECT count(*) FROM learner.weights_versions WHERE published_at IS NULL") == 0
