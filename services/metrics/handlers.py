@@ -1,14 +1,23 @@
-"""The metrics consumer: responses and feedback in; per-minute rollups out."""
+"""The metrics consumer: responses, feedback and recommendations in; exact rollups out."""
+
+from datetime import timedelta
+from functools import partial
 
 from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
-from services.metrics.processing import MetricsEffect, process_message
+from services.metrics.processing import DEFAULT_LATENESS, MetricsEffect, process_message
 from services.metrics.repository import write_effects
 
-SPEC: ConsumerSpec[MetricsEffect] = ConsumerSpec(
-    name="metrics",
-    schema="metrics",
-    topics=(Topic.RESPONSES, Topic.FEEDBACK),
-    process=process_message,
-    write=write_effects,
-)
+
+def build_spec(lateness: timedelta = DEFAULT_LATENESS) -> ConsumerSpec[MetricsEffect]:
+    """The metrics consumer with its lateness window (`FEEDBACKLOOP_METRICS_LATENESS_SECONDS`)."""
+    return ConsumerSpec(
+        name="metrics",
+        schema="metrics",
+        topics=(Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS),
+        process=partial(process_message, lateness=lateness),
+        write=write_effects,
+    )
+
+
+SPEC: ConsumerSpec[MetricsEffect] = build_spec()

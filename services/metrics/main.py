@@ -1,17 +1,20 @@
 """Wires the metrics consumer service. No logic here."""
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from feedbackloop.consumer_app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
-from services.metrics.handlers import SPEC
+from services.metrics.handlers import build_spec
 from services.metrics.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
-    return build_consumer_app(SPEC, consumer_config(settings))
+    spec = build_spec(timedelta(seconds=settings.metrics_lateness_seconds))
+    return build_consumer_app(spec, consumer_config(settings))
 
 
 def main() -> None:

@@ -1,13 +1,43 @@
-"""Metrics: each feedback event as counts in a one-minute bucket. Pure."""
+"""Metrics: each event as counts in a one-minute bucket, under its dimensions. Pure.
+
+Two families of rollups, each with a subject that defines the dimensions and signals about it:
+
+- feedback: `response.logged` defines a response's dimensions (action type, model, prompt
+  version, experiment, variant, language, feature); `feedback.submitted` is counted under them.
+- recommendation: `recommendation.session_started` defines a session's dimensions (algorithm
+  version, segment, experiment, variant) and counts one session; `recommendation.choice` is
+  counted under them (a choice or "none chosen", chosen rank, satisfaction, decision time).
+
+A signal that arrives before its subject is counted under provisional dimensions (what its own
+envelope carries, `unknown` otherwise) and moved when the subject arrives (the repository).
+
+Lateness: a signal lands in the minute of its `occurred_at`, clamped to
+`[received_at - lateness, received_at]`. Nothing is ever dropped: an event reported later than
+the window is counted, exactly once, in the oldest minute the window still allows, so the series
+older than the window are final (alerts and Prometheus evaluated over them stay true) while every
+total stays exact. A client clock running ahead cannot put counts into the future. Both bounds
+come from the event itself, so a redelivery or a replay lands in the same bucket.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import ClassVar, Literal
+from uuid import UUID
 
-from feedbackloop.contract import Event, FeedbackSubmitted, ResponseLogged
+from feedbackloop.contract import (
+    Choice,
+    Event,
+    FeedbackSubmitted,
+    ResponseLogged,
+    SessionStarted,
+)
 
 UNKNOWN = "unknown"
+DEFAULT_LATENESS = timedelta(hours=48)
+Family = Literal["feedback", "recommendation"]
+
 COUNTERS = (
     "thumbs_up",
     "thumbs_down",
@@ -18,35 +48,160 @@ COUNTERS = (
     "replays_useful",
     "replays_not_useful",
 )
+FEEDBACK_DIMENSIONS = (
+    "action_type", "model", "prompt_version", "experiment", "variant", "language", "feature",
+)
+RECOMMENDATION_COUNTERS = (
+    "sessions",
+    "choices",
+    "none_chosen",
+    "chosen_rank_sum",
+    "chosen_rank_count",
+    "satisfaction_sum",
+    "satisfaction_count",
+    "decision_ms_sum",
+    "decision_count",
+)
+RECOMMENDATION_DIMENSIONS = ("algorithm_version", "segment", "experiment", "variant")
+DIMENSIONS: dict[Family, tuple[str, ...]] = {
+    "feedback": FEEDBACK_DIMENSIONS,
+    "recommendation": RECOMMENDATION_DIMENSIONS,
+}
+COUNTERS_OF: dict[Family, tuple[str, ...]] = {
+    "feedback": COUNTERS,
+    "recommendation": RECOMMENDATION_COUNTERS,
+}
+
+
+def _known(value: str | None) -> str:
+    return value if value else UNKNOWN
 
 
 @dataclass(frozen=True)
 class ResponseDims:
+    """A logged response: the dimensions its feedback is counted under (the first one wins)."""
+
+    family: ClassVar[Family] = "feedback"
     tenant_id: str
     response_id: str
     action_type: str
     model: str
+    prompt_version: str = UNKNOWN
+    experiment: str = UNKNOWN
+    variant: str = UNKNOWN
+    language: str = UNKNOWN
+    feature: str = UNKNOWN
+
+    @property
+    def subject_id(self) -> str:
+        return self.response_id
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return tuple(getattr(self, name) for name in FEEDBACK_DIMENSIONS)
 
 
 @dataclass(frozen=True)
 class FeedbackCounts:
-    """One feedback event's contribution to its bucket. `action_type`/`model` are the ones
-    carried inline, used only until (unless) the response is logged."""
+    """One feedback event's contribution to its bucket. `action_type`/`model` (and the
+    envelope's experiment/variant) are the ones carried inline, used only until (unless) the
+    response is logged."""
 
+    family: ClassVar[Family] = "feedback"
     tenant_id: str
-    event_id: object
+    event_id: UUID
     response_id: str
     bucket: datetime
     action_type: str | None
     model: str | None
     counts: tuple[int, ...]  # in COUNTERS order
+    experiment: str | None = None
+    variant: str | None = None
+
+    @property
+    def subject_id(self) -> str:
+        return self.response_id
+
+    @property
+    def provisional_dims(self) -> tuple[str, ...]:
+        return (
+            _known(self.action_type), _known(self.model), UNKNOWN, _known(self.experiment),
+            _known(self.variant), UNKNOWN, UNKNOWN,
+        )
 
 
-MetricsEffect = ResponseDims | FeedbackCounts
+@dataclass(frozen=True)
+class SessionOpened:
+    """A recommendation session: its dimensions (the first one wins) and, counted once per
+    session in the minute it started, one session."""
+
+    family: ClassVar[Family] = "recommendation"
+    tenant_id: str
+    session_id: str
+    bucket: datetime
+    algorithm_version: str
+    segment: str
+    experiment: str
+    variant: str
+
+    @property
+    def subject_id(self) -> str:
+        return self.session_id
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return tuple(getattr(self, name) for name in RECOMMENDATION_DIMENSIONS)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return tuple(int(name == "sessions") for name in RECOMMENDATION_COUNTERS)
+
+
+@dataclass(frozen=True)
+class ChoiceCounts:
+    """One choice event's contribution to its bucket, under its session's dimensions once the
+    session is known (the envelope's experiment/variant until then)."""
+
+    family: ClassVar[Family] = "recommendation"
+    tenant_id: str
+    event_id: UUID
+    session_id: str
+    bucket: datetime
+    experiment: str | None
+    variant: str | None
+    counts: tuple[int, ...]  # in RECOMMENDATION_COUNTERS order
+
+    @property
+    def subject_id(self) -> str:
+        return self.session_id
+
+    @property
+    def provisional_dims(self) -> tuple[str, ...]:
+        return (UNKNOWN, UNKNOWN, _known(self.experiment), _known(self.variant))
+
+
+SubjectDims = ResponseDims | SessionOpened
+SignalCounts = FeedbackCounts | ChoiceCounts
+MetricsEffect = SubjectDims | SignalCounts
 
 
 def minute_bucket(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
+
+
+def hour_bucket(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def day_bucket(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def event_bucket(event: Event, lateness: timedelta = DEFAULT_LATENESS) -> datetime:
+    """The minute an event is counted in: its `occurred_at`, clamped into the lateness window
+    `[received_at - lateness, received_at]` (see the module docstring)."""
+    moment = min(max(event.occurred_at, event.received_at - lateness), event.received_at)
+    return minute_bucket(moment)
 
 
 def feedback_counts(event: FeedbackSubmitted) -> tuple[int, ...]:
@@ -65,18 +220,73 @@ def feedback_counts(event: FeedbackSubmitted) -> tuple[int, ...]:
     return tuple(values[name] for name in COUNTERS)
 
 
-def process_message(event: Event) -> MetricsEffect | None:
+def choice_counts(event: Choice) -> tuple[int, ...]:
+    """Decision time is kept in whole milliseconds so that its sums stay exact integers."""
+    p = event.payload
+    decision_ms = (
+        round(p.decision_time_seconds * 1000) if p.decision_time_seconds is not None else None
+    )
+    values = {
+        "sessions": 0,
+        "choices": int(not p.none_chosen),
+        "none_chosen": int(p.none_chosen),
+        "chosen_rank_sum": p.chosen_rank or 0,
+        "chosen_rank_count": int(p.chosen_rank is not None),
+        "satisfaction_sum": p.satisfaction or 0,
+        "satisfaction_count": int(p.satisfaction is not None),
+        "decision_ms_sum": decision_ms or 0,
+        "decision_count": int(decision_ms is not None),
+    }
+    return tuple(values[name] for name in RECOMMENDATION_COUNTERS)
+
+
+def process_message(
+    event: Event, lateness: timedelta = DEFAULT_LATENESS
+) -> MetricsEffect | None:
+    """The event's effect on the rollups; None for events metrics does not count."""
     match event:
         case ResponseLogged(payload=p):
-            return ResponseDims(event.tenant_id, p.response_id, p.action_type, p.model)
+            return ResponseDims(
+                tenant_id=event.tenant_id,
+                response_id=p.response_id,
+                action_type=p.action_type,
+                model=p.model,
+                prompt_version=_known(p.prompt_version),
+                experiment=_known(event.experiment),
+                variant=_known(event.variant),
+                language=_known(p.language),
+                feature=_known(p.feature),
+            )
         case FeedbackSubmitted(payload=p):
             return FeedbackCounts(
                 tenant_id=event.tenant_id,
                 event_id=event.event_id,
                 response_id=p.response_id,
-                bucket=minute_bucket(event.occurred_at),
+                bucket=event_bucket(event, lateness),
                 action_type=p.action_type,
                 model=p.model,
                 counts=feedback_counts(event),
+                experiment=event.experiment,
+                variant=event.variant,
+            )
+        case SessionStarted(payload=p):
+            return SessionOpened(
+                tenant_id=event.tenant_id,
+                session_id=event.subject,
+                bucket=event_bucket(event, lateness),
+                algorithm_version=p.algorithm_version,
+                segment=_known(p.segment),
+                experiment=_known(event.experiment),
+                variant=_known(event.variant),
+            )
+        case Choice():
+            return ChoiceCounts(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                session_id=event.subject,
+                bucket=event_bucket(event, lateness),
+                experiment=event.experiment,
+                variant=event.variant,
+                counts=choice_counts(event),
             )
     return None

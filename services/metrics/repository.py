@@ -1,116 +1,164 @@
-"""All SQL of the metrics schema: facts, per-minute rollups and late re-attribution."""
+"""All SQL of the metrics schema: facts, minute/hour/day rollups and late re-attribution.
+
+Every function runs inside the pipeline's transaction, so the facts, the three rollups and the
+processed event id change together or not at all: redelivery and replay never double count.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from feedbackloop.consumer import consecutive_runs
 from services.metrics.processing import (
-    COUNTERS,
-    UNKNOWN,
+    COUNTERS_OF,
+    DIMENSIONS,
+    ChoiceCounts,
+    Family,
     FeedbackCounts,
     MetricsEffect,
-    ResponseDims,
+    SessionOpened,
+    SignalCounts,
+    SubjectDims,
+    day_bucket,
+    hour_bucket,
+    minute_bucket,
 )
 
-RollupKey = tuple[str, datetime, str, str]  # tenant, bucket, action_type, model
+RollupKey = tuple[object, ...]  # tenant, bucket, *dimensions
+Deltas = dict[RollupKey, list[int]]
 
-_UPSERT_ROLLUP = f"""
-INSERT INTO metrics.feedback_minute (tenant_id, bucket, action_type, model, {", ".join(COUNTERS)})
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],
-    {", ".join(f"${i}::bigint[]" for i in range(5, 5 + len(COUNTERS)))})
-ON CONFLICT (tenant_id, bucket, action_type, model) DO UPDATE SET
-    {", ".join(f"{name} = metrics.feedback_minute.{name} + EXCLUDED.{name}" for name in COUNTERS)}
-"""
+
+@dataclass(frozen=True)
+class _Tables:
+    dims: str
+    subject: str
+    facts: str
+    rollups: tuple[tuple[str, Callable[[datetime], datetime]], ...]
+
+
+_TABLES: dict[Family, _Tables] = {
+    "feedback": _Tables(
+        dims="metrics.response_dims",
+        subject="response_id",
+        facts="metrics.feedback_facts",
+        rollups=(
+            ("metrics.feedback_minute", minute_bucket),
+            ("metrics.feedback_hour", hour_bucket),
+            ("metrics.feedback_day", day_bucket),
+        ),
+    ),
+    "recommendation": _Tables(
+        dims="metrics.session_dims",
+        subject="session_id",
+        facts="metrics.choice_facts",
+        rollups=(
+            ("metrics.recommendation_minute", minute_bucket),
+            ("metrics.recommendation_hour", hour_bucket),
+            ("metrics.recommendation_day", day_bucket),
+        ),
+    ),
+}
+
+
+def _upsert_rollup_sql(table: str, family: Family) -> str:
+    dims, counters = DIMENSIONS[family], COUNTERS_OF[family]
+    key = ("tenant_id", "bucket", *dims)
+    casts = ["text", "timestamptz", *["text"] * len(dims), *["bigint"] * len(counters)]
+    return f"""
+    INSERT INTO {table} ({", ".join((*key, *counters))})
+    SELECT * FROM unnest({", ".join(f"${i}::{cast}[]" for i, cast in enumerate(casts, 1))})
+    ON CONFLICT ({", ".join(key)}) DO UPDATE SET
+        {", ".join(f"{name} = {table}.{name} + EXCLUDED.{name}" for name in counters)}
+    """
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[MetricsEffect]) -> None:
     for kind, run in consecutive_runs(effects):
-        if kind is ResponseDims:
-            await _record_responses(connection, run)
+        if issubclass(kind, (FeedbackCounts, ChoiceCounts)):
+            await _count_signals(connection, run)
         else:
-            await _count_feedback(connection, run)
+            await _record_subjects(connection, run)
 
 
-async def _count_feedback(connection: asyncpg.Connection, run: list[FeedbackCounts]) -> None:
+async def _count_signals(connection: asyncpg.Connection, run: list[SignalCounts]) -> None:
+    family = run[0].family
+    tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
     known = await connection.fetch(
-        """
-        SELECT d.tenant_id, d.response_id, d.action_type, d.model
-        FROM metrics.response_dims d
-        JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, response_id)
-          ON d.tenant_id = k.tenant_id AND d.response_id = k.response_id
+        f"""
+        SELECT d.*
+        FROM {tables.dims} d
+        JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, subject_id)
+          ON d.tenant_id = k.tenant_id AND d.{tables.subject} = k.subject_id
         """,
         [e.tenant_id for e in run],
-        [e.response_id for e in run],
+        [e.subject_id for e in run],
     )
-    dims = {(r["tenant_id"], r["response_id"]): (r["action_type"], r["model"]) for r in known}
+    logged = {
+        (r["tenant_id"], r[tables.subject]): tuple(r[name] for name in dims) for r in known
+    }
     facts = []
-    deltas: dict[RollupKey, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
+    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
     for e in run:
-        logged = dims.get((e.tenant_id, e.response_id))
-        action_type, model = logged or (e.action_type or UNKNOWN, e.model or UNKNOWN)
+        resolved = logged.get((e.tenant_id, e.subject_id))
+        key_dims = resolved or e.provisional_dims
         facts.append(
-            (e.tenant_id, e.event_id, e.response_id, e.bucket, action_type, model,
-             logged is not None, *e.counts)
+            (e.tenant_id, e.event_id, e.subject_id, e.bucket, *key_dims, resolved is not None,
+             *e.counts)
         )
-        _add(deltas[(e.tenant_id, e.bucket, action_type, model)], e.counts, 1)
+        _add(deltas[(e.tenant_id, e.bucket, *key_dims)], e.counts, 1)
+    columns = ("tenant_id", "event_id", tables.subject, "bucket", *dims, "resolved", *counters)
     await connection.executemany(
         f"""
-        INSERT INTO metrics.feedback_facts (tenant_id, event_id, response_id, bucket,
-            action_type, model, resolved, {", ".join(COUNTERS)})
-        VALUES ({", ".join(f"${i}" for i in range(1, 8 + len(COUNTERS)))})
+        INSERT INTO {tables.facts} ({", ".join(columns)})
+        VALUES ({", ".join(f"${i}" for i in range(1, len(columns) + 1))})
         """,
         facts,
     )
-    await _apply_deltas(connection, deltas)
+    await _apply_deltas(connection, family, deltas)
 
 
-async def _record_responses(connection: asyncpg.Connection, run: list[ResponseDims]) -> None:
-    """Store each response's dimensions (first one wins) and move any feedback that arrived
-    before it from its provisional dimensions to the response's."""
-    deltas: dict[RollupKey, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
-    for e in run:
-        inserted = await connection.fetchval(
-            """
-            INSERT INTO metrics.response_dims (tenant_id, response_id, action_type, model)
-            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true
-            """,
-            e.tenant_id,
-            e.response_id,
-            e.action_type,
-            e.model,
+async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims]) -> None:
+    """Store each subject's dimensions (the first one wins), count a new session once, and move
+    any signal that arrived before its subject from provisional dimensions to the subject's."""
+    family = run[0].family
+    tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
+    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
+    insert_dims = f"""
+        INSERT INTO {tables.dims} (tenant_id, {tables.subject}, {", ".join(dims)})
+        VALUES ({", ".join(f"${i}" for i in range(1, len(dims) + 3))})
+        ON CONFLICT DO NOTHING RETURNING true
+    """
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(dims, 3))
+    move_early = f"""
+        WITH early AS (
+            SELECT tenant_id, event_id, bucket, {", ".join(dims)}, {", ".join(counters)}
+            FROM {tables.facts}
+            WHERE tenant_id = $1 AND {tables.subject} = $2 AND NOT resolved
+            FOR UPDATE
         )
+        UPDATE {tables.facts} f
+        SET {assignments}, resolved = true
+        FROM early
+        WHERE f.tenant_id = early.tenant_id AND f.event_id = early.event_id
+        RETURNING early.*
+    """
+    for e in run:
+        inserted = await connection.fetchval(insert_dims, e.tenant_id, e.subject_id, *e.dims)
         if not inserted:
             continue
-        moved = await connection.fetch(
-            f"""
-            WITH early AS (
-                SELECT tenant_id, event_id, bucket, action_type, model, {", ".join(COUNTERS)}
-                FROM metrics.feedback_facts
-                WHERE tenant_id = $1 AND response_id = $2 AND NOT resolved
-                FOR UPDATE
-            )
-            UPDATE metrics.feedback_facts f
-            SET action_type = $3, model = $4, resolved = true
-            FROM early
-            WHERE f.tenant_id = early.tenant_id AND f.event_id = early.event_id
-            RETURNING early.*
-            """,
-            e.tenant_id,
-            e.response_id,
-            e.action_type,
-            e.model,
-        )
-        for fact in moved:
-            counts = [fact[name] for name in COUNTERS]
-            _add(deltas[(e.tenant_id, fact["bucket"], fact["action_type"], fact["model"])],
-                 counts, -1)
-            _add(deltas[(e.tenant_id, fact["bucket"], e.action_type, e.model)], counts, 1)
-    await _apply_deltas(connection, deltas)
+        if isinstance(e, SessionOpened):
+            _add(deltas[(e.tenant_id, e.bucket, *e.dims)], e.counts, 1)
+        for fact in await connection.fetch(move_early, e.tenant_id, e.subject_id, *e.dims):
+            counts = [fact[name] for name in counters]
+            old_dims = tuple(fact[name] for name in dims)
+            _add(deltas[(e.tenant_id, fact["bucket"], *old_dims)], counts, -1)
+            _add(deltas[(e.tenant_id, fact["bucket"], *e.dims)], counts, 1)
+    await _apply_deltas(connection, family, deltas)
 
 
 def _add(total: list[int], counts: Iterable[int], sign: int) -> None:
@@ -118,13 +166,25 @@ def _add(total: list[int], counts: Iterable[int], sign: int) -> None:
         total[index] += sign * value
 
 
-async def _apply_deltas(
-    connection: asyncpg.Connection, deltas: dict[RollupKey, list[int]]
-) -> None:
-    # Sorted keys: concurrent consumers lock rollup rows in one order, avoiding deadlocks.
-    keys = sorted(key for key, values in deltas.items() if any(values))
-    if not keys:
-        return
-    columns: list[list[object]] = [[key[i] for key in keys] for i in range(4)]
-    columns += [[deltas[key][i] for key in keys] for i in range(len(COUNTERS))]
-    await connection.execute(_UPSERT_ROLLUP, *columns)
+def coarsen(deltas: Deltas, truncate: Callable[[datetime], datetime]) -> Deltas:
+    """The same deltas with each bucket truncated (to the hour, the day), summed per key:
+    one upsert must not touch the same row twice."""
+    coarse: Deltas = {}
+    for (tenant_id, bucket, *dims), values in deltas.items():
+        key = (tenant_id, truncate(bucket), *dims)  # type: ignore[arg-type]
+        total = coarse.setdefault(key, [0] * len(values))
+        _add(total, values, 1)
+    return coarse
+
+
+async def _apply_deltas(connection: asyncpg.Connection, family: Family, deltas: Deltas) -> None:
+    width = 2 + len(DIMENSIONS[family])
+    for table, truncate in _TABLES[family].rollups:
+        coarse = coarsen(deltas, truncate)
+        # Sorted keys: concurrent consumers lock rollup rows in one order, avoiding deadlocks.
+        keys = sorted(key for key, values in coarse.items() if any(values))  # type: ignore[type-var]
+        if not keys:
+            continue
+        columns: list[list[object]] = [[key[i] for key in keys] for i in range(width)]
+        columns += [[coarse[key][i] for key in keys] for i in range(len(COUNTERS_OF[family]))]
+        await connection.execute(_upsert_rollup_sql(table, family), *columns)

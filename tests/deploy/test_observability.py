@@ -29,7 +29,9 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
 SEVERITIES = ("page", "ticket")
-METRIC_NAME = re.compile(r"\bfeedbackloop_[a-z0-9_]+\b")
+# A metric name, but not the middle of a recording rule's `level:metric:operations` name.
+METRIC_NAME = re.compile(r"(?<![\w:])feedbackloop_[a-z0-9_]+\b(?!:)")
+RECORDED_NAME = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")
 INPUT_RATE_RULE = "feedbackloop:consumer_input_events:rate15m"
 
 
@@ -69,6 +71,8 @@ def exported_metrics() -> set[str]:
     registry = prometheus_client.CollectorRegistry()
     observability.IngestMetrics(registry)
     observability.ConsumerMetrics(registry, "profiles")
+    gauges = require_project("services.query.gauges")
+    gauges.AnalyticsGauges(registry, action_types=[], models=[])
     suffixes = {
         "counter": ("_total", "_created"),
         "gauge": ("",),
@@ -156,6 +160,9 @@ def test_rules_and_dashboards_use_metrics_the_code_exports(
     assert used, "no feedbackloop metric is used"
     unknown = used - exported_metrics
     assert not unknown, f"not exported by any service: {sorted(unknown)}"
+    recorded = {rule["record"] for group in rule_groups for rule in group["rules"] if "record" in rule}
+    used_records = {name for expression in expressions for name in RECORDED_NAME.findall(expression)}
+    assert used_records <= recorded, f"never recorded: {sorted(used_records - recorded)}"
     observability = require_project("feedbackloop.observability")
     for expression in expressions:
         for outcome in re.findall(r'outcome="([^"]+)"', expression):
