@@ -1,17 +1,25 @@
-"""Wires the trainer consumer service. No logic here."""
+"""Wires the trainer consumer service and its background tasks (the training-examples relay,
+and failure explanations and retraining when enabled). No logic here."""
 
+import asyncpg
 from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
 
 from feedbackloop.consumer_app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.trainer.handlers import SPEC
 from services.trainer.settings import Settings, port
+from services.trainer.tasks import run_training_tasks
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
-    return build_consumer_app(SPEC, consumer_config(settings))
+
+    async def training_tasks(pool: asyncpg.Pool, broker: KafkaBroker) -> None:
+        await run_training_tasks(pool, settings)
+
+    return build_consumer_app(SPEC, consumer_config(settings), background=training_tasks)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ class ResponseStored:
     experiment: str | None
     variant: str | None
     occurred_at: datetime
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class FeedbackStored:
     inline_model: str | None
     inline_action_type: str | None
     occurred_at: datetime
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def process_message(event: Event) -> TrainerEffect | None:
                 experiment=event.experiment,
                 variant=event.variant,
                 occurred_at=event.occurred_at,
+                session_id=event.session_id,
             )
         case FeedbackSubmitted(payload=p):
             return FeedbackStored(
@@ -109,6 +112,7 @@ def process_message(event: Event) -> TrainerEffect | None:
                 inline_model=p.model,
                 inline_action_type=p.action_type,
                 occurred_at=event.occurred_at,
+                session_id=event.session_id,
             )
         case ConsentChanged(payload=p):
             assert event.user_id is not None

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from feedbackloop.consumer import consecutive_runs
+from services.trainer import dedupe
+from services.trainer.examples import (
+    FeedbackRecord,
+    ResponseRecord,
+    TrainingExample,
+    build_examples,
+    published_document,
+)
 from services.trainer.processing import (
     ConsentSet,
     FeedbackStored,
@@ -15,23 +27,35 @@ from services.trainer.processing import (
     UserErased,
 )
 
+# Feedback kinds that can give an example (comments give none).
+_EXAMPLE_FEEDBACK_KINDS = ["thumb", "rating", "correction", "replay"]
+# How many near-duplicate candidates one example is compared with (the most recent first).
+_NEAR_DUPLICATE_CANDIDATES = 50
+
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[TrainerEffect]) -> None:
+    """Applies the effects in order, then rebuilds the training examples of every response
+    the batch touched, in the same transaction: whichever of a response and its feedback
+    arrives second completes the join, and an erasure or opt-out later in the batch wins."""
+    touched: dict[tuple[str, str], None] = {}
     for kind, run in consecutive_runs(effects):
+        if kind in (ResponseStored, FeedbackStored):
+            touched.update(dict.fromkeys((e.tenant_id, e.response_id) for e in run))
         if kind is ResponseStored:
             await connection.executemany(
                 """
                 INSERT INTO trainer.responses (tenant_id, response_id, event_id, user_id, prompt,
                     context, output, model, action_type, action_data, feature, language,
-                    prompt_version, experiment, variant, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                    prompt_version, experiment, variant, occurred_at, session_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17)
                 ON CONFLICT DO NOTHING
                 """,
                 [
                     (
                         e.tenant_id, e.response_id, e.event_id, e.user_id, e.prompt, e.context,
                         e.output, e.model, e.action_type, e.action_data, e.feature, e.language,
-                        e.prompt_version, e.experiment, e.variant, e.occurred_at,
+                        e.prompt_version, e.experiment, e.variant, e.occurred_at, e.session_id,
                     )
                     for e in run
                 ],
@@ -41,8 +65,8 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 """
                 INSERT INTO trainer.feedback (tenant_id, event_id, response_id, user_id, kind,
                     thumb, rating, comment, correction, replay, inline_prompt, inline_output,
-                    inline_model, inline_action_type, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                    inline_model, inline_action_type, occurred_at, session_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                 ON CONFLICT DO NOTHING
                 """,
                 [
@@ -50,6 +74,7 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                         e.tenant_id, e.event_id, e.response_id, e.user_id, e.kind, e.thumb,
                         e.rating, e.comment, e.correction, e.replay, e.inline_prompt,
                         e.inline_output, e.inline_model, e.inline_action_type, e.occurred_at,
+                        e.session_id,
                     )
                     for e in run
                 ],
@@ -66,9 +91,663 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 """,
                 [(e.tenant_id, e.user_id, e.training_allowed, e.changed_at) for e in run],
             )
+            users = [(e.tenant_id, e.user_id) for e in run]
+            await _remove_opted_out_examples(connection, users=users)
+            # Opting back in: the user's responses are built again with their feedback.
+            touched.update(dict.fromkeys(await _responses_of_users(connection, users=users)))
         elif kind is UserErased:
             users = [(e.tenant_id, e.user_id) for e in run]
-            for table in ("feedback", "responses", "consent"):
+            await _remove_user_examples(connection, users=users, reason="erasure")
+            # Explanations quote the prompt: they go with the user's responses too.
+            await connection.executemany(
+                """
+                DELETE FROM trainer.failure_explanations e USING trainer.responses r
+                WHERE r.tenant_id = $1 AND r.user_id = $2
+                  AND e.tenant_id = r.tenant_id AND e.response_id = r.response_id
+                """,
+                users,
+            )
+            for table in ("failure_explanations", "feedback", "responses", "consent"):
                 await connection.executemany(
                     f"DELETE FROM trainer.{table} WHERE tenant_id = $1 AND user_id = $2", users
                 )
+    if touched:
+        await rebuild_examples(connection, responses=list(touched))
+
+
+async def _retract(
+    connection: asyncpg.Connection, *, deleted: Sequence[asyncpg.Record], reason: str
+) -> None:
+    """After examples were deleted: queues a retraction for each one that had been published,
+    so consumers of the topic delete it too (unpublished ones simply never leave), and makes
+    the oldest duplicate of each deleted original the new original (queued for publishing)."""
+    if not deleted:
+        return
+    await connection.execute(
+        """
+        WITH heirs AS (
+            SELECT DISTINCT ON (duplicate_of) duplicate_of AS original, example_id AS heir
+            FROM trainer.examples WHERE duplicate_of = ANY($1::uuid[])
+            ORDER BY duplicate_of, seq
+        )
+        UPDATE trainer.examples e
+        SET duplicate_of = CASE WHEN e.example_id = h.heir THEN NULL ELSE h.heir END,
+            updated_at = now()
+        FROM heirs h WHERE e.duplicate_of = h.original
+        """,
+        [row["example_id"] for row in deleted],
+    )
+    published = [row for row in deleted if row["published_revision"] > 0]
+    if published:
+        await connection.executemany(
+            """
+            INSERT INTO trainer.example_retractions (example_id, tenant_id, conversation_id, reason)
+            VALUES ($1, $2, $3, $4)
+            """,
+            [
+                (row["example_id"], row["tenant_id"], row["conversation_id"], reason)
+                for row in published
+            ],
+        )
+
+
+async def _remove_user_examples(
+    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]], reason: str
+) -> None:
+    for tenant_id, user_id in users:
+        deleted = await connection.fetch(
+            """
+            DELETE FROM trainer.examples WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]
+            RETURNING example_id, tenant_id, conversation_id, published_revision
+            """,
+            tenant_id,
+            user_id,
+        )
+        await _retract(connection, deleted=deleted, reason=reason)
+
+
+async def _responses_of_users(
+    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The responses the users logged or gave feedback on."""
+    rows = await connection.fetch(
+        """
+        WITH u(tenant_id, user_id) AS (SELECT * FROM unnest($1::text[], $2::text[]))
+        SELECT tenant_id, response_id FROM trainer.feedback JOIN u USING (tenant_id, user_id)
+        UNION
+        SELECT tenant_id, response_id FROM trainer.responses JOIN u USING (tenant_id, user_id)
+        """,
+        [tenant for tenant, _ in users],
+        [user for _, user in users],
+    )
+    return [(row["tenant_id"], row["response_id"]) for row in rows]
+
+
+async def _remove_opted_out_examples(
+    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]]
+) -> None:
+    """Removes the examples of the users among `users` whose consent now stands at opted out
+    (an older consent event arriving late changes nothing)."""
+    opted_out = await connection.fetch(
+        """
+        SELECT c.tenant_id, c.user_id FROM trainer.consent c
+        JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_id) USING (tenant_id, user_id)
+        WHERE NOT c.training_allowed
+        """,
+        [tenant for tenant, _ in users],
+        [user for _, user in users],
+    )
+    await _remove_user_examples(
+        connection,
+        users=[(row["tenant_id"], row["user_id"]) for row in opted_out],
+        reason="opt_out",
+    )
+
+
+async def rebuild_examples(
+    connection: asyncpg.Connection, *, responses: Sequence[tuple[str, str]]
+) -> None:
+    """Makes the stored examples of each `(tenant_id, response_id)` exactly what its response
+    and feedback give now, leaving out users who opted out of training use.
+
+    A new or changed example is checked for exact and near duplicates among the tenant's stored
+    examples of its group; a changed one gets a new revision and is queued for publishing
+    again; one no longer given is deleted (and retracted if it was published).
+    """
+    tenants = [tenant for tenant, _ in responses]
+    ids = [response for _, response in responses]
+    response_rows = await connection.fetch(
+        """
+        SELECT r.* FROM trainer.responses r
+        JOIN unnest($1::text[], $2::text[]) AS t(tenant_id, response_id)
+            USING (tenant_id, response_id)
+        """,
+        tenants,
+        ids,
+    )
+    feedback_rows = await connection.fetch(
+        """
+        SELECT f.* FROM trainer.feedback f
+        JOIN unnest($1::text[], $2::text[]) AS t(tenant_id, response_id)
+            USING (tenant_id, response_id)
+        WHERE f.kind = ANY($3::text[])
+        """,
+        tenants,
+        ids,
+        _EXAMPLE_FEEDBACK_KINDS,
+    )
+    users = sorted(
+        {(row["tenant_id"], row["user_id"]) for row in [*response_rows, *feedback_rows]
+         if row["user_id"] is not None}
+    )
+    opted_out = {
+        (row["tenant_id"], row["user_id"])
+        for row in await connection.fetch(
+            """
+            SELECT c.tenant_id, c.user_id FROM trainer.consent c
+            JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_id) USING (tenant_id, user_id)
+            WHERE NOT c.training_allowed
+            """,
+            [tenant for tenant, _ in users],
+            [user for _, user in users],
+        )
+    }
+    response_of = {(row["tenant_id"], row["response_id"]): row for row in response_rows}
+    feedback_of: dict[tuple[str, str], list[FeedbackRecord]] = {}
+    for row in feedback_rows:
+        if (row["tenant_id"], row["user_id"]) not in opted_out:
+            feedback_of.setdefault((row["tenant_id"], row["response_id"]), []).append(
+                _feedback_record(row)
+            )
+    for tenant_id, response_id in responses:
+        row = response_of.get((tenant_id, response_id))
+        examples: list[TrainingExample] = []
+        if row is None or (tenant_id, row["user_id"]) not in opted_out:
+            examples = build_examples(
+                tenant_id=tenant_id,
+                response_id=response_id,
+                response=_response_record(row) if row is not None else None,
+                feedback=feedback_of.get((tenant_id, response_id), []),
+            )
+        await _store_examples(
+            connection, tenant_id=tenant_id, response_id=response_id, examples=examples
+        )
+
+
+def _response_record(row: asyncpg.Record) -> ResponseRecord:
+    return ResponseRecord(
+        event_id=row["event_id"], user_id=row["user_id"], session_id=row["session_id"],
+        prompt=row["prompt"], context=row["context"], output=row["output"], model=row["model"],
+        action_type=row["action_type"], action_data=row["action_data"], feature=row["feature"],
+        language=row["language"], prompt_version=row["prompt_version"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+def _feedback_record(row: asyncpg.Record) -> FeedbackRecord:
+    return FeedbackRecord(
+        event_id=row["event_id"], user_id=row["user_id"], session_id=row["session_id"],
+        kind=row["kind"], thumb=row["thumb"], rating=row["rating"], correction=row["correction"],
+        replay=row["replay"], inline_prompt=row["inline_prompt"],
+        inline_output=row["inline_output"], inline_model=row["inline_model"],
+        inline_action_type=row["inline_action_type"], occurred_at=row["occurred_at"],
+    )
+
+
+async def _store_examples(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    response_id: str,
+    examples: Sequence[TrainingExample],
+) -> None:
+    stale = await connection.fetch(
+        """
+        DELETE FROM trainer.examples
+        WHERE tenant_id = $1 AND response_id = $2 AND NOT (example_id = ANY($3::uuid[]))
+        RETURNING example_id, tenant_id, conversation_id, published_revision
+        """,
+        tenant_id,
+        response_id,
+        [example.example_id for example in examples],
+    )
+    await _retract(connection, deleted=stale, reason="superseded")
+    stored = {
+        row["example_id"]: row["record"]
+        for row in await connection.fetch(
+            "SELECT example_id, record FROM trainer.examples WHERE example_id = ANY($1::uuid[])",
+            [example.example_id for example in examples],
+        )
+    }
+    for example in examples:
+        if stored.get(example.example_id) == example.record:
+            continue
+        duplicate_of = await _duplicate_of(connection, example=example)
+        await connection.execute(
+            """
+            INSERT INTO trainer.examples (example_id, tenant_id, kind, split, conversation_id,
+                response_id, user_ids, model, action_type, quality, occurred_at, record,
+                dedupe_group, content_hash, sketch, duplicate_of)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            ON CONFLICT (example_id) DO UPDATE SET
+                split = EXCLUDED.split, conversation_id = EXCLUDED.conversation_id,
+                user_ids = EXCLUDED.user_ids, model = EXCLUDED.model,
+                action_type = EXCLUDED.action_type, quality = EXCLUDED.quality,
+                occurred_at = EXCLUDED.occurred_at, record = EXCLUDED.record,
+                dedupe_group = EXCLUDED.dedupe_group, content_hash = EXCLUDED.content_hash,
+                sketch = EXCLUDED.sketch, duplicate_of = EXCLUDED.duplicate_of,
+                revision = trainer.examples.revision + 1,
+                seq = nextval('trainer.example_seq'), updated_at = now()
+            WHERE trainer.examples.record IS DISTINCT FROM EXCLUDED.record
+            """,
+            example.example_id, example.tenant_id, example.kind, example.split,
+            example.conversation_id, example.response_id, list(example.user_ids), example.model,
+            example.action_type, example.quality, example.occurred_at, example.record,
+            example.dedupe_group, example.content_hash, list(example.sketch), duplicate_of,
+        )
+
+
+async def _duplicate_of(connection: asyncpg.Connection, *, example: TrainingExample) -> UUID | None:
+    """The stored original this example repeats exactly or nearly, if any (see `dedupe`).
+
+    Two consumers storing near-duplicates at the same instant can both keep theirs; exact
+    duplicates of one message are already prevented by the event-id claim.
+    """
+    exact = await connection.fetchval(
+        """
+        SELECT example_id FROM trainer.examples
+        WHERE tenant_id = $1 AND dedupe_group = $2 AND content_hash = $3
+          AND example_id <> $4 AND duplicate_of IS NULL
+        ORDER BY seq LIMIT 1
+        """,
+        example.tenant_id, example.dedupe_group, example.content_hash, example.example_id,
+    )
+    if exact is not None:
+        return exact
+    candidates = await connection.fetch(
+        """
+        SELECT example_id, sketch FROM trainer.examples
+        WHERE tenant_id = $1 AND dedupe_group = $2 AND sketch && $3::bigint[]
+          AND example_id <> $4 AND duplicate_of IS NULL
+        ORDER BY seq DESC LIMIT $5
+        """,
+        example.tenant_id, example.dedupe_group, dedupe.candidate_keys(example.sketch),
+        example.example_id, _NEAR_DUPLICATE_CANDIDATES,
+    )
+    for row in candidates:
+        if dedupe.is_near_duplicate(example.sketch, row["sketch"]):
+            return row["example_id"]
+    return None
+
+
+# One relay publishes at a time, so one conversation's messages reach the topic in order even
+# with several trainer replicas.
+_RELAY_LOCK_KEY = 7_311_042_404
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An example revision or a retraction waiting to be published, in publishing order."""
+
+    seq: int
+    kind: str  # "example" | "retraction"
+    example_id: UUID
+    tenant_id: str
+    conversation_id: str
+    revision: int
+    record: dict[str, Any] | None
+    reason: str | None
+    created_at: datetime
+
+
+async def try_lock_relay(connection: asyncpg.Connection) -> bool:
+    """Session-level lock; released by `unlock_relay` or when the connection closes."""
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK_KEY))
+
+
+async def unlock_relay(connection: asyncpg.Connection) -> None:
+    await connection.execute("SELECT pg_advisory_unlock($1)", _RELAY_LOCK_KEY)
+
+
+async def pending_outbox(connection: asyncpg.Connection, *, limit: int) -> list[OutboxItem]:
+    """The oldest unpublished example revisions and retractions, in `seq` order."""
+    rows = await connection.fetch(
+        """
+        (SELECT seq, 'example' AS kind, example_id, tenant_id, conversation_id, revision,
+                record, NULL AS reason, created_at
+         FROM trainer.examples
+         WHERE published_revision < revision AND duplicate_of IS NULL
+         ORDER BY seq LIMIT $1)
+        UNION ALL
+        (SELECT seq, 'retraction', example_id, tenant_id, conversation_id, 0, NULL, reason,
+                created_at
+         FROM trainer.example_retractions WHERE published_at IS NULL
+         ORDER BY seq LIMIT $1)
+        ORDER BY seq LIMIT $1
+        """,
+        limit,
+    )
+    return [OutboxItem(**dict(row)) for row in rows]
+
+
+async def mark_published(connection: asyncpg.Connection, *, items: Sequence[OutboxItem]) -> None:
+    """Marks what the broker acknowledged. A revision made meanwhile stays queued."""
+    examples = [item for item in items if item.kind == "example"]
+    await connection.execute(
+        """
+        UPDATE trainer.examples e
+        SET published_revision = v.revision, published_at = now()
+        FROM unnest($1::uuid[], $2::int[]) AS v(example_id, revision)
+        WHERE e.example_id = v.example_id AND e.published_revision < v.revision
+        """,
+        [item.example_id for item in examples],
+        [item.revision for item in examples],
+    )
+    await connection.execute(
+        "UPDATE trainer.example_retractions SET published_at = now() WHERE seq = ANY($1::bigint[])",
+        [item.seq for item in items if item.kind == "retraction"],
+    )
+
+
+@dataclass(frozen=True)
+class ExampleFilter:
+    """Which stored examples an export wants. `kinds` empty: every kind."""
+
+    tenant_id: str
+    kinds: tuple[str, ...] = ()
+    response_ids: tuple[str, ...] | None = None
+    split: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    action_type: str | None = None
+    model: str | None = None
+    min_quality: float | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses = ["tenant_id = $1", "duplicate_of IS NULL"]
+        arguments: list[Any] = [self.tenant_id]
+        for column, operator, value in (
+            ("kind", "= ANY", list(self.kinds) or None),
+            ("response_id", "= ANY", None if self.response_ids is None else list(self.response_ids)),
+            ("split", "=", self.split),
+            ("occurred_at", ">=", self.since),
+            ("occurred_at", "<", self.until),
+            ("action_type", "=", self.action_type),
+            ("model", "=", self.model),
+            ("quality", ">=", self.min_quality),
+        ):
+            if value is not None:
+                arguments.append(value)
+                placeholder = f"${len(arguments)}"
+                clauses.append(
+                    f"{column} = ANY({placeholder}::text[])"
+                    if operator == "= ANY"
+                    else f"{column} {operator} {placeholder}"
+                )
+        return " AND ".join(clauses), arguments
+
+
+async def count_examples(connection: asyncpg.Connection, *, selection: ExampleFilter) -> int:
+    where, arguments = selection.where()
+    return int(
+        await connection.fetchval(f"SELECT count(*) FROM trainer.examples WHERE {where}", *arguments)
+    )
+
+
+async def stream_examples(
+    connection: asyncpg.Connection, *, selection: ExampleFilter, chunk: int = 500
+) -> AsyncIterator[dict[str, Any]]:
+    """The selected examples' published documents, oldest first, read through a cursor so an
+    export of any size holds one chunk in memory. Must run inside a transaction."""
+    where, arguments = selection.where()
+    cursor = connection.cursor(
+        f"""
+        SELECT record, revision, created_at FROM trainer.examples WHERE {where}
+        ORDER BY occurred_at, example_id
+        """,
+        *arguments,
+        prefetch=chunk,
+    )
+    async for row in cursor:
+        yield published_document(
+            row["record"], revision=row["revision"], created_at=row["created_at"]
+        )
+
+
+
+# One explainer at a time across trainer replicas, so no reply is sent to the model twice.
+_EXPLAINER_LOCK_KEY = 7_311_042_405
+
+
+@dataclass(frozen=True)
+class FailureToExplain:
+    """A down-voted reply with what the model needs to explain it."""
+
+    tenant_id: str
+    feedback_event_id: UUID
+    response_id: str
+    user_id: str | None
+    prompt: list[dict[str, Any]]
+    output: str
+    action_type: str | None
+    attempts: int
+
+
+async def try_lock_explainer(connection: asyncpg.Connection) -> bool:
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", _EXPLAINER_LOCK_KEY))
+
+
+async def unlock_explainer(connection: asyncpg.Connection) -> None:
+    await connection.execute("SELECT pg_advisory_unlock($1)", _EXPLAINER_LOCK_KEY)
+
+
+async def failures_to_explain(
+    connection: asyncpg.Connection, *, limit: int, max_attempts: int
+) -> list[FailureToExplain]:
+    """Thumbs-down and not-useful replays whose prompt and reply are known, not explained yet
+    and not failed `max_attempts` times, of users who did not opt out; oldest first."""
+    rows = await connection.fetch(
+        """
+        SELECT * FROM (
+            SELECT f.tenant_id, f.event_id AS feedback_event_id, f.response_id, f.user_id,
+                   f.occurred_at,
+                   COALESCE(r.prompt, f.inline_prompt,
+                            CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
+                                jsonb_build_object('role', 'user', 'content',
+                                                   f.replay ->> 'message'))
+                            END) AS prompt,
+                   COALESCE(f.replay ->> 'ai_reply', r.output, f.inline_output) AS output,
+                   COALESCE(r.action_type, f.inline_action_type) AS action_type,
+                   COALESCE(e.attempts, 0) AS attempts
+            FROM trainer.feedback f
+            LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+            LEFT JOIN trainer.failure_explanations e
+                ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
+            LEFT JOIN trainer.consent c ON c.tenant_id = f.tenant_id AND c.user_id = f.user_id
+            WHERE (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE)
+              AND (e.status IS NULL OR (e.status = 'failed' AND e.attempts < $2))
+              AND COALESCE(c.training_allowed, true)
+        ) AS pending
+        -- One whose prompt or reply is not known yet waits for the response.
+        WHERE prompt IS NOT NULL AND output IS NOT NULL
+        ORDER BY occurred_at, feedback_event_id
+        LIMIT $1
+        """,
+        limit,
+        max_attempts,
+    )
+    return [
+        FailureToExplain(**{key: value for key, value in row.items() if key != "occurred_at"})
+        for row in rows
+    ]
+
+
+async def record_explanation(
+    connection: asyncpg.Connection,
+    *,
+    failure: FailureToExplain,
+    explanation: str | None,
+    model: str,
+    error: str | None,
+) -> None:
+    """Stores the model's answer, or the error of a failed attempt (counted)."""
+    await connection.execute(
+        """
+        INSERT INTO trainer.failure_explanations (tenant_id, feedback_event_id, response_id,
+            user_id, status, explanation, model, attempts, error)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (tenant_id, feedback_event_id) DO UPDATE SET
+            status = EXCLUDED.status, explanation = EXCLUDED.explanation,
+            model = EXCLUDED.model, attempts = EXCLUDED.attempts, error = EXCLUDED.error,
+            updated_at = now()
+        """,
+        failure.tenant_id, failure.feedback_event_id, failure.response_id, failure.user_id,
+        "explained" if explanation is not None else "failed", explanation, model,
+        failure.attempts + 1, error,
+    )
+
+
+async def down_voted_replies(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    since: datetime,
+    until: datetime,
+    action_type: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The tenant's down-voted replies in `[since, until)`, newest first, with the prompt,
+    the reply and the explanation when there is one."""
+    return await connection.fetch(
+        """
+        SELECT f.event_id, f.response_id, f.occurred_at,
+               COALESCE(r.prompt, f.inline_prompt,
+                        CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
+                            jsonb_build_object('role', 'user', 'content', f.replay ->> 'message'))
+                        END) AS prompt,
+               COALESCE(f.replay ->> 'ai_reply', r.output, f.inline_output) AS output,
+               COALESCE(r.action_type, f.inline_action_type, 'unspecified') AS action_type,
+               e.explanation
+        FROM trainer.feedback f
+        LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+        LEFT JOIN trainer.failure_explanations e
+            ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
+            AND e.status = 'explained'
+        WHERE f.tenant_id = $1 AND f.occurred_at >= $2 AND f.occurred_at < $3
+          AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE)
+          AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
+        ORDER BY f.occurred_at DESC
+        LIMIT $5
+        """,
+        tenant_id, since, until, action_type, limit,
+    )
+
+
+# One retraining run at a time across trainer replicas.
+_RETRAINING_LOCK_KEY = 7_311_042_406
+TERMINAL_FINE_TUNE_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+async def try_lock_retraining(connection: asyncpg.Connection) -> bool:
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", _RETRAINING_LOCK_KEY))
+
+
+async def unlock_retraining(connection: asyncpg.Connection) -> None:
+    await connection.execute("SELECT pg_advisory_unlock($1)", _RETRAINING_LOCK_KEY)
+
+
+async def last_retraining_run(connection: asyncpg.Connection) -> datetime | None:
+    value: datetime | None = await connection.fetchval(
+        "SELECT max(started_at) FROM trainer.retraining_runs"
+    )
+    return value
+
+
+async def record_retraining_run(
+    connection: asyncpg.Connection, *, started_at: datetime, jobs: int
+) -> None:
+    await connection.execute(
+        "INSERT INTO trainer.retraining_runs (started_at, jobs) VALUES ($1, $2)", started_at, jobs
+    )
+
+
+async def tenants_with_down_votes(
+    connection: asyncpg.Connection, *, since: datetime, until: datetime
+) -> list[str]:
+    rows = await connection.fetch(
+        """
+        SELECT DISTINCT tenant_id FROM trainer.feedback
+        WHERE occurred_at >= $1 AND occurred_at < $2
+          AND (thumb = 'down' OR (replay ->> 'useful')::boolean IS FALSE)
+        ORDER BY tenant_id
+        """,
+        since,
+        until,
+    )
+    return [row["tenant_id"] for row in rows]
+
+
+@dataclass(frozen=True)
+class RetrainingJob:
+    job_id: UUID
+    tenant_id: str
+    mode: str
+    method: str
+    status: str
+    prompt_count: int
+    example_count: int
+    file_path: str | None = None
+    provider: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    provider_file_id: str | None = None
+    provider_job_id: str | None = None
+    fine_tuned_model: str | None = None
+    error: str | None = None
+
+
+async def insert_retraining_job(connection: asyncpg.Connection, *, job: RetrainingJob) -> None:
+    await connection.execute(
+        """
+        INSERT INTO trainer.retraining_jobs (job_id, tenant_id, mode, method, status,
+            prompt_count, example_count, file_path, provider, base_url, model,
+            provider_file_id, provider_job_id, fine_tuned_model, error)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        """,
+        job.job_id, job.tenant_id, job.mode, job.method, job.status, job.prompt_count,
+        job.example_count, job.file_path, job.provider, job.base_url, job.model,
+        job.provider_file_id, job.provider_job_id, job.fine_tuned_model, job.error,
+    )
+
+
+async def unfinished_fine_tune_jobs(connection: asyncpg.Connection) -> list[RetrainingJob]:
+    rows = await connection.fetch(
+        """
+        SELECT job_id, tenant_id, mode, method, status, prompt_count, example_count, file_path,
+               provider, base_url, model, provider_file_id, provider_job_id, fine_tuned_model,
+               error
+        FROM trainer.retraining_jobs
+        WHERE provider_job_id IS NOT NULL AND NOT (status = ANY($1::text[]))
+        ORDER BY created_at
+        """,
+        list(TERMINAL_FINE_TUNE_STATUSES),
+    )
+    return [RetrainingJob(**dict(row)) for row in rows]
+
+
+async def update_fine_tune_status(
+    connection: asyncpg.Connection,
+    *,
+    job_id: UUID,
+    status: str,
+    fine_tuned_model: str | None,
+    error: str | None,
+) -> None:
+    await connection.execute(
+        """
+        UPDATE trainer.retraining_jobs
+        SET status = $2, fine_tuned_model = $3, error = $4, updated_at = now()
+        WHERE job_id = $1
+        """,
+        job_id, status, fine_tuned_model, error,
+    )

@@ -1,0 +1,220 @@
+"""Export formats of the training examples, and the rules each format's reader enforces. Pure.
+
+| format              | examples   | one JSONL line                                                  |
+|---------------------|------------|-----------------------------------------------------------------|
+| `openai-sft`        | sft        | `{"messages": [...prompt, {"role": "assistant", ...}]}`         |
+| `openai-preference` | preference | `{"input": {"messages": [...]}, "preferred_output": [assistant],|
+|                     |            | "non_preferred_output": [assistant]}`                           |
+| `trl-sft`           | sft        | `{"prompt": [...], "completion": [assistant]}`                  |
+| `trl-preference`    | preference | `{"prompt": [...], "chosen": [assistant], "rejected": [...]}`   |
+| `trl-kto`           | kto        | `{"prompt": [...], "completion": [assistant], "label": bool}`   |
+| `eval-cases`        | eval       | `{"prompt": [...], "output": str, "reference": str or null,     |
+|                     |            | "example_id": ...}`                                             |
+| `raw`               | every kind | the document published on the training-examples topic           |
+
+TRL lines are TRL's conversational dataset formats (prompt-completion, preference, unpaired
+preference). The OpenAI rules checked are the fine-tuning guide's: every message has a role
+of system, user or assistant and non-empty string content; a supervised example ends with an
+assistant message and has one; a preference example has a non-empty input conversation and
+exactly one assistant message on each side; a file holds at least 10 examples. OpenAI lines
+carry no other keys (the API rejects unknown ones). Prompt messages with empty content are
+dropped; an example whose prompt has a `tool` message (no `tool_call_id` is recorded) or no
+user message left cannot be written for OpenAI and is skipped, counted by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ExportFormat = Literal[
+    "openai-sft", "openai-preference", "trl-sft", "trl-preference", "trl-kto", "eval-cases", "raw"
+]
+FORMAT_KINDS: dict[str, tuple[str, ...]] = {
+    "openai-sft": ("sft",),
+    "openai-preference": ("preference",),
+    "trl-sft": ("sft",),
+    "trl-preference": ("preference",),
+    "trl-kto": ("kto",),
+    "eval-cases": ("eval",),
+    "raw": (),
+}
+EXPORT_FORMATS: tuple[str, ...] = tuple(FORMAT_KINDS)
+OPENAI_MIN_EXAMPLES = 10
+_OPENAI_ROLES = frozenset({"system", "user", "assistant"})
+_TRL_ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _prompt(document: dict[str, Any], *, openai: bool) -> list[dict[str, str]] | None:
+    messages = [
+        {"role": str(message["role"]), "content": str(message["content"])}
+        for message in document["prompt"]
+        if str(message.get("content", "")).strip()
+    ]
+    if not any(message["role"] == "user" for message in messages):
+        return None
+    if openai and any(message["role"] not in _OPENAI_ROLES for message in messages):
+        return None
+    return messages
+
+
+def format_example(document: dict[str, Any], export_format: str) -> dict[str, Any] | None:
+    """One published example document as one line of `export_format`; None when the example
+    is of another kind or cannot be written in that format."""
+    kinds = FORMAT_KINDS[export_format]
+    if export_format == "raw":
+        return document
+    if document["kind"] not in kinds:
+        return None
+    prompt = _prompt(document, openai=export_format.startswith("openai"))
+    if prompt is None:
+        return None
+    match export_format:
+        case "openai-sft":
+            return {"messages": prompt + _assistant(document["completion"])}
+        case "openai-preference":
+            return {
+                "input": {"messages": prompt},
+                "preferred_output": _assistant(document["chosen"]),
+                "non_preferred_output": _assistant(document["rejected"]),
+            }
+        case "trl-sft":
+            return {"prompt": prompt, "completion": _assistant(document["completion"])}
+        case "trl-preference":
+            return {
+                "prompt": prompt,
+                "chosen": _assistant(document["chosen"]),
+                "rejected": _assistant(document["rejected"]),
+            }
+        case "trl-kto":
+            return {
+                "prompt": prompt,
+                "completion": _assistant(document["completion"]),
+                "label": bool(document["label"]),
+            }
+        case "eval-cases":
+            return {
+                "example_id": document["example_id"],
+                "prompt": prompt,
+                "output": document["output"],
+                "reference": document["reference"],
+            }
+    raise ValueError(f"unknown export format {export_format!r}")
+
+
+def _messages_errors(messages: Any, where: str, roles: frozenset[str]) -> list[str]:
+    if not isinstance(messages, list) or not messages:
+        return [f"{where}: must be a non-empty list of messages"]
+    errors = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            errors.append(f"{where}[{index}]: must have exactly `role` and `content`")
+            continue
+        if message["role"] not in roles:
+            errors.append(f"{where}[{index}]: role {message['role']!r} is not allowed")
+        if not isinstance(message["content"], str) or not message["content"].strip():
+            errors.append(f"{where}[{index}]: content must be a non-empty string")
+    return errors
+
+
+def _single_assistant(messages: Any, where: str, roles: frozenset[str]) -> list[str]:
+    errors = _messages_errors(messages, where, roles)
+    if not errors and (len(messages) != 1 or messages[0]["role"] != "assistant"):
+        errors.append(f"{where}: must be exactly one assistant message")
+    return errors
+
+
+def _keys_errors(line: dict[str, Any], expected: set[str]) -> list[str]:
+    if set(line) != expected:
+        return [f"keys must be {sorted(expected)}, got {sorted(line)}"]
+    return []
+
+
+def line_errors(line: Any, export_format: str) -> list[str]:
+    """What the format's reader would reject in one line (empty: valid)."""
+    if not isinstance(line, dict):
+        return ["a line must be a JSON object"]
+    match export_format:
+        case "openai-sft":
+            errors = _keys_errors(line, {"messages"})
+            messages: Any = line.get("messages")
+            errors += _messages_errors(messages, "messages", _OPENAI_ROLES)
+            if not errors:
+                if messages[-1]["role"] != "assistant":
+                    errors.append("messages: the last message must be from the assistant")
+                if not any(message["role"] == "user" for message in messages):
+                    errors.append("messages: needs a user message")
+            return errors
+        case "openai-preference":
+            errors = _keys_errors(line, {"input", "preferred_output", "non_preferred_output"})
+            conversation = line.get("input")
+            if not isinstance(conversation, dict) or "messages" not in conversation:
+                return [*errors, "input: must be an object with `messages`"]
+            errors += _messages_errors(conversation["messages"], "input.messages", _OPENAI_ROLES)
+            errors += _single_assistant(
+                line.get("preferred_output"), "preferred_output", _OPENAI_ROLES
+            )
+            errors += _single_assistant(
+                line.get("non_preferred_output"), "non_preferred_output", _OPENAI_ROLES
+            )
+            return errors
+        case "trl-sft" | "trl-preference" | "trl-kto":
+            targets = {"trl-sft": ("completion",), "trl-preference": ("chosen", "rejected"),
+                       "trl-kto": ("completion",)}[export_format]
+            keys = {"prompt", *targets} | ({"label"} if export_format == "trl-kto" else set())
+            errors = _keys_errors(line, keys)
+            errors += _messages_errors(line.get("prompt"), "prompt", _TRL_ROLES)
+            for target in targets:
+                errors += _single_assistant(line.get(target), target, _TRL_ROLES)
+            if export_format == "trl-kto" and not isinstance(line.get("label"), bool):
+                errors.append("label: must be true or false")
+            return errors
+        case "eval-cases":
+            errors = _keys_errors(line, {"example_id", "prompt", "output", "reference"})
+            errors += _messages_errors(line.get("prompt"), "prompt", _TRL_ROLES)
+            if not isinstance(line.get("output"), str) or not line["output"].strip():
+                errors.append("output: must be a non-empty string")
+            if line.get("reference") is not None and not isinstance(line["reference"], str):
+                errors.append("reference: must be a string or null")
+            return errors
+        case "raw":
+            return [] if line.get("type") == "training_example" else ["not a training example"]
+    raise ValueError(f"unknown export format {export_format!r}")
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of checking a whole export; `errors` names lines by their 1-based number."""
+
+    export_format: str
+    lines: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def validate_lines(lines: Iterable[Any], export_format: str) -> ValidationReport:
+    """Checks every line, then the file-wide rules (OpenAI: at least 10 examples)."""
+    report = ValidationReport(export_format)
+    for number, line in enumerate(lines, start=1):
+        report.lines = number
+        report.errors += [f"line {number}: {error}" for error in line_errors(line, export_format)]
+    report.errors += file_errors(report.lines, export_format)
+    return report
+
+
+def file_errors(line_count: int, export_format: str) -> list[str]:
+    """The rules about a whole file: OpenAI fine-tuning needs at least 10 examples."""
+    if export_format.startswith("openai") and line_count < OPENAI_MIN_EXAMPLES:
+        return [
+            f"OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} examples,"
+            f" the file has {line_count}"
+        ]
+    return []

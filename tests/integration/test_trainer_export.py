@@ -1,0 +1,154 @@
+"""Exports against real PostgreSQL: `feedbackloop export` writes a file that validates, and the
+query service's endpoint streams the same JSONL, scoped to the key's tenant and filtered."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from feedbackloop.contract import decode_event
+from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.postgres import create_pool
+from feedbackloop.settings import Settings
+from services.cli.admin import create_key
+from services.cli.export import add_export_parser, run_export
+from services.query.deps import QueryState
+from services.query.training import router
+from services.trainer.exports import validate_lines
+from services.trainer.processing import process_message
+from services.trainer.repository import write_effects
+
+pytestmark = pytest.mark.integration
+
+
+def _events(tenant: str, count: int) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for n in range(count):
+        base = {"tenant_id": tenant, "received_at": "2026-11-20T12:00:00Z",
+                "user_id": f"{n:064x}", "session_id": f"chat-{n}"}
+        docs.append(base | {
+            "event_id": str(uuid.uuid4()), "type": "response.logged",
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "payload": {"response_id": f"r{n}", "model": "gpt-4o-mini" if n % 3 else "llama",
+                        "action_type": "todo" if n % 2 else "email",
+                        "prompt": [{"role": "user", "content": f"Plan step {n} for jo{n}@ex.com"}],
+                        "output": f"Step {n}: do the thing number {n}."},
+        })
+        docs.append(base | {
+            "event_id": str(uuid.uuid4()), "type": "feedback.submitted",
+            "occurred_at": f"2026-11-{1 + n:02d}T10:00:00Z",
+            "payload": {"response_id": f"r{n}", "rating": 5 if n % 4 else 2},
+        })
+    return docs
+
+
+@pytest.fixture(scope="module")
+async def database(postgres_url: str) -> AsyncIterator[str]:
+    from tests.infra import create_database
+
+    url = await create_database(postgres_url)
+    pool = await create_pool(url, min_size=1, max_size=1)
+    effects = [
+        process_message(decode_event(orjson.dumps(doc)))
+        for doc in _events("acme", 24) + _events("globex", 3)
+    ]
+    async with pool.acquire() as connection, connection.transaction():
+        await write_effects(connection, [effect for effect in effects if effect is not None])
+    await pool.close()
+    yield url
+
+
+def _cli_arguments(*argv: str) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="feedbackloop")
+    add_export_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["export", *argv])
+
+
+def test_cli_writes_a_valid_openai_file(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=database)
+    out = tmp_path / "train.jsonl"
+    status = run_export(
+        _cli_arguments("--tenant", "acme", "--format", "openai-sft", "--since", "2026-11-03",
+                       "--out", str(out)),
+        settings,
+    )
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    # Ratings 5 (n % 4 != 0) on 18 of 24 responses give SFT examples; --since drops n = 1.
+    assert status == 0, capsys.readouterr().err
+    assert len(lines) == 17
+    assert validate_lines(lines, "openai-sft").valid
+    assert all("@ex.com" not in line["messages"][0]["content"] for line in lines)
+    err = capsys.readouterr().err
+    assert "17/17 examples" in err and f"wrote 17 examples to {out}" in err
+
+    few = tmp_path / "few.jsonl"
+    status = run_export(
+        _cli_arguments("--tenant", "globex", "--format", "openai-sft", "--out", str(few)), settings
+    )
+    assert status == 1  # 2 examples: written, but OpenAI needs 10
+    assert len(few.read_bytes().splitlines()) == 2
+    assert "at least 10 examples" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+async def query(database: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    pool = await create_pool(database, min_size=1, max_size=2)
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(router)
+    app.state.query = QueryState(
+        pool=pool, verifier=ApiKeyVerifier(pool, cache_seconds=0), hmac_secret=b"x" * 32
+    )
+    _, key = await create_key(database, tenant_id="acme", name="ml", scopes=["read"])
+    _, ingest_only = await create_key(database, tenant_id="acme", name="in", scopes=["ingest"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://query", headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        yield client, ingest_only
+    await pool.close()
+
+
+async def test_endpoint_streams_the_tenants_jsonl_with_filters(
+    query: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, ingest_only = query
+    response = await client.get("/v1/training/export", params={"format": "trl-kto"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/jsonl"
+    lines = [orjson.loads(line) for line in response.content.splitlines()]
+    assert len(lines) == 24  # acme only: one KTO row per rated response
+    assert [line["label"] for line in lines].count(False) == 6
+    assert validate_lines(lines, "trl-kto").valid
+
+    filtered = await client.get("/v1/training/export", params={
+        "format": "raw", "action_type": "todo", "model": "gpt-4o-mini", "min_quality": 1.0,
+        "from": "2026-11-05T00:00:00Z", "to": "2026-11-20T00:00:00Z",
+    })
+    documents = [orjson.loads(line) for line in filtered.content.splitlines()]
+    assert documents and all(
+        d["provenance"]["action_type"] == "todo" and d["provenance"]["model"] == "gpt-4o-mini"
+        and d["quality"] == 1.0 and d["tenant_id"] == "acme" for d in documents
+    )
+    responses = {d["response_id"] for d in documents}
+    expected = {f"r{n}" for n in range(4, 19) if n % 2 and n % 3 and n % 4}
+    assert responses == expected
+
+    forbidden = await client.get("/v1/training/export", params={"format": "raw"},
+                                 headers={"Authorization": f"Bearer {ingest_only}"})
+    assert forbidden.status_code == 403
+    backwards = await client.get("/v1/training/export", params={
+        "format": "raw", "from": "2026-11-05T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
+    assert backwards.status_code == 422
