@@ -1,12 +1,13 @@
 """Wiring a `ConsumerSpec` into a running service: a FastStream batch subscriber with manual
 commits, a Postgres pool, a dead-letter publisher, and the HTTP endpoints every service has
-(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`)."""
+(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`), and optionally one background task."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,13 +70,25 @@ async def _raw_body(message: Any) -> Any:
     return message.body
 
 
-def build_consumer_app(spec: ConsumerSpec[Any], config: ConsumerConfig) -> FastAPI:
-    """The ASGI app of one consumer service. Nothing connects until the app starts."""
+Background = Callable[[asyncpg.Pool, KafkaBroker], Coroutine[Any, Any, None]]
+
+
+def build_consumer_app(
+    spec: ConsumerSpec[Any], config: ConsumerConfig, *, background: Background | None = None
+) -> FastAPI:
+    """The ASGI app of one consumer service. Nothing connects until the app starts.
+
+    `background`, when given, is called once the pool and the broker are up, and its coroutine
+    runs for the life of the app: it is cancelled on shutdown before the broker and the pool
+    close. It must handle its own errors (a task that raises is logged, not restarted).
+    """
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry, spec.name)
     broker = KafkaBroker(
         config.kafka.bootstrap_servers,
         security=config.kafka.faststream_security(),
+        # Dead letters and anything a background task publishes are durable before they count.
+        acks="all",
         logger=logging.getLogger(f"feedbackloop.{spec.name}.broker"),
         client_id=f"feedbackloop-{spec.name}",
     )
@@ -131,9 +144,18 @@ def build_consumer_app(spec: ConsumerSpec[Any], config: ConsumerConfig) -> FastA
             retry_max_seconds=config.retry_max_seconds,
         )
         await broker.start()
+        task: asyncio.Task[None] | None = (
+            asyncio.create_task(background(pool, broker)) if background else None
+        )
+        if task is not None:
+            task.add_done_callback(_log_failure(spec.name))
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await broker.stop()
             await pool.close()
 
@@ -166,6 +188,14 @@ def build_consumer_app(spec: ConsumerSpec[Any], config: ConsumerConfig) -> FastA
         return Response(document.to_json(), media_type="application/json")
 
     return app
+
+
+def _log_failure(service: str) -> Callable[[asyncio.Task[None]], None]:
+    def report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s: background task failed", service, exc_info=task.exception())
+
+    return report
 
 
 async def _broker_ready(broker: KafkaBroker) -> bool:

@@ -76,6 +76,66 @@ class Settings(BaseSettings):
     embedded_seaweed_port_base: int = 19400
     embedded_broker_storage: Literal["s3", "memory"] = "s3"
 
+    # Learner: batched refits of the segment weights (see services/learner/learning.py).
+    learner_refit_min_new_choices: int = Field(default=50, ge=1)
+    learner_refit_interval_seconds: float = Field(default=300.0, gt=0)
+    learner_refit_poll_seconds: float = Field(default=5.0, gt=0)
+    learner_refit_max_choices: int = Field(default=20_000, ge=10)
+    learner_min_choices: int = Field(default=30, ge=1)
+    learner_pooling_sd: float = Field(default=1.0, gt=0)
+    learner_min_weight: float = Field(default=0.02, ge=0, lt=1)
+    learner_max_weight: float = Field(default=0.8, gt=0, le=1)
+
+    # Metrics: how late (received_at - occurred_at) an event may be reported and still land in
+    # the minute it occurred; later ones are counted in the oldest minute the window allows.
+    metrics_lateness_seconds: int = Field(default=172_800, ge=0)
+
+    # Alerts, evaluated by the query service over the exact rollups. Each rule needs at least
+    # its minimum sample in the window, and must hold for `alert_for_seconds` before firing.
+    alert_evaluation_interval_seconds: float = Field(default=60.0, gt=0)
+    alert_window_minutes: int = Field(default=60, ge=1)
+    alert_for_seconds: int = Field(default=300, ge=0)
+    alert_webhook_url: str | None = None
+    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    alert_approval_min_rate: float = Field(default=0.8, ge=0, le=1)
+    alert_approval_min_samples: int = Field(default=20, ge=1)
+    alert_approval_max_drop: float = Field(default=0.15, gt=0, le=1)
+    alert_negative_spike_factor: float = Field(default=3.0, gt=1)
+    alert_negative_spike_min_count: int = Field(default=10, ge=1)
+    alert_conversion_min_rate: float = Field(default=0.6, ge=0, le=1)
+    alert_conversion_min_sessions: int = Field(default=20, ge=1)
+    alert_chosen_rank_max: float = Field(default=2.0, ge=1)
+    alert_satisfaction_min: float = Field(default=3.5, ge=1, le=5)
+    alert_choice_min_samples: int = Field(default=20, ge=1)
+    alert_new_action_type_days: int = Field(default=7, ge=1)
+    alert_new_action_type_min_down: int = Field(default=10, ge=1)
+    # Label values the query service's analytics gauges may carry; any other is `other`.
+    analytics_label_action_types: tuple[str, ...] = ()
+    analytics_label_models: tuple[str, ...] = ()
+
+    # Trainer: the relay publishing stored training examples on the training-examples topic.
+    training_relay_batch_size: int = Field(default=500, ge=1)
+    training_relay_interval_seconds: float = Field(default=1.0, gt=0)
+    # Failure explanations by an OpenAI-compatible chat model. Off: no call is ever made.
+    failure_explanations_enabled: bool = False
+    failure_explanations_base_url: str | None = None
+    failure_explanations_api_key: SecretStr | None = None
+    failure_explanations_model: str = "gpt-4o-mini"
+    failure_explanations_requests_per_minute: float = Field(default=30.0, gt=0)
+    failure_explanations_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Retraining: every interval, the worst prompts' examples (more than `min_not_useful`
+    # not-useful signals in the last interval) are exported for review or fine-tuned on.
+    retraining_enabled: bool = False
+    retraining_interval_seconds: float = Field(default=604_800.0, gt=0)
+    retraining_min_not_useful: int = Field(default=5, ge=0)
+    retraining_mode: Literal["review", "fine_tune"] = "review"
+    retraining_method: Literal["supervised", "dpo"] = "supervised"
+    retraining_export_dir: Path = Path(".data/retraining")
+    retraining_provider: str = "openai"
+    retraining_base_url: str | None = None
+    retraining_api_key: SecretStr | None = None
+    retraining_model: str = "gpt-4o-mini-2024-07-18"
+
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
         if self.environment != "production":

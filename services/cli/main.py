@@ -9,6 +9,7 @@ import sys
 from feedbackloop.settings import Settings
 from services.cli import admin
 from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
+from services.cli.export import add_export_parser, run_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     add_loadgen_parser(commands)
     add_dead_letter_parser(commands)
+    add_export_parser(commands)
     return parser
 
 
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.stack import run
 
         return run(settings)
+    if arguments.command == "export":
+        return run_export(arguments, settings)
     if arguments.command == "dead-letters":
         return run_dead_letters(arguments, settings)
     if arguments.command == "loadgen":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -11,9 +11,18 @@ from pydantic import BaseModel
 
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
+from services.profiles import repository as profiles
+from services.profiles.segments import (
+    Decision,
+    SuggestionVerdict,
+    action_type_verdicts,
+    assign_segment,
+    category_verdicts,
+)
 from services.query import repository
 from services.query.deps import Reader, State
 from services.query.processing import approval_rate, wilson_interval
+from services.query.timerange import time_range
 
 router = APIRouter(prefix="/v1")
 
@@ -58,6 +67,32 @@ class FeedbackItem(BaseModel):
     occurred_at: datetime
 
 
+class SegmentStory(BaseModel):
+    segment: str
+    reasons: list[str]
+    evidence: dict[str, float]
+
+
+class Suggestion(BaseModel):
+    """A kind of suggestion and what the user's feedback made of it."""
+
+    kind: Literal["action_type", "category"]
+    name: str
+    accepted: int
+    rejected: int
+    rejection_rate: float | None
+    status: Literal["avoid", "prefer", "neutral"]
+
+
+class RecommendationStory(BaseModel):
+    sessions: int
+    decisions: int
+    chosen: int
+    interactions: int
+    avg_satisfaction: float | None
+    avg_decision_seconds: float | None
+
+
 class FeedbackSummary(BaseModel):
     user_id: str
     first_seen_at: datetime | None
@@ -66,24 +101,15 @@ class FeedbackSummary(BaseModel):
     totals: dict[str, int]
     by_action_type: list[ActionTypeVerdicts]
     history: list[FeedbackItem]
+    segment: SegmentStory
+    avoided: list[Suggestion]
+    preferred: list[Suggestion]
+    recommendation_categories: list[Suggestion]
+    recommendations: RecommendationStory
 
 
-def _time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = end.astimezone(UTC) if end else datetime.now(UTC)
-    start = start.astimezone(UTC) if start else end - timedelta(days=30)
-    if start >= end:
-        raise ProblemException(
-            422,
-            "`from` must be before `to`.",
-            errors=[{"loc": ["query", "from"], "msg": "must be before `to`", "type": "value_error"}],
-        )
-    return start, end
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @router.get("/analytics/approval", tags=["analytics"])
@@ -96,7 +122,7 @@ async def approval(
 ) -> ApprovalReport:
     """Thumbs up and down per group over `[from, to)` (default: the last 30 days), with the
     approval rate and its Wilson 95% interval."""
-    start, end = _time_range(_aware(start), _aware(end))
+    start, end = time_range(start, end)
     rows = await repository.approval_by_group(
         state.pool, tenant_id=caller.tenant_id, group_by=group_by, start=start, end=end
     )
@@ -125,8 +151,10 @@ async def feedback_summary(
     caller: Reader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FeedbackSummary:
-    """The user's feedback history and what they accepted and rejected, per action type.
-    `user_id` is your raw user id; it is hashed the same way ingest hashed it."""
+    """The user's feedback story: history, what they accepted and rejected per action type,
+    their segment and why, and what is now avoided or preferred because of their feedback
+    (rules in `services/profiles/segments.py`). `user_id` is your raw user id; it is hashed
+    the same way ingest hashed it."""
     user_hash = hash_user_id(state.hmac_secret, caller.tenant_id, user_id)
     verdicts = await repository.user_verdicts_by_action_type(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
@@ -139,6 +167,19 @@ async def feedback_summary(
     )
     if profile is None and not history:
         raise ProblemException(404, "no feedback is recorded for this user")
+    decided = await profiles.user_decisions(
+        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
+    )
+    outcomes = await profiles.user_recommendation_totals(
+        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
+    )
+    decisions = [
+        Decision(row["options"], row["chosen_item_id"], row["important_factors"],
+                 row["stated_preferences"])
+        for row in decided
+    ]
+    assignment = assign_segment(decisions)
+    marked = action_type_verdicts(verdicts) + category_verdicts(decisions)
     by_action = [ActionTypeVerdicts(**dict(row)) for row in verdicts]
     totals: dict[str, Any] = {
         name: sum(getattr(item, name) for item in by_action)
@@ -152,4 +193,17 @@ async def feedback_summary(
         totals=totals,
         by_action_type=by_action,
         history=[FeedbackItem(**dict(row)) for row in history],
+        segment=SegmentStory(segment=assignment.segment, reasons=assignment.reasons,
+                             evidence=assignment.evidence),
+        avoided=[_suggestion(item) for item in marked if item.status == "avoid"],
+        preferred=[_suggestion(item) for item in marked if item.status == "prefer"],
+        recommendation_categories=[_suggestion(item) for item in marked
+                                   if item.kind == "category"],
+        recommendations=RecommendationStory(**dict(outcomes)),
     )
+
+
+def _suggestion(verdict: SuggestionVerdict) -> Suggestion:
+    return Suggestion(kind=verdict.kind, name=verdict.name, accepted=verdict.accepted,
+                      rejected=verdict.rejected, rejection_rate=verdict.rejection_rate,
+                      status=verdict.status)

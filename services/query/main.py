@@ -14,9 +14,12 @@ from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.observability import CONTENT_TYPE_LATEST, render
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
+from services.query.analytics import analytics_router
 from services.query.deps import QueryState
 from services.query.handlers import router
+from services.query.recommendations import router as recommendations_router
 from services.query.settings import Settings, port
+from services.query.training import router as training_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(router)
+    app.include_router(recommendations_router)
+    app.include_router(analytics_router(settings, registry))
+    app.include_router(training_router)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
 
     @app.get("/healthz", tags=["ops"])

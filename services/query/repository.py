@@ -93,3 +93,180 @@ async def user_profile(
         tenant_id,
         user_id,
     )
+
+
+# --- Analytics over the metrics rollups (trends, comparisons, alert inputs) -----------------
+
+Interval = Literal["minute", "hour", "day"]
+FEEDBACK_GROUPS: dict[str, str] = {
+    "action_type": "action_type",
+    "model": "model",
+    "prompt_version": "prompt_version",
+    "variant": "experiment || '/' || variant",
+    "language": "language",
+    "feature": "feature",
+}
+RECOMMENDATION_GROUPS: dict[str, str] = {
+    "algorithm_version": "algorithm_version",
+    "segment": "segment",
+    "variant": "experiment || '/' || variant",
+}
+FEEDBACK_SUMS = (
+    "thumbs_up", "thumbs_down", "rating_sum", "rating_count", "corrections", "replays_not_useful",
+)
+RECOMMENDATION_SUMS = (
+    "sessions", "choices", "none_chosen", "chosen_rank_sum", "chosen_rank_count",
+    "satisfaction_sum", "satisfaction_count",
+)
+
+
+async def rollup_series(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    family: Literal["feedback", "recommendation"],
+    tenant_id: str,
+    interval: Interval,
+    group_by: str | None,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Sums of one rollup family per bucket (and group) over `[start, end)`, read from the
+    rollup of the interval's own resolution; `start` and `end` must be aligned to it.
+    Columns: `bucket`, `grp` (NULL without `group_by`) and one per counter of the family."""
+    groups, sums = (
+        (FEEDBACK_GROUPS, FEEDBACK_SUMS) if family == "feedback"
+        else (RECOMMENDATION_GROUPS, RECOMMENDATION_SUMS)
+    )
+    group = groups[group_by] if group_by else "NULL::text"
+    return await connection.fetch(
+        f"""
+        SELECT bucket, {group} AS grp, {", ".join(f"sum({c})::bigint AS {c}" for c in sums)}
+        FROM metrics.{family}_{interval}
+        WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3
+        GROUP BY bucket, grp
+        ORDER BY bucket, grp
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+
+
+async def approval_of_models(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    models: list[str],
+    action_type: str | None,
+    start: datetime,
+    end: datetime,
+) -> dict[str, tuple[int, int]]:
+    """(thumbs up, thumbs down) per model over `[start, end)`, optionally of one action type."""
+    rows = await connection.fetch(
+        """
+        SELECT model, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
+        FROM metrics.feedback_minute
+        WHERE tenant_id = $1 AND model = ANY($2::text[]) AND bucket >= $3 AND bucket < $4
+          AND ($5::text IS NULL OR action_type = $5)
+        GROUP BY model
+        """,
+        tenant_id,
+        models,
+        start,
+        end,
+        action_type,
+    )
+    found = {row["model"]: (int(row["up"]), int(row["down"])) for row in rows}
+    return {model: found.get(model, (0, 0)) for model in models}
+
+
+async def feedback_window_totals(
+    connection: asyncpg.Connection | asyncpg.Pool, *, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Feedback sums per tenant, action type and model over `[start, end)`, every tenant:
+    the input of the alert rules and of the analytics gauges."""
+    return await connection.fetch(
+        f"""
+        SELECT tenant_id, action_type, model,
+               {", ".join(f"sum({c})::bigint AS {c}" for c in FEEDBACK_SUMS)}
+        FROM metrics.feedback_minute
+        WHERE bucket >= $1 AND bucket < $2
+        GROUP BY tenant_id, action_type, model
+        """,
+        start,
+        end,
+    )
+
+
+async def recommendation_window_totals(
+    connection: asyncpg.Connection | asyncpg.Pool, *, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Recommendation sums per tenant and segment over `[start, end)`, every tenant."""
+    return await connection.fetch(
+        f"""
+        SELECT tenant_id, segment,
+               {", ".join(f"sum({c})::bigint AS {c}" for c in RECOMMENDATION_SUMS)}
+        FROM metrics.recommendation_minute
+        WHERE bucket >= $1 AND bucket < $2
+        GROUP BY tenant_id, segment
+        """,
+        start,
+        end,
+    )
+
+
+async def action_types_first_voted(
+    connection: asyncpg.Connection | asyncpg.Pool, *, since: datetime
+) -> list[asyncpg.Record]:
+    """(tenant_id, action_type, first_voted): the day each action type first got a thumb, for
+    the action types first voted on at or after `since` (the day rollup keeps this cheap)."""
+    return await connection.fetch(
+        """
+        SELECT tenant_id, action_type, min(bucket) AS first_voted
+        FROM metrics.feedback_day
+        WHERE thumbs_up + thumbs_down > 0 AND action_type <> 'unknown'
+        GROUP BY tenant_id, action_type
+        HAVING min(bucket) >= date_trunc('day', $1::timestamptz, 'UTC')
+        """,
+        since,
+    )
+
+
+async def alert_states(
+    connection: asyncpg.Connection | asyncpg.Pool, *, tenant_id: str | None
+) -> list[asyncpg.Record]:
+    """Stored alert states, of one tenant or (None) of all."""
+    return await connection.fetch(
+        """
+        SELECT rule, tenant_id, subject, state, since, value, sample, threshold, evaluated_at
+        FROM query.alert_states
+        WHERE $1::text IS NULL OR tenant_id = $1
+        ORDER BY rule, tenant_id, subject
+        """,
+        tenant_id,
+    )
+
+
+async def save_alert_states(
+    connection: asyncpg.Connection,
+    *,
+    states: list[tuple[str, str, str, str, datetime, float | None, int, float, datetime]],
+) -> None:
+    """Upsert (rule, tenant_id, subject, state, since, value, sample, threshold, evaluated_at)."""
+    await connection.executemany(
+        """
+        INSERT INTO query.alert_states
+            (rule, tenant_id, subject, state, since, value, sample, threshold, evaluated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (rule, tenant_id, subject) DO UPDATE SET
+            state = EXCLUDED.state, since = EXCLUDED.since, value = EXCLUDED.value,
+            sample = EXCLUDED.sample, threshold = EXCLUDED.threshold,
+            evaluated_at = EXCLUDED.evaluated_at
+        """,
+        states,
+    )
+
+
+async def try_lock_alert_evaluation(connection: asyncpg.Connection) -> bool:
+    """Whether this transaction may evaluate the alerts: one query replica at a time does."""
+    return bool(await connection.fetchval("SELECT pg_try_advisory_xact_lock(7311042009)"))

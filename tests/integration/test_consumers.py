@@ -27,12 +27,12 @@ SPECS = [PROFILES, LEARNER, TRAINER, METRICS]
 GROWN_TABLES = {
     "profiles": {"feedback", "users"},
     "learner": {"choices"},
-    "trainer": {"feedback"},
+    "trainer": {"consent"},
     "metrics": {"feedback_facts"},
 }
 FRESH_TYPE = {
     "profiles": "feedback.submitted", "learner": "recommendation.choice",
-    "trainer": "feedback.submitted", "metrics": "feedback.submitted",
+    "trainer": "user.consent_changed", "metrics": "feedback.submitted",
 }
 SAMPLE_DOCS = [doc for docs in load_samples().values() for doc in docs]
 
