@@ -226,3 +226,28 @@ async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> int:
 async def _partitions(consumer, topic: str) -> set[int]:  # type: ignore[no-untyped-def]
     await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()
+
+
+@dataclass
+class Record:
+    """A consumed record as the pipeline sees it, for tests that drive `BatchPipeline` directly."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def records_of(values: list[bytes], topic: str = "p.feedback") -> list[Record]:
+    return [Record(topic, 0, offset, b"k", value) for offset, value in enumerate(values)]
+
+
+class CollectedDeadLetters:
+    """A dead-letter sink that keeps what it is given (the broker path is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    async def publish(self, dead_letters) -> None:  # type: ignore[no-untyped-def]
+        self.items.extend(dead_letters)

@@ -148,6 +148,18 @@ class EventPublisher:
             raise
         self._producer = producer
 
+    async def start_when_reachable(self, max_delay: float = 5.0) -> None:
+        """Connect, waiting out a broker that is not up yet (capped exponential backoff)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.start()
+                return
+            except Exception as error:
+                logger.warning("broker not reachable yet (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()

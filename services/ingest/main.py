@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,21 +21,6 @@ from services.ingest.deps import IngestState
 from services.ingest.handlers import router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.settings import Settings, port
-
-logger = logging.getLogger(__name__)
-
-
-async def _start_when_reachable(publisher: EventPublisher) -> None:
-    """The service starts even while the broker is down (answering 503 until it is up)."""
-    delay = 0.5
-    while True:
-        try:
-            await publisher.start()
-            return
-        except Exception as error:
-            logger.warning("broker not reachable yet (%s); retrying in %.1fs", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request_timeout_ms=settings.kafka_request_timeout_ms,
             timeout_seconds=settings.publish_timeout_seconds,
         )
-        starting = asyncio.create_task(_start_when_reachable(publisher))
+        starting = asyncio.create_task(publisher.start_when_reachable())
         app.state.ingest = IngestState(
             verifier=ApiKeyVerifier(pool, cache_seconds=settings.api_key_cache_seconds),
             publisher=publisher,

@@ -5,7 +5,6 @@ job (each only when enabled in settings: when off, no model is ever called)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import timedelta
 
 import asyncpg
@@ -16,21 +15,6 @@ from feedbackloop.settings import Settings
 from services.trainer.explanations import build_client, explain_failures_forever
 from services.trainer.relay import relay_forever
 from services.trainer.retraining import RetrainingConfig, retrain_forever
-
-logger = logging.getLogger(__name__)
-
-
-async def _start_publisher(publisher: EventPublisher, retry_max_seconds: float) -> None:
-    """Connects, waiting out a broker that is not there yet."""
-    delay = 0.5
-    while True:
-        try:
-            await publisher.start()
-            return
-        except Exception as error:
-            logger.warning("training-examples relay: broker unavailable (%s); retrying", error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, retry_max_seconds)
 
 
 async def run_training_tasks(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -44,7 +28,7 @@ async def run_training_tasks(pool: asyncpg.Pool, settings: Settings) -> None:
         timeout_seconds=settings.publish_timeout_seconds,
     )
     try:
-        await _start_publisher(publisher, settings.consumer_retry_max_seconds)
+        await publisher.start_when_reachable(settings.consumer_retry_max_seconds)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(relay_forever(
                 pool, publisher.publish,

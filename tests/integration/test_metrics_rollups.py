@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,13 +13,13 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, DeadLetter
+from feedbackloop.consumer import BatchPipeline
 from feedbackloop.contract import Event, encode_event
 from feedbackloop.migrations import apply_migrations, available_migrations
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import build_spec
-from tests.infra import create_database
+from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 from tests.ops.events import choice, feedback, response, session
 
 pytestmark = pytest.mark.integration
@@ -32,27 +31,8 @@ RECOMMENDATION_COUNTERS = (
 )
 
 
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class KeptDeadLetters:
-    """A dead-letter sink that keeps what it is given; these tests expect it to stay empty."""
-
-    def __init__(self) -> None:
-        self.items: list[DeadLetter] = []
-
-    async def publish(self, dead_letters: Any) -> None:
-        self.items.extend(dead_letters)
-
-
 def _records(events: list[Event]) -> list[Record]:
-    return [Record("p.x", 0, offset, b"k", encode_event(e)) for offset, e in enumerate(events)]
+    return records_of([encode_event(e) for e in events], topic="p.x")
 
 
 @pytest.fixture
@@ -63,7 +43,7 @@ async def pool(postgres_url: str) -> AsyncIterator[Any]:
     await pool.close()
 
 
-def _pipeline(pool: Any, sink: KeptDeadLetters, lateness: timedelta = timedelta(hours=48)) -> Any:
+def _pipeline(pool: Any, sink: CollectedDeadLetters, lateness: timedelta = timedelta(hours=48)) -> Any:
     return BatchPipeline(
         build_spec(lateness), pool, sink, ConsumerMetrics(CollectorRegistry(), "metrics")
     )
@@ -119,7 +99,7 @@ async def _assert_coarse_rollups_match_minutes(pool: Any) -> None:
 
 
 async def test_rollups_are_exact_after_redelivery_and_a_restart(pool: Any) -> None:
-    sink = KeptDeadLetters()
+    sink = CollectedDeadLetters()
     story = _story()
     first = await _pipeline(pool, sink).process_batch(_records(story[:9]))
     assert first.applied == 9
@@ -168,7 +148,7 @@ async def test_rollups_are_exact_after_redelivery_and_a_restart(pool: Any) -> No
 
 
 async def test_the_same_session_logged_twice_counts_once(pool: Any) -> None:
-    sink = KeptDeadLetters()
+    sink = CollectedDeadLetters()
     t = T0
     await _pipeline(pool, sink).process_batch(
         _records([session("s1", t), session("s1", t + timedelta(minutes=5), segment="premium_buyer")])
@@ -180,7 +160,7 @@ async def test_the_same_session_logged_twice_counts_once(pool: Any) -> None:
 
 
 async def test_events_later_than_the_window_count_in_its_oldest_minute(pool: Any) -> None:
-    sink = KeptDeadLetters()
+    sink = CollectedDeadLetters()
     window = timedelta(hours=1)
     received = T0 + timedelta(days=3)
     await _pipeline(pool, sink, window).process_batch(_records([

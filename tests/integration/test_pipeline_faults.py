@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +12,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, DeadLetter, DeadLetterGuard, DeadLetterStorm
+from feedbackloop.consumer import BatchPipeline, DeadLetterGuard, DeadLetterStorm
 from feedbackloop.contract import load_samples
 from feedbackloop.embedded import EmbeddedPostgres, free_port
 from feedbackloop.migrations import apply_migrations
@@ -22,33 +20,13 @@ from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
-from tests.infra import create_database
+from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class CollectedDeadLetters:
-    """A dead-letter sink that keeps what it is given (the broker path is tested elsewhere)."""
-
-    def __init__(self) -> None:
-        self.items: list[DeadLetter] = []
-
-    async def publish(self, dead_letters: Sequence[DeadLetter]) -> None:
-        self.items.extend(dead_letters)
-
-
 def _records(docs: list[dict]) -> list[Record]:
-    return [Record("p.feedback", 0, offset, b"k", orjson.dumps(doc))
-            for offset, doc in enumerate(docs)]
+    return records_of([orjson.dumps(doc) for doc in docs])
 
 
 async def test_postgres_outage_is_retried_not_dead_lettered(tmp_path: Path) -> None:
