@@ -7,6 +7,7 @@ Starts PostgreSQL and the broker (embedded, in memory) and the services as proce
    aiokafka producer sending the same serialized events to the same broker;
 3. consumer throughput: consumers start after 1 and 2, and drain what was ingested (time from
    their readiness to lag 0, joining the group included), against a raw asyncpg COPY of rows;
+4. the learner's refit time against the number of choices (global fit plus three segments);
 5. peak RSS of every service process.
 Rounds alternate system and baseline (the machine is shared and noisy); medians and ratios are
 reported. The report is written as JSON and as a table under bench-results/<timestamp>/.
@@ -39,6 +40,7 @@ from feedbackloop.contract.requests import FeedbackRequest, build_event
 from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port
 from feedbackloop.http.auth import ALL_SCOPES
 from services.cli.admin import create_key
+from tests.bench.refits import refit_seconds
 from tests.infra import ROOT, ServiceProcesses, create_database, create_topics
 
 CONSUMERS = ("profiles", "trainer", "metrics")
@@ -305,6 +307,8 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"consumer {name:<9} drain (events/s)  {rate:>10.0f}"
                      f"    {consumers['raw_copy_rows_per_second']:>10.0f}    "
                      f"{rate / consumers['raw_copy_rows_per_second']:>5.2f}   (raw COPY)")
+    lines.append("learner refit (s) by choices: " + ", ".join(
+        f"{n}: {seconds:.2f}" for n, seconds in report["refit_seconds_by_choices"].items()))
     lines.append("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
     return "\n".join(lines)
 
@@ -319,6 +323,7 @@ def main() -> int:
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fbl-bench-") as workdir:
         report = asyncio.run(measure(arguments, Path(workdir)))
+    report["refit_seconds_by_choices"] = refit_seconds(rounds=arguments.rounds)
     folder = arguments.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     table = _table(report)
