@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -52,6 +52,12 @@ class ConsumerSpec(Generic[EffectT]):
     `process` is pure and raises `PoisonMessage` (usually `InvalidEvent`) for an event that is
     well-formed but can never be applied. `write` applies the effects of events not seen before,
     in order, inside the transaction the pipeline opened; it must not commit.
+
+    `subjects` names what an effect reads and writes together with effects from other topics
+    (a response and the feedback about it, a user's consent and their feedback). Replicas of a
+    consumer may hold the partitions of those topics at the same time; the pipeline takes a
+    transaction-scoped lock per subject before `write`, so a join is never made between two
+    transactions that cannot see each other's rows.
     """
 
     name: str
@@ -59,6 +65,7 @@ class ConsumerSpec(Generic[EffectT]):
     topics: tuple[Topic, ...]
     process: Callable[[Event], EffectT | None]
     write: Callable[[asyncpg.Connection, Sequence[EffectT]], Awaitable[None]]
+    subjects: Callable[[EffectT], Iterable[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,12 +201,7 @@ class BatchPipeline(Generic[EffectT]):
             else:
                 seen.add(key)
                 pending.append((key, effect))
-        try:
-            self.guard.check(len(dead), len(records))
-        except DeadLetterStorm as storm:
-            self.retry_state.storm = str(storm)
-            logger.error("%s: %s", self.spec.name, storm)
-            raise
+        self._check_storm(len(dead), len(records))
         self.retry_state.storm = None
         if pending:
             try:
@@ -211,12 +213,22 @@ class BatchPipeline(Generic[EffectT]):
                     raise
                 logger.warning("%s: batch failed (%s); isolating records", self.spec.name, error)
                 await self._apply_one_by_one(records, pending, dead, outcome)
+                # A write that fails for most records (a bad deploy's SQL) is a storm too.
+                self._check_storm(len(dead), len(records))
         if dead:
             await self._retrying(lambda: self.dead_letters.publish(dead))
             outcome.dead_lettered = len(dead)
         self.guard.record(len(dead), len(records))
         self._record(outcome, time.perf_counter() - started)
         return outcome
+
+    def _check_storm(self, dead: int, total: int) -> None:
+        try:
+            self.guard.check(dead, total)
+        except DeadLetterStorm as storm:
+            self.retry_state.storm = str(storm)
+            logger.error("%s: %s", self.spec.name, storm)
+            raise
 
     async def _apply(self, items: Sequence[tuple[EventKey, EffectT]]) -> int:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -228,8 +240,21 @@ class BatchPipeline(Generic[EffectT]):
             fresh = {(row["tenant_id"], row["event_id"]) for row in claimed}
             effects = [effect for key, effect in items if key in fresh]
             if effects:
+                await self._lock_subjects(connection, effects)
                 await self.spec.write(connection, effects)
             return len(effects)
+
+    async def _lock_subjects(self, connection: asyncpg.Connection, effects: Sequence[EffectT]) -> None:
+        if self.spec.subjects is None:
+            return
+        subjects = sorted({f"{self.spec.schema}:{s}" for e in effects for s in self.spec.subjects(e)})
+        # Sorted, so two transactions locking overlapping subjects cannot deadlock on them.
+        if subjects:
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(subject, 0)) "
+                "FROM unnest($1::text[]) AS subject ORDER BY subject",
+                subjects,
+            )
 
     async def _apply_one_by_one(
         self,

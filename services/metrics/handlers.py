@@ -9,6 +9,12 @@ from services.metrics.processing import DEFAULT_LATENESS, MetricsEffect, process
 from services.metrics.repository import write_effects
 
 
+def subjects(effect: MetricsEffect) -> tuple[str, ...]:
+    """A signal and the subject it is counted under are written under one lock, so the late
+    re-attribution never misses a signal committed concurrently by another replica."""
+    return (f"{effect.tenant_id}:{effect.subject_id}",)
+
+
 def build_spec(lateness: timedelta = DEFAULT_LATENESS) -> ConsumerSpec[MetricsEffect]:
     """The metrics consumer with its lateness window (`FEEDBACKLOOP_METRICS_LATENESS_SECONDS`)."""
     return ConsumerSpec(
@@ -17,6 +23,7 @@ def build_spec(lateness: timedelta = DEFAULT_LATENESS) -> ConsumerSpec[MetricsEf
         topics=(Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS),
         process=partial(process_message, lateness=lateness),
         write=write_effects,
+        subjects=subjects,
     )
 
 

@@ -2,8 +2,25 @@
 
 from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
-from services.trainer.processing import TrainerEffect, process_message
+from services.trainer.processing import (
+    ConsentSet,
+    TrainerEffect,
+    UserErased,
+    process_message,
+)
 from services.trainer.repository import write_effects
+
+
+def subjects(effect: TrainerEffect) -> tuple[str, ...]:
+    """Examples join a response with its feedback and its user's consent: each effect locks
+    what it joins on, so replicas holding different topics never build from half the rows."""
+    if isinstance(effect, ConsentSet | UserErased):
+        return (f"user:{effect.tenant_id}:{effect.user_id}",)
+    response = f"response:{effect.tenant_id}:{effect.response_id}"
+    if effect.user_id is None:
+        return (response,)
+    return (response, f"user:{effect.tenant_id}:{effect.user_id}")
+
 
 SPEC: ConsumerSpec[TrainerEffect] = ConsumerSpec(
     name="trainer",
@@ -11,4 +28,5 @@ SPEC: ConsumerSpec[TrainerEffect] = ConsumerSpec(
     topics=(Topic.RESPONSES, Topic.FEEDBACK, Topic.CONSENT),
     process=process_message,
     write=write_effects,
+    subjects=subjects,
 )
