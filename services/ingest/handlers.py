@@ -57,7 +57,8 @@ class EventBatch(BaseModel):
     )
 
 
-async def _publish(state: IngestState, events: list[Event]) -> None:
+async def publish_events(state: IngestState, events: list[Event]) -> None:
+    """Publish and wait for the broker's acknowledgement; 503 with Retry-After otherwise."""
     started = time.perf_counter()
     try:
         await state.publisher.publish([to_message(event, state.topics) for event in events])
@@ -89,7 +90,7 @@ async def _accept_one(
     except RequestProblem as problem:
         state.metrics.count(event_type, "invalid")
         raise ProblemException(422, "The event is invalid.", errors=problem.errors) from None
-    await _publish(state, [event])
+    await publish_events(state, [event])
     return Accepted(event_id=event.event_id)
 
 
@@ -217,7 +218,7 @@ async def ingest_batch(batch: EventBatch, state: State, caller: Caller) -> Batch
             "No event in the batch is valid.",
             errors=[error | {"index": r.index} for r in results for error in r.errors or []],
         )
-    await _publish(state, events)
+    await publish_events(state, events)
     return BatchResult(accepted=len(events), invalid=len(results) - len(events), results=results)
 
 

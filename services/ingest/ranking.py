@@ -24,9 +24,9 @@ from feedbackloop.contract.requests import SessionStartedRequest
 from feedbackloop.http.auth import Scope
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
-from feedbackloop.kafka import PublishUnavailable
 from services.ingest.deps import Caller, State, requires, tenancy_of
-from services.ingest.processing import RequestProblem, to_event, to_message
+from services.ingest.handlers import publish_events
+from services.ingest.processing import RequestProblem, to_event
 from services.learner import repository as learner
 from services.learner.ranking import Candidate, RankedCandidate, rank_candidates, weights_for
 from services.profiles import repository as profiles
@@ -105,6 +105,14 @@ class RankResponse(BaseModel):
     ranked: list[RankedOut]
 
 
+def _exploration_rng(tenant_id: str, body: RankRequest) -> random.Random:
+    """A retry with the same session and event ids shuffles the same way, so the options the
+    customer sees are the ones logged even when the first attempt's log did land."""
+    if body.session_id and body.event_id:
+        return random.Random(f"{tenant_id}:{body.session_id}:{body.event_id}")
+    return random.Random()
+
+
 @router.post("/recommendations/rank", dependencies=[requires(Scope.INGEST)])
 async def rank(body: RankRequest, request: Request, state: State, caller: Caller) -> RankResponse:
     """Rank the candidates for the customer and log the session. The answer comes only after
@@ -120,7 +128,7 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
         weights,
         exploration_rate=body.exploration.rate if body.exploration else 0.0,
         explore_top_k=body.exploration.top_k if body.exploration else 3,
-        rng=random.Random(),
+        rng=_exploration_rng(caller.tenant_id, body),
     )
     version = f"segment-weights/{segment}/v{stored['version']}" if stored else "defaults"
     session_id = body.session_id or uuid.uuid4().hex
@@ -202,15 +210,5 @@ async def _log_session(
         event = to_event(SESSION_EVENT, request, tenancy_of(state, caller))
     except RequestProblem as problem:
         raise ProblemException(422, "The session is invalid.", errors=problem.errors) from None
-    try:
-        await state.publisher.publish([to_message(event, state.topics)])
-    except PublishUnavailable as error:
-        state.metrics.count(SESSION_EVENT, "unavailable")
-        raise ProblemException(
-            503,
-            f"the event log did not acknowledge the session; retry with the same session_id "
-            f"and event_id ({error})",
-            headers={"Retry-After": str(state.retry_after_seconds)},
-        ) from None
-    state.metrics.count(SESSION_EVENT, "accepted")
+    await publish_events(state, [event])
     return event.event_id

@@ -23,7 +23,7 @@ from services.query.alert_evaluator import Webhook, alert_config, run_evaluation
 from services.query.alerts import RULES
 from services.query.deps import Reader, State
 from services.query.gauges import AnalyticsGauges
-from services.query.processing import wilson_interval
+from services.query.processing import approval_rate, wilson_interval
 from services.query.timerange import time_range
 from services.query.trends import (
     MAX_POINTS,
@@ -233,5 +233,5 @@ def _model_approval(model: str, up: int, down: int) -> ModelApproval:
     low, high = wilson_interval(up, up + down)
     return ModelApproval(
         model=model, up=up, down=down, total=up + down,
-        approval_rate=up / (up + down) if up + down else None, ci_low=low, ci_high=high,
+        approval_rate=approval_rate(up, down), ci_low=low, ci_high=high,
     )
