@@ -89,6 +89,7 @@ async def refit_due(pool: asyncpg.Pool, config: RefitConfig) -> list[RefitOutcom
 async def refit_tenant(
     pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segments: list[str]
 ) -> RefitOutcome:
+    watermark = await repository.read_watermark(pool)
     rows = await repository.recent_choices(pool, tenant_id=tenant_id, limit=config.max_choices)
     start = await repository.latest_coefficients(pool, tenant_id=tenant_id)
     grouped = group_choices(rows)
@@ -108,11 +109,12 @@ async def refit_tenant(
     # What this refit read, per due segment; a segment whose choices fell outside the newest
     # `max_choices` is marked read up to the newest choice, so it does not come due forever.
     newest_overall = max((row["recorded_at"] for row in rows), default=None)
+    # Never past the watermark: a choice still being committed must count as new next time.
     newest = {
-        segment: max(
+        segment: _at_most(max(
             (row["recorded_at"] for row in rows if row["segment"] == segment),
             default=newest_overall,
-        )
+        ), watermark)
         for segment in segments
     }
     versions: dict[str, int] = {}
@@ -132,6 +134,10 @@ async def refit_tenant(
     logger.info("learner: refit %s %s on %d choices in %.3fs; versions %s",
                 tenant_id, segments, len(rows), fit_seconds, versions)
     return RefitOutcome(tenant_id, segments, versions, len(rows), fit_seconds)
+
+
+def _at_most(moment: datetime | None, bound: datetime) -> datetime | None:
+    return None if moment is None else min(moment, bound)
 
 
 async def publish_unpublished(pool: asyncpg.Pool, publish: Publish, *, limit: int = 500) -> int:

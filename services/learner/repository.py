@@ -112,6 +112,24 @@ async def recent_choices(
     )
 
 
+async def read_watermark(connection: Connection) -> datetime:
+    """A time before which no choice can still commit: the start of the oldest transaction
+    open now (a choice's `recorded_at` is its transaction's start), or now when none is.
+
+    Read before reading choices, it bounds what a refit may mark as read: a choice committed
+    later by a transaction that was already open is then still seen as new.
+    """
+    watermark: datetime = await connection.fetchval(
+        """
+        SELECT LEAST(clock_timestamp(), min(xact_start))
+        FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND xact_start IS NOT NULL
+        """
+    )
+    return watermark
+
+
 async def lock_tenant_refits(connection: Connection, *, tenant_id: str) -> None:
     """Serialise refits of one tenant across learner replicas, until the transaction ends."""
     await connection.execute(

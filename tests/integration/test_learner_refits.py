@@ -4,11 +4,13 @@ and a version whose publication failed is published on the next pass."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -129,3 +131,23 @@ async def test_a_version_whose_publication_failed_is_published_on_the_next_pass(
     assert await publish_unpublished(pool, working) == 0
     assert await pool.fetchval(
         "SELECT count(*) FROM learner.weights_versions WHERE published_at IS NULL") == 0
+
+
+async def test_the_read_watermark_stops_before_open_transactions(postgres_url: str) -> None:
+    from services.learner.repository import read_watermark
+
+    database = await create_database(postgres_url)
+    reader = await asyncpg.connect(database)
+    writer = await asyncpg.connect(database)
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        started = await writer.fetchval("SELECT now()")
+        await asyncio.sleep(0.05)
+        # A choice written now carries `started` as its recorded_at, yet commits after the read.
+        assert await read_watermark(reader) <= started
+        await transaction.rollback()
+        assert await read_watermark(reader) > started
+    finally:
+        await reader.close()
+        await writer.close()
