@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -102,6 +102,11 @@ class PublishUnavailable(Exception):
     accepted. The caller answers 503 and the client retries with the same event ids."""
 
 
+class PublishRejected(Exception):
+    """The broker refuses this message whatever the retries (too large for it): the client must
+    change the request, not retry it."""
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     topic: str
@@ -112,7 +117,8 @@ class OutgoingMessage:
 class EventPublisher:
     """Publishes messages and returns only once the broker acknowledged every one (acks=all).
 
-    `publish` raises `PublishUnavailable` if any message is not acknowledged within the timeout;
+    `publish` raises `PublishUnavailable` if any message is not acknowledged within the timeout,
+    and `PublishRejected` if the broker refuses one outright (too large);
     messages that were acknowledged stay published, which is safe because consumers are
     idempotent on `(tenant_id, event_id)`.
     """
@@ -168,6 +174,8 @@ class EventPublisher:
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         try:
             await asyncio.wait_for(self._send_all(messages), timeout=self._timeout_seconds)
+        except MessageSizeTooLargeError as error:
+            raise PublishRejected(f"the event log refuses a message this large ({error})") from error
         except Exception as error:
             raise PublishUnavailable(f"{type(error).__name__}: {error}") from error
 

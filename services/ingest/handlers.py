@@ -23,7 +23,7 @@ from feedbackloop.contract.requests import (
 )
 from feedbackloop.http.auth import Scope
 from feedbackloop.http.problems import ProblemException
-from feedbackloop.kafka import PublishUnavailable
+from feedbackloop.kafka import PublishRejected, PublishUnavailable
 from services.ingest.deps import Caller, IngestState, State, requires, strict, tenancy_of
 from services.ingest.processing import RequestProblem, parse_request, to_event, to_message
 
@@ -62,6 +62,10 @@ async def publish_events(state: IngestState, events: list[Event]) -> None:
     started = time.perf_counter()
     try:
         await state.publisher.publish([to_message(event, state.topics) for event in events])
+    except PublishRejected as error:
+        for event in events:
+            state.metrics.count(event.type, "too_large")
+        raise ProblemException(413, str(error)) from None
     except PublishUnavailable as error:
         for event in events:
             state.metrics.count(event.type, "unavailable")
