@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from fastapi import FastAPI, Response
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -42,6 +44,7 @@ class ConsumerConfig:
     retry_max_seconds: float = 5.0
     pool_min: int = 1
     pool_max: int = 5
+    lag_interval_seconds: float = 5.0
 
     def group_id(self, service: str) -> str:
         return f"{self.topic_names.prefix}.{service}"
@@ -63,6 +66,102 @@ class BrokerDeadLetters:
                 key=dead.record.key,
                 headers=dead.headers(),
             )
+
+
+def uncommitted_by_topic(
+    topics: Collection[str],
+    end_offsets: Mapping[TopicPartition, int],
+    positions: Mapping[TopicPartition, int],
+    in_hand: Mapping[TopicPartition, int],
+) -> dict[str, int]:
+    """Records not yet committed, per topic, over the partitions in `end_offsets`.
+
+    A partition's uncommitted records run from the first offset of the batch in hand (those
+    records are fetched but not committed) or, with no batch in hand, from the fetch position,
+    to the end offset. Every topic in `topics` gets a value: 0 for one with no partition here,
+    as its lag belongs to whichever replica holds its partitions.
+    """
+    lag = dict.fromkeys(topics, 0)
+    for partition, end in end_offsets.items():
+        start = in_hand.get(partition, positions.get(partition))
+        if start is not None and partition.topic in lag:
+            lag[partition.topic] += max(0, end - start)
+    return lag
+
+
+class ConsumerLag:
+    """Keeps `feedbackloop_consumer_lag_messages{service,topic}` current for one subscriber.
+
+    `run` measures every `interval` seconds, and soon after each batch (`batch_started` /
+    `batch_finished`), but never more often than once per `min_spacing` seconds, so a fast
+    drain costs one end-offsets request per second, not one per batch. End offsets are asked
+    of the broker rather than read from the last fetch (`highwater`): aiokafka does not fetch a
+    partition whose records still wait in its buffer, so a consumer stuck on a batch would
+    report a stale, too-small lag. A measurement that fails (broker unreachable, rebalance in
+    progress) leaves the gauge at its last value; `run` never raises but for cancellation.
+    """
+
+    def __init__(
+        self,
+        metrics: ConsumerMetrics,
+        topics: Sequence[str],
+        *,
+        interval: float = 5.0,
+        min_spacing: float = 1.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.metrics = metrics
+        self.topics = tuple(topics)
+        self.interval = interval
+        self.min_spacing = min_spacing
+        self.timeout = timeout
+        self._in_hand: dict[TopicPartition, int] = {}
+        self._wake = asyncio.Event()
+
+    def batch_started(self, records: Sequence[Any]) -> None:
+        """Remember where the batch starts on each partition: uncommitted until acked."""
+        self._in_hand = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            self._in_hand[partition] = min(record.offset, self._in_hand.get(partition, record.offset))
+
+    def batch_finished(self) -> None:
+        self._in_hand = {}
+        self._wake.set()
+
+    async def run(self, consumer_of: Callable[[], AIOKafkaConsumer | None]) -> None:
+        """Measure until cancelled; `consumer_of` returns the subscriber's current consumer."""
+        while True:
+            started = time.monotonic()
+            consumer = consumer_of()
+            if consumer is not None:
+                try:
+                    await self.measure(consumer)
+                except Exception:
+                    # Unexpected (a bug, or a client error not foreseen): keep measuring, and
+                    # say why the gauge did not move this time.
+                    logger.exception("%s: measuring consumer lag failed", self.metrics.service)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await asyncio.sleep(max(0.0, self.min_spacing - (time.monotonic() - started)))
+
+    async def measure(self, consumer: AIOKafkaConsumer) -> None:
+        in_hand = dict(self._in_hand)
+        try:
+            async with asyncio.timeout(self.timeout):
+                assigned = sorted(consumer.assignment())
+                ends = await consumer.end_offsets(assigned) if assigned else {}
+                positions = {
+                    partition: await consumer.position(partition)
+                    for partition in assigned
+                    if partition not in in_hand
+                }
+        except (TimeoutError, KafkaError, IllegalStateError) as error:
+            logger.debug("%s: lag not measured: %r", self.metrics.service, error)
+            return
+        for topic, lag in uncommitted_by_topic(self.topics, ends, positions, in_hand).items():
+            self.metrics.lag.labels(self.metrics.service, topic).set(lag)
 
 
 async def _raw_body(message: Any) -> Any:
@@ -94,8 +193,9 @@ def build_consumer_app(
     )
     state: dict[str, Any] = {}
     topics = [config.topic_names.physical(topic) for topic in spec.topics]
+    lag = ConsumerLag(metrics, topics, interval=config.lag_interval_seconds)
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *topics,
         group_id=config.group_id(spec.name),
         batch=True,
@@ -108,10 +208,20 @@ def build_consumer_app(
         description=f"The {spec.name} consumer group: "
         + ", ".join(topic.value for topic in spec.topics),
     )
+
+    @subscriber
     async def consume(body: list[Any], message: KafkaMessage) -> None:
-        pipeline: BatchPipeline[Any] = state["pipeline"]
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
+        lag.batch_started(records)
+        try:
+            await _consume_batch(state["pipeline"], message, records)
+        finally:
+            lag.batch_finished()
+
+    async def _consume_batch(
+        pipeline: BatchPipeline[Any], message: KafkaMessage, records: Sequence[Any]
+    ) -> None:
         try:
             await pipeline.process_batch(records)
         except asyncio.CancelledError:
@@ -144,6 +254,8 @@ def build_consumer_app(
             retry_max_seconds=config.retry_max_seconds,
         )
         await broker.start()
+        lag_task = asyncio.create_task(lag.run(lambda: subscriber.consumer))
+        lag_task.add_done_callback(_log_failure(spec.name))
         task: asyncio.Task[None] | None = (
             asyncio.create_task(background(pool, broker)) if background else None
         )
@@ -152,6 +264,9 @@ def build_consumer_app(
         try:
             yield
         finally:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

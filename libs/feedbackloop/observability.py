@@ -76,6 +76,15 @@ class ConsumerMetrics:
             ["service"],
             registry=registry,
         )
+        # Topic values are the physical names of the consumer's own input topics: a fixed set
+        # per deployment, a handful of series per service.
+        self.lag = Gauge(
+            "feedbackloop_consumer_lag_messages",
+            "Records on the partitions this replica holds that it has not committed yet: "
+            "the end offset minus the first offset of the batch in hand (or the fetch position).",
+            ["service", "topic"],
+            registry=registry,
+        )
 
     def count(self, outcome: str, amount: int = 1) -> None:
         if amount:

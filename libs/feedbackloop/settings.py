@@ -181,3 +181,22 @@ class Settings(BaseSettings):
 
     def topic_names(self) -> TopicNames:
         return TopicNames(self.kafka_topic_prefix)
+
+    # Rate limiting per API key (ingest and query): a token bucket of `rate_limit_burst` requests
+    # refilled at `rate_limit_requests_per_second`; over it, 429 with Retry-After. Buckets live in
+    # each process, so the limit is per replica. 0 requests per second disables it.
+    rate_limit_requests_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # Web pages allowed to call ingest's POST /v1/feedback with a browser-safe `feedback` key
+    # (CORS). Exact origins such as "https://app.example.com"; empty: no cross-origin calls.
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
+    # Learning-confidence alert (query service): a segment whose newest learned weights have a
+    # confidence below `alert_learning_confidence_min`, fitted on at least `_min_samples`
+    # choices, for `_for_seconds` on end. A segment's first fits are uncertain by nature; one
+    # still uncertain after a day learns nothing from its choices. Mirrored in
+    # deploy/prometheus/rules/analytics.yml (FeedbackloopLearningConfidenceLow).
+    alert_learning_confidence_min: float = Field(default=0.5, ge=0, le=1)
+    alert_learning_confidence_min_samples: int = Field(default=30, ge=1)
+    alert_learning_confidence_for_seconds: int = Field(default=86_400, ge=0)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from feedbackloop.contract import SEGMENTS
 from feedbackloop.settings import Settings
 from services.query import repository
 from services.query.alerts import (
@@ -28,6 +29,7 @@ from services.query.alerts import (
     AlertState,
     ChoiceTotals,
     FeedbackTotals,
+    SegmentConfidence,
     Transition,
     WindowInputs,
     advance,
@@ -54,6 +56,9 @@ def alert_config(settings: Settings) -> AlertConfig:
         choice_min_samples=settings.alert_choice_min_samples,
         new_action_type_age=timedelta(days=settings.alert_new_action_type_days),
         new_action_type_min_down=settings.alert_new_action_type_min_down,
+        confidence_min=settings.alert_learning_confidence_min,
+        confidence_min_samples=settings.alert_learning_confidence_min_samples,
+        confidence_hold=timedelta(seconds=settings.alert_learning_confidence_for_seconds),
     )
 
 
@@ -130,6 +135,7 @@ async def evaluate_alerts(
 
     current = await feedback(timedelta(0))
     recommendations = list(await repository.recommendation_window_totals(pool, start=start, end=end))
+    confidence = list(await repository.newest_segment_confidence(pool, segments=list(SEGMENTS)))
     inputs = WindowInputs(
         current=_feedback_totals(current),
         day_earlier=_feedback_totals(await feedback(timedelta(days=1))),
@@ -141,6 +147,12 @@ async def evaluate_alerts(
             for row in await repository.action_types_first_voted(
                 pool, since=end - config.new_action_type_age
             )
+        },
+        confidence={
+            (row["tenant_id"], row["segment"]): SegmentConfidence(
+                float(row["confidence"]), int(row["sample_size"])
+            )
+            for row in confidence
         },
     )
     transitions: list[Transition] | None = None
@@ -155,6 +167,7 @@ async def evaluate_alerts(
         gauges.update(
             feedback=current, recommendations=recommendations, alerts=states,
             window_seconds=config.window.total_seconds(), evaluated_at=now,
+            confidence=inputs.confidence, confidence_min_samples=config.confidence_min_samples,
         )
     if webhook is not None and transitions:
         await webhook.notify(transitions)
@@ -165,7 +178,9 @@ async def _advance_stored(
     connection: asyncpg.Connection, inputs: WindowInputs, config: AlertConfig, now: datetime
 ) -> tuple[list[AlertState], list[Transition]]:
     previous = [_state(row) for row in await repository.alert_states(connection, tenant_id=None)]
-    states, transitions = advance(previous, observe(inputs, config, now), now=now, hold=config.hold)
+    states, transitions = advance(
+        previous, observe(inputs, config, now), now=now, hold=config.hold, holds=config.holds
+    )
     await repository.save_alert_states(
         connection,
         states=[

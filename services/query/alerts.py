@@ -14,6 +14,10 @@ Rules (subject: an action type, or '' for a rule over the whole tenant):
   drawing at least `new_action_type_min_down` thumbs down in the window, with approval below the
   minimum (a new feature landing badly, before it has the history a drop rule needs).
 - conversion_below, chosen_rank_above, satisfaction_below: over the tenant's recommendations.
+- learning_confidence_below (subject: a segment): the confidence of the segment's newest
+  learned weights below `confidence_min`, on a fit of at least `confidence_min_samples` choices.
+  It holds for `confidence_hold` (a day by default), not `hold`: a segment's first fits are
+  uncertain by nature; one that stays uncertain for a day is learning nothing from its choices.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ RULES = (
     "conversion_below",
     "chosen_rank_above",
     "satisfaction_below",
+    "learning_confidence_below",
 )
 BASELINE_SPAN = timedelta(hours=24)
 
@@ -54,6 +59,14 @@ class AlertConfig:
     choice_min_samples: int
     new_action_type_age: timedelta = timedelta(days=7)
     new_action_type_min_down: int = 10
+    confidence_min: float = 0.5
+    confidence_min_samples: int = 30
+    confidence_hold: timedelta = timedelta(hours=24)
+
+    @property
+    def holds(self) -> dict[str, timedelta]:
+        """Rules whose breach must hold for longer (or shorter) than `hold` before firing."""
+        return {"learning_confidence_below": self.confidence_hold}
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,19 @@ class ChoiceTotals:
 
 
 @dataclass(frozen=True)
+class SegmentConfidence:
+    """A segment's newest learned weights: their confidence (0-1) and the choices behind them."""
+
+    confidence: float
+    sample_size: int
+
+
+@dataclass(frozen=True)
 class WindowInputs:
     """Rollup sums the rules need, per (tenant, action type) for feedback and per tenant for
     recommendations: the current window, the same window a day and a week earlier, and the
-    24 hours before the current window."""
+    24 hours before the current window. `confidence` holds, per (tenant, segment), the
+    segment's newest learned weights; it does not depend on the window."""
 
     current: Mapping[tuple[str, str], FeedbackTotals]
     day_earlier: Mapping[tuple[str, str], FeedbackTotals]
@@ -98,6 +120,7 @@ class WindowInputs:
     baseline: Mapping[tuple[str, str], FeedbackTotals]
     choices: Mapping[str, ChoiceTotals]
     first_voted: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    confidence: Mapping[tuple[str, str], SegmentConfidence] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -170,6 +193,13 @@ def observe(inputs: WindowInputs, config: AlertConfig, now: datetime) -> list[Ob
     found += _negative_spikes(inputs, config)
     for tenant, choice_totals in inputs.choices.items():
         found += _choice_observations(tenant, choice_totals, config)
+    for (tenant, segment), newest in sorted(inputs.confidence.items()):
+        found.append(Observation(
+            "learning_confidence_below", tenant, segment, newest.confidence,
+            newest.sample_size, config.confidence_min,
+            newest.sample_size >= config.confidence_min_samples
+            and newest.confidence < config.confidence_min,
+        ))
     return found
 
 
@@ -228,9 +258,11 @@ def advance(
     *,
     now: datetime,
     hold: timedelta,
+    holds: Mapping[str, timedelta] | None = None,
 ) -> tuple[list[AlertState], list[Transition]]:
     """The new state of every alert, and the ones whose state changed.
 
+    A breach fires once it has held for `holds[rule]`, or `hold` for a rule not in `holds`.
     A stored alert with no observation now (its data left the window) is observed as not
     breached with a sample of 0, so it resolves instead of firing forever."""
     before = {state.key: state for state in previous}
@@ -241,7 +273,7 @@ def advance(
     states, transitions = [], []
     for key, observation in sorted(seen.items()):
         old = before.get(key)
-        state = _next_state(old, observation, now, hold)
+        state = _next_state(old, observation, now, (holds or {}).get(key[0], hold))
         states.append(state)
         old_state: State = old.state if old else "ok"
         if state.state != old_state:

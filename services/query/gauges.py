@@ -4,7 +4,9 @@ so Prometheus and Grafana see numbers that never double count when a consumer re
 Names and labels are declared here, once. Label values come from bounded sets: action types and
 models listed in the settings (`FEEDBACKLOOP_ANALYTICS_LABEL_ACTION_TYPES`, `_MODELS`), the
 segments of the contract; anything else is summed under `other`. Tenants are summed: a tenant id
-is never a label.
+is never a label. Learning confidence cannot be summed: per segment, it is the tenant whose
+newest weights are least confident among those fitted on enough choices to alert on (or, when
+none is, the least confident of all), with that fit's sample size beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from feedbackloop.contract import SEGMENTS
 from feedbackloop.observability import bounded
-from services.query.alerts import RULES, AlertState
+from services.query.alerts import RULES, AlertState, SegmentConfidence
 
 VOTES = "feedbackloop_analytics_votes"
 NEGATIVE = "feedbackloop_analytics_negative_signals"
@@ -36,6 +38,8 @@ SATISFACTION_SAMPLES = "feedbackloop_analytics_satisfaction_samples"
 ALERTS = "feedbackloop_alerts"
 WINDOW = "feedbackloop_analytics_window_seconds"
 EVALUATED = "feedbackloop_analytics_evaluated_timestamp_seconds"
+CONFIDENCE = "feedbackloop_learning_confidence"
+CONFIDENCE_SAMPLES = "feedbackloop_learning_choices"
 STATES = ("ok", "pending", "firing")
 BOUNDED_SEGMENTS = frozenset(SEGMENTS)
 
@@ -45,6 +49,7 @@ class _Snapshot:
     votes: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # up, down, negative
     segments: dict[str, list[int]] = field(default_factory=dict)
     alerts: dict[tuple[str, str], int] = field(default_factory=dict)
+    confidence: dict[str, SegmentConfidence] = field(default_factory=dict)
     window_seconds: float = 0.0
     evaluated_at: float | None = None
 
@@ -72,8 +77,11 @@ class AnalyticsGauges(Collector):
         alerts: Iterable[AlertState],
         window_seconds: float,
         evaluated_at: datetime,
+        confidence: Mapping[tuple[str, str], SegmentConfidence] | None = None,
+        confidence_min_samples: int = 1,
     ) -> None:
-        """Take rows of `feedback_window_totals` and `recommendation_window_totals`."""
+        """Take rows of `feedback_window_totals` and `recommendation_window_totals`, and the
+        newest learned weights per (tenant, segment)."""
         votes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         for row in feedback:
             key = (bounded(row["action_type"], self.action_types), bounded(row["model"], self.models))
@@ -92,7 +100,9 @@ class AnalyticsGauges(Collector):
         for alert in alerts:
             counted[(alert.rule, alert.state)] += 1
         self._snapshot = _Snapshot(
-            dict(votes), dict(segments), dict(counted), window_seconds, evaluated_at.timestamp()
+            dict(votes), dict(segments), dict(counted),
+            least_confident(confidence or {}, confidence_min_samples),
+            window_seconds, evaluated_at.timestamp(),
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -118,6 +128,7 @@ class AnalyticsGauges(Collector):
             negatives.add_metric([action_type], count)
         yield from (votes, approval, negatives)
         yield from self._recommendation_families(snap)
+        yield from self._confidence_families(snap)
         alerts = GaugeMetricFamily(
             ALERTS, "Alerts of each rule in each state.", labels=["rule", "state"]
         )
@@ -130,6 +141,21 @@ class AnalyticsGauges(Collector):
         if snap.evaluated_at is not None:
             evaluated.add_metric([], snap.evaluated_at)
         yield evaluated
+
+    @staticmethod
+    def _confidence_families(snap: _Snapshot) -> Iterator[GaugeMetricFamily]:
+        confidence = GaugeMetricFamily(
+            CONFIDENCE, "Confidence (0-1) of a segment's newest learned weights.",
+            labels=["segment"],
+        )
+        choices = GaugeMetricFamily(
+            CONFIDENCE_SAMPLES, "Choices behind the weights whose confidence is reported.",
+            labels=["segment"],
+        )
+        for segment, newest in sorted(snap.confidence.items()):
+            confidence.add_metric([segment], newest.confidence)
+            choices.add_metric([segment], newest.sample_size)
+        yield from (confidence, choices)
 
     @staticmethod
     def _recommendation_families(snap: _Snapshot) -> Iterator[GaugeMetricFamily]:
@@ -159,3 +185,25 @@ class AnalyticsGauges(Collector):
             if sat_n:
                 families[SATISFACTION_MEAN].add_metric([segment], sat_sum / sat_n)
         yield from families.values()
+
+
+def least_confident(
+    confidence: Mapping[tuple[str, str], SegmentConfidence], min_samples: int
+) -> dict[str, SegmentConfidence]:
+    """Per segment of the contract, the tenant's weights that most deserve an alert: the least
+    confident of those fitted on at least `min_samples` choices, else the least confident.
+    Preferring the guarded ones keeps a tenant with a tiny, naturally uncertain fit from hiding
+    another tenant's well-sampled low confidence. Segments outside the contract are left out:
+    a confidence cannot be summed under `other`."""
+    chosen: dict[str, SegmentConfidence] = {}
+    for (_, segment), newest in confidence.items():
+        if segment not in BOUNDED_SEGMENTS:
+            continue
+        held = chosen.get(segment)
+        if held is None or _alert_order(newest, min_samples) < _alert_order(held, min_samples):
+            chosen[segment] = newest
+    return chosen
+
+
+def _alert_order(weights: SegmentConfidence, min_samples: int) -> tuple[bool, float]:
+    return (weights.sample_size < min_samples, weights.confidence)

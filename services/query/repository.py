@@ -270,3 +270,21 @@ async def save_alert_states(
 async def try_lock_alert_evaluation(connection: asyncpg.Connection) -> bool:
     """Whether this transaction may evaluate the alerts: one query replica at a time does."""
     return bool(await connection.fetchval("SELECT pg_try_advisory_xact_lock(7311042009)"))
+
+
+async def newest_segment_confidence(
+    connection: asyncpg.Connection | asyncpg.Pool, *, segments: list[str]
+) -> list[asyncpg.Record]:
+    """(tenant_id, segment, version, confidence, sample_size, fitted_at) of each segment's newest
+    learned weights, every tenant, for the `segments` named (the learner's pooled `global` fit is
+    no segment the ranking serves). A segment with no version yet has no row."""
+    return await connection.fetch(
+        """
+        SELECT DISTINCT ON (tenant_id, segment)
+               tenant_id, segment, version, confidence, sample_size, fitted_at
+        FROM learner.weights_versions
+        WHERE segment = ANY($1::text[])
+        ORDER BY tenant_id, segment, version DESC
+        """,
+        segments,
+    )
