@@ -204,6 +204,8 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
             "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "bench-secret-" + "x" * 32,
             "FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE": "false",
             "FEEDBACKLOOP_API_KEY_CACHE_SECONDS": "5",
+            # The benchmark measures throughput; per-key rate limiting would measure the limit.
+            "FEEDBACKLOOP_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
         }
         services = ServiceProcesses(env, workdir)
         # Consumers start after the ingest measurements, so that what was ingested is a backlog
