@@ -185,8 +185,8 @@ class Settings(BaseSettings):
     # Rate limiting per API key (ingest and query): a token bucket of `rate_limit_burst` requests
     # refilled at `rate_limit_requests_per_second`; over it, 429 with Retry-After. Buckets live in
     # each process, so the limit is per replica. 0 requests per second disables it.
-    rate_limit_requests_per_second: float = Field(default=100.0, ge=0)
-    rate_limit_burst: int = Field(default=200, ge=1)
+    rate_limit_requests_per_second: float = Field(default=1_000.0, ge=0)
+    rate_limit_burst: int = Field(default=2_000, ge=1)
     # Web pages allowed to call ingest's POST /v1/feedback with a browser-safe `feedback` key
     # (CORS). Exact origins such as "https://app.example.com"; empty: no cross-origin calls.
     cors_allowed_origins: tuple[str, ...] = ()

@@ -202,7 +202,8 @@ async def ingest_batch(batch: EventBatch, state: State, caller: Caller) -> Batch
     events: list[Event] = []
     for index, item in enumerate(batch.events):
         event_type = item.get("type") if isinstance(item, dict) else None
-        if event_type not in REQUEST_KINDS:
+        # A JSON list or object as `type` is unhashable: check it is a string first.
+        if not isinstance(event_type, str) or event_type not in REQUEST_KINDS:
             results.append(_invalid(index, [{"loc": ["type"], "msg": "unknown event type",
                                              "type": "literal_error"}]))
             state.metrics.count(None, "invalid")

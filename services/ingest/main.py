@@ -11,8 +11,11 @@ from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.cors import BrowserCors
+from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.http.ratelimit import TokenBucketLimiter
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
@@ -43,8 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.publish_timeout_seconds,
         )
         starting = asyncio.create_task(publisher.start_when_reachable())
+        verifier = ApiKeyVerifier(
+            pool,
+            cache_seconds=settings.api_key_cache_seconds,
+            limiter=TokenBucketLimiter(
+                rate_per_second=settings.rate_limit_requests_per_second,
+                burst=settings.rate_limit_burst,
+            ),
+        )
+        key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
+        listening = asyncio.create_task(key_changes.run())
         app.state.ingest = IngestState(
-            verifier=ApiKeyVerifier(pool, cache_seconds=settings.api_key_cache_seconds),
+            verifier=verifier,
             publisher=publisher,
             topics=settings.topic_names(),
             metrics=IngestMetrics(registry),
@@ -56,9 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
+            for task in (starting, listening):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.stop()
             await pool.close()
 
@@ -77,6 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    # Added last, so outermost: refusals by the inner layers carry CORS headers too.
+    app.add_middleware(
+        BrowserCors,
+        paths={"/v1/feedback"},
+        origins=settings.cors_allowed_origins,
+        max_age=settings.cors_max_age_seconds,
+    )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -66,7 +66,7 @@ def to_event(
         else None
     )
     try:
-        return build_event(
+        event = build_event(
             event_type,
             request,
             tenant_id=tenancy.tenant_id,
@@ -75,6 +75,15 @@ def to_event(
         )
     except ValidationError as error:
         raise RequestProblem(field_errors(list(error.errors()))) from None
+    try:
+        # Free-form JSON (metadata, action data) may hold what the event log's encoding cannot
+        # carry, such as an integer beyond 64 bits: refuse it here rather than fail publishing.
+        encode_event(event)
+    except TypeError as error:
+        raise RequestProblem(
+            [{"loc": [], "msg": f"cannot be encoded as an event: {error}", "type": "value_error"}]
+        ) from None
+    return event
 
 
 def to_message(event: Event, topics: TopicNames) -> OutgoingMessage:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feedbackloop.contract.envelope import Identifier, Label
 from feedbackloop.contract.recommendations import Segment
@@ -75,6 +75,15 @@ class RankRequest(_Strict):
     exploration: Exploration | None = Field(
         default=None, description="Off unless given: randomise the top k with this rate."
     )
+
+    @model_validator(mode="after")
+    def _distinct_candidates(self) -> RankRequest:
+        # The logged session needs one option per item (the contract refuses duplicates), and
+        # a choice could not say which of two equal item ids was meant.
+        item_ids = [candidate.item_id for candidate in self.candidates]
+        if len(set(item_ids)) != len(item_ids):
+            raise ValueError("candidates must have distinct item_id values")
+        return self
 
 
 class RankedOut(BaseModel):

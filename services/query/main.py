@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,8 +11,10 @@ from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.http.ratelimit import TokenBucketLimiter
 from feedbackloop.observability import CONTENT_TYPE_LATEST, render
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
@@ -34,14 +38,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_size=settings.database_pool_min,
             max_size=settings.database_pool_max,
         )
+        verifier = ApiKeyVerifier(
+            pool,
+            cache_seconds=settings.api_key_cache_seconds,
+            limiter=TokenBucketLimiter(
+                rate_per_second=settings.rate_limit_requests_per_second,
+                burst=settings.rate_limit_burst,
+            ),
+        )
+        key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
+        listening = asyncio.create_task(key_changes.run())
         app.state.query = QueryState(
             pool=pool,
-            verifier=ApiKeyVerifier(pool, cache_seconds=settings.api_key_cache_seconds),
+            verifier=verifier,
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
         try:
             yield
         finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
             await pool.close()
 
     app = FastAPI(

@@ -9,7 +9,12 @@ from enum import StrEnum
 import asyncpg
 
 from feedbackloop.http.problems import ProblemException
+from feedbackloop.http.ratelimit import TokenBucketLimiter, retry_after_header
 from feedbackloop.identity import hash_api_key
+from feedbackloop.postgres import is_transient
+
+# How long a client should wait before retrying when keys cannot be checked (PostgreSQL down).
+KEY_CHECK_RETRY_AFTER_SECONDS = 2
 
 
 class Scope(StrEnum):
@@ -36,13 +41,30 @@ class Principal:
 
 
 class ApiKeyVerifier:
-    """Looks keys up by hash, caching each answer for `cache_seconds` (0 disables the cache:
-    a revoked key then fails on its very next request)."""
+    """Looks keys up by hash, caching each answer for `cache_seconds` (0 disables the cache).
 
-    def __init__(self, pool: asyncpg.Pool, *, cache_seconds: float) -> None:
+    A cached answer is dropped as soon as `invalidate` is called for its key, which the key-change
+    listener (`feedbackloop.http.key_changes`) does when Postgres announces a change: a revoked
+    key then fails on its very next request whatever the TTL. While no listener is connected the
+    TTL is the bound on how long a revoked key keeps working.
+
+    With a `limiter`, each verified request also takes a token of its key's bucket; an empty
+    bucket answers 429 with `Retry-After` (limits are per process, see `ratelimit`).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        cache_seconds: float,
+        limiter: TokenBucketLimiter | None = None,
+    ) -> None:
         self.pool = pool
         self.cache_seconds = cache_seconds
+        self.limiter = limiter
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # Bumped by every invalidation: a lookup that raced one must not cache what it read.
+        self._generation = 0
 
     async def verify(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -63,20 +85,48 @@ class ApiKeyVerifier:
                 "unknown or revoked API key",
                 headers={"WWW-Authenticate": 'Bearer realm="feedbackloop", error="invalid_token"'},
             )
+        if self.limiter is not None:
+            wait = self.limiter.acquire(principal.key_id)
+            if wait > 0:
+                raise ProblemException(
+                    429,
+                    f"this API key is over its rate limit of {self.limiter.rate_per_second:g} "
+                    f"requests per second (burst {self.limiter.burst:g}); retry later",
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
         return principal
+
+    def invalidate(self, key_hash: str | None = None) -> None:
+        """Forget the cached answer for `key_hash`, or every cached answer when None."""
+        self._generation += 1
+        if key_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_hash, None)
 
     async def _lookup(self, key_hash: str) -> Principal | None:
         now = time.monotonic()
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        row = await find_active_key(self.pool, key_hash=key_hash)
+        generation = self._generation
+        try:
+            row = await find_active_key(self.pool, key_hash=key_hash)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # Not the client's fault and not lasting: 503 + Retry-After, like a broker outage.
+            raise ProblemException(
+                503,
+                "API keys cannot be checked right now; retry with the same event ids",
+                headers={"Retry-After": str(KEY_CHECK_RETRY_AFTER_SECONDS)},
+            ) from None
         principal = (
             Principal(str(row["key_id"]), row["tenant_id"], frozenset(row["scopes"]))
             if row is not None
             else None
         )
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and generation == self._generation:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key_hash] = (now + self.cache_seconds, principal)

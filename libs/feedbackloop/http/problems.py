@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,6 +85,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem(422, "The request is invalid.", errors=field_errors(list(error.errors())))
+
+    @app.exception_handler(asyncpg.exceptions.DataError)
+    async def _data(request: Request, error: asyncpg.exceptions.DataError) -> JSONResponse:
+        # SQLSTATE class 22 is about the values, and every value in a query comes from the
+        # request: a NUL character, a date PostgreSQL cannot represent. The client can fix it.
+        return problem(422, f"a value of the request cannot be used: {error}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
