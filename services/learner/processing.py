@@ -47,6 +47,8 @@ class ChoiceMade:
 class UserErased:
     tenant_id: str
     user_id: str
+    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
+    # are dropped by the tombstone (migration 0011), later ones are the user coming back
 
 
 LearnerEffect = SessionShown | ChoiceMade | UserErased
@@ -87,7 +89,7 @@ def process_message(event: Event) -> LearnerEffect | None:
             )
         case ErasureRequested():
             assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id)
+            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
     return None
 
 

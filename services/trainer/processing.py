@@ -68,6 +68,8 @@ class ConsentSet:
 class UserErased:
     tenant_id: str
     user_id: str
+    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
+    # are dropped by the tombstone (migration 0011), later ones are the user coming back
 
 
 TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased
@@ -119,5 +121,5 @@ def process_message(event: Event) -> TrainerEffect | None:
             return ConsentSet(event.tenant_id, event.user_id, p.training_allowed, event.occurred_at)
         case ErasureRequested():
             assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id)
+            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
     return None

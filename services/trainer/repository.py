@@ -97,6 +97,16 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
             touched.update(dict.fromkeys(await _responses_of_users(connection, users=users)))
         elif kind is UserErased:
             users = [(e.tenant_id, e.user_id) for e in run]
+            # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
+            await connection.executemany(
+                """
+                INSERT INTO trainer.erased_users (tenant_id, user_digest, erased_at)
+                VALUES ($1, public.erased_user_digest($2), $3)
+                ON CONFLICT (tenant_id, user_digest) DO UPDATE
+                SET erased_at = GREATEST(trainer.erased_users.erased_at, EXCLUDED.erased_at)
+                """,
+                [(e.tenant_id, e.user_id, e.erased_at) for e in run],
+            )
             await _remove_user_examples(connection, users=users, reason="erasure")
             # Explanations quote the prompt: they go with the user's responses too.
             await connection.executemany(
