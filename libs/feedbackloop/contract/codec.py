@@ -69,10 +69,10 @@ def decode_event(raw: bytes | None) -> Event:
     if not isinstance(document, dict):
         raise UndecodableMessage("not a JSON object")
     event_type = document.get("type")
-    if event_type not in TOPIC_OF_TYPE:
+    if not isinstance(event_type, str) or event_type not in TOPIC_OF_TYPE:
         raise UnknownEventType(f"unknown event type {str(event_type)[:100]!r}")
     version = document.get("schema_version", 1)
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise UnsupportedSchemaVersion(f"schema_version {str(version)[:20]!r} is not supported")
     try:
         return EVENT_ADAPTER.validate_python(document)
