@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench run test test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
+.PHONY: bench run test test-faults test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test-e2e: $(STAMP)
 ## bench: measure ingest and consumers against their baselines (report in bench-results/)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+
+## test-faults: kill, stop and poison the running system under 20,000 events; figures in the
+## output (about 6-8 minutes), then a longer schemathesis run
+test-faults: $(STAMP)
+	FEEDBACKLOOP_TEST_FAULTS=1 $(BIN)/python -m pytest tests/faults -s
+	FEEDBACKLOOP_SCHEMATHESIS_MAX_EXAMPLES=100 $(BIN)/python -m pytest tests/e2e/test_schemathesis.py
 
 test-deploy: $(STAMP)
 	$(BIN)/python -m pytest tests/deploy
