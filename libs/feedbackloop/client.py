@@ -84,6 +84,35 @@ def _outcome(response: httpx.Response) -> list[dict[str, Any]] | None:
     raise FeedbackError(response.status_code, body)
 
 
+class _Attempts:
+    """What to do after each attempt at one batch, shared by both clients: `after()` returns
+    None when the batch is done (invalid items reported), or the seconds to wait before the
+    next attempt; it raises `FeedbackError` when retrying cannot help or attempts run out."""
+
+    def __init__(self, retry: RetryPolicy, on_invalid: Callable[[list[dict[str, Any]]], None]):
+        self.retry = retry
+        self.on_invalid = on_invalid
+        self.attempt = 0
+
+    def after(self, response: httpx.Response | None, error: Exception | None) -> float | None:
+        retry_after = None
+        if response is not None:
+            invalid = _outcome(response)
+            if invalid is not None:
+                if invalid:
+                    self.on_invalid(invalid)
+                return None
+            retry_after = response.headers.get("Retry-After")
+            reason = f"status {response.status_code}"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        if self.attempt >= self.retry.max_retries:
+            raise FeedbackError(0, f"gave up after {self.attempt + 1} attempts ({reason})")
+        delay = self.retry.delay(self.attempt, retry_after)
+        self.attempt += 1
+        return delay
+
+
 class AsyncFeedbackClient:
     def __init__(
         self,
@@ -160,22 +189,15 @@ class AsyncFeedbackClient:
 
     async def _send_batch(self, batch: list[dict[str, Any]]) -> None:
         body = orjson.dumps({"events": batch})
-        for attempt in range(self.retry.max_retries + 1):
-            retry_after = None
+        attempts = _Attempts(self.retry, self.on_invalid)
+        while True:
             try:
-                response = await self._http.post("/v1/events", content=body)
-                invalid = _outcome(response)
-                if invalid is not None:
-                    if invalid:
-                        self.on_invalid(invalid)
-                    return
-                retry_after = response.headers.get("Retry-After")
-                reason = f"status {response.status_code}"
+                delay = attempts.after(await self._http.post("/v1/events", content=body), None)
             except httpx.TransportError as error:
-                reason = f"{type(error).__name__}: {error}"
-            if attempt == self.retry.max_retries:
-                raise FeedbackError(0, f"gave up after {attempt + 1} attempts ({reason})")
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+                delay = attempts.after(None, error)
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
 
 
 class FeedbackClient:
@@ -247,19 +269,12 @@ class FeedbackClient:
 
     def _send_batch(self, batch: list[dict[str, Any]]) -> None:
         body = orjson.dumps({"events": batch})
-        for attempt in range(self.retry.max_retries + 1):
-            retry_after = None
+        attempts = _Attempts(self.retry, self.on_invalid)
+        while True:
             try:
-                response = self._http.post("/v1/events", content=body)
-                invalid = _outcome(response)
-                if invalid is not None:
-                    if invalid:
-                        self.on_invalid(invalid)
-                    return
-                retry_after = response.headers.get("Retry-After")
-                reason = f"status {response.status_code}"
+                delay = attempts.after(self._http.post("/v1/events", content=body), None)
             except httpx.TransportError as error:
-                reason = f"{type(error).__name__}: {error}"
-            if attempt == self.retry.max_retries:
-                raise FeedbackError(0, f"gave up after {attempt + 1} attempts ({reason})")
-            time.sleep(self.retry.delay(attempt, retry_after))
+                delay = attempts.after(None, error)
+            if delay is None:
+                return
+            time.sleep(delay)
