@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -193,12 +193,21 @@ async def _responses_of_users(
     return [(row["tenant_id"], row["response_id"]) for row in rows]
 
 
-async def _remove_opted_out_examples(
-    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]]
-) -> None:
-    """Removes the examples of the users among `users` whose consent now stands at opted out
-    (an older consent event arriving late changes nothing)."""
-    opted_out = await connection.fetch(
+# The prompt and the AI reply a down-vote is about: the logged response's, else what the
+# feedback carried inline (a replay carries the customer message and the AI reply).
+_REPLY_COLUMNS = """COALESCE(r.prompt, f.inline_prompt,
+        CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
+            jsonb_build_object('role', 'user', 'content', f.replay ->> 'message'))
+        END) AS prompt,
+    COALESCE(f.replay ->> 'ai_reply', r.output, f.inline_output) AS output"""
+
+
+async def _opted_out(
+    connection: asyncpg.Connection, *, users: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The `(tenant_id, user_id)` among `users` whose consent stands at opted out."""
+    users = list(users)
+    rows = await connection.fetch(
         """
         SELECT c.tenant_id, c.user_id FROM trainer.consent c
         JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_id) USING (tenant_id, user_id)
@@ -207,10 +216,16 @@ async def _remove_opted_out_examples(
         [tenant for tenant, _ in users],
         [user for _, user in users],
     )
+    return {(row["tenant_id"], row["user_id"]) for row in rows}
+
+
+async def _remove_opted_out_examples(
+    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]]
+) -> None:
+    """Removes the examples of the users among `users` whose consent now stands at opted out
+    (an older consent event arriving late changes nothing)."""
     await _remove_user_examples(
-        connection,
-        users=[(row["tenant_id"], row["user_id"]) for row in opted_out],
-        reason="opt_out",
+        connection, users=sorted(await _opted_out(connection, users=users)), reason="opt_out"
     )
 
 
@@ -250,18 +265,7 @@ async def rebuild_examples(
         {(row["tenant_id"], row["user_id"]) for row in [*response_rows, *feedback_rows]
          if row["user_id"] is not None}
     )
-    opted_out = {
-        (row["tenant_id"], row["user_id"])
-        for row in await connection.fetch(
-            """
-            SELECT c.tenant_id, c.user_id FROM trainer.consent c
-            JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_id) USING (tenant_id, user_id)
-            WHERE NOT c.training_allowed
-            """,
-            [tenant for tenant, _ in users],
-            [user for _, user in users],
-        )
-    }
+    opted_out = await _opted_out(connection, users=users)
     response_of = {(row["tenant_id"], row["response_id"]): row for row in response_rows}
     feedback_of: dict[tuple[str, str], list[FeedbackRecord]] = {}
     for row in feedback_rows:
@@ -557,16 +561,11 @@ async def failures_to_explain(
     """Thumbs-down and not-useful replays whose prompt and reply are known, not explained yet
     and not failed `max_attempts` times, of users who did not opt out; oldest first."""
     rows = await connection.fetch(
-        """
+        f"""
         SELECT * FROM (
             SELECT f.tenant_id, f.event_id AS feedback_event_id, f.response_id, f.user_id,
                    f.occurred_at,
-                   COALESCE(r.prompt, f.inline_prompt,
-                            CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
-                                jsonb_build_object('role', 'user', 'content',
-                                                   f.replay ->> 'message'))
-                            END) AS prompt,
-                   COALESCE(f.replay ->> 'ai_reply', r.output, f.inline_output) AS output,
+                   {_REPLY_COLUMNS},
                    COALESCE(r.action_type, f.inline_action_type) AS action_type,
                    COALESCE(e.attempts, 0) AS attempts
             FROM trainer.feedback f
@@ -629,13 +628,9 @@ async def down_voted_replies(
     """The tenant's down-voted replies in `[since, until)`, newest first, with the prompt,
     the reply and the explanation when there is one."""
     return await connection.fetch(
-        """
+        f"""
         SELECT f.event_id, f.response_id, f.occurred_at,
-               COALESCE(r.prompt, f.inline_prompt,
-                        CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
-                            jsonb_build_object('role', 'user', 'content', f.replay ->> 'message'))
-                        END) AS prompt,
-               COALESCE(f.replay ->> 'ai_reply', r.output, f.inline_output) AS output,
+               {_REPLY_COLUMNS},
                COALESCE(r.action_type, f.inline_action_type, 'unspecified') AS action_type,
                e.explanation
         FROM trainer.feedback f
