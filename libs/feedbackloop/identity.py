@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -14,8 +15,17 @@ def hash_user_id(secret: bytes, tenant_id: str, user_id: str) -> str:
 
     The key is derived per tenant, so the same user id in two tenants gives unrelated hashes.
     """
+    mac = _tenant_mac(secret, tenant_id).copy()
+    mac.update(user_id.encode())
+    return mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _tenant_mac(secret: bytes, tenant_id: str) -> hmac.HMAC:
+    """The HMAC keyed for one tenant, before any message: copied per user id, which halves the
+    cost of hashing (ingest hashes every event's user id)."""
     tenant_key = hmac.new(secret, tenant_id.encode(), hashlib.sha256).digest()
-    return hmac.new(tenant_key, user_id.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(tenant_key, digestmod=hashlib.sha256)
 
 
 def generate_api_key() -> str:

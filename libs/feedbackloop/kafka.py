@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -107,8 +107,9 @@ class PublishRejected(Exception):
     change the request, not retry it."""
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
+class OutgoingMessage(NamedTuple):
+    """One message to publish (a named tuple: ingest builds one per event)."""
+
     topic: str
     key: bytes
     value: bytes

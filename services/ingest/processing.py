@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
-from feedbackloop.contract import TOPIC_OF_TYPE, Event, TopicNames, encode_event
-from feedbackloop.contract.requests import REQUEST_KINDS, RequestEnvelope, build_event
+from feedbackloop.contract import TOPIC_OF_TYPE, TopicNames
+from feedbackloop.contract.requests import (
+    REQUEST_KINDS,
+    RequestEnvelope,
+    event_document,
+    json_timestamp,
+)
 from feedbackloop.contract.strict import unknown_fields
 from feedbackloop.http.problems import field_errors
 from feedbackloop.identity import hash_user_id
@@ -23,6 +30,10 @@ class Tenancy:
     tenant_id: str
     received_at: datetime
     hmac_secret: bytes
+
+    @functools.cached_property
+    def received_at_json(self) -> str:
+        return json_timestamp(self.received_at)
 
 
 class RequestProblem(Exception):
@@ -55,10 +66,31 @@ def parse_request(event_type: str, body: Any) -> RequestEnvelope:
     return request
 
 
-def to_event(
-    event_type: str, request: RequestEnvelope, tenancy: Tenancy, *, user_id: str | None = None
-) -> Event:
-    """The event for a validated request; `user_id` (from a path) overrides the body's."""
+class PreparedEvent(NamedTuple):
+    """A validated event, ready to publish: its type, id and the message that carries it."""
+
+    event_type: str
+    event_id: str
+    message: OutgoingMessage
+
+
+@functools.lru_cache(maxsize=64)
+def _topic(topics: TopicNames, event_type: str) -> str:
+    return topics.physical(TOPIC_OF_TYPE[event_type])
+
+
+def prepare(
+    event_type: str,
+    request: RequestEnvelope,
+    tenancy: Tenancy,
+    topics: TopicNames,
+    *,
+    user_id: str | None = None,
+) -> PreparedEvent:
+    """The message for a validated request; `user_id` (from a path) overrides the body's.
+
+    Keyed by tenant and subject, so one response's or session's events stay in order.
+    Raises `RequestProblem` if the request does not make a publishable event."""
     raw_user = user_id if user_id is not None else request.user_id
     user_hash = (
         hash_user_id(tenancy.hmac_secret, tenancy.tenant_id, raw_user)
@@ -66,30 +98,29 @@ def to_event(
         else None
     )
     try:
-        event = build_event(
+        document, subject = event_document(
             event_type,
             request,
             tenant_id=tenancy.tenant_id,
             user_hash=user_hash,
-            received_at=tenancy.received_at,
+            received_at=tenancy.received_at_json,
         )
-    except ValidationError as error:
-        raise RequestProblem(field_errors(list(error.errors()))) from None
+    except ValueError as error:
+        raise RequestProblem([{"loc": [], "msg": str(error), "type": "value_error"}]) from None
     try:
+        value = orjson.dumps(document)
+    except TypeError as error:
         # Free-form JSON (metadata, action data) may hold what the event log's encoding cannot
         # carry, such as an integer beyond 64 bits: refuse it here rather than fail publishing.
-        encode_event(event)
-    except TypeError as error:
         raise RequestProblem(
             [{"loc": [], "msg": f"cannot be encoded as an event: {error}", "type": "value_error"}]
         ) from None
-    return event
-
-
-def to_message(event: Event, topics: TopicNames) -> OutgoingMessage:
-    """Keyed by tenant and subject, so one response's or session's events stay in order."""
-    return OutgoingMessage(
-        topic=topics.physical(TOPIC_OF_TYPE[event.type]),
-        key=f"{event.tenant_id}:{event.subject}".encode(),
-        value=encode_event(event),
+    return PreparedEvent(
+        event_type=event_type,
+        event_id=document["event_id"],
+        message=OutgoingMessage(
+            topic=_topic(topics, event_type),
+            key=f"{tenancy.tenant_id}:{subject}".encode(),
+            value=value,
+        ),
     )

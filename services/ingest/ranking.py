@@ -26,7 +26,7 @@ from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
 from services.ingest.deps import Caller, State, requires, tenancy_of
 from services.ingest.handlers import publish_events
-from services.ingest.processing import RequestProblem, to_event
+from services.ingest.processing import RequestProblem, prepare
 from services.learner import repository as learner
 from services.learner.ranking import Candidate, RankedCandidate, rank_candidates, weights_for
 from services.profiles import repository as profiles
@@ -216,8 +216,8 @@ async def _log_session(
         ],
     )
     try:
-        event = to_event(SESSION_EVENT, request, tenancy_of(state, caller))
+        event = prepare(SESSION_EVENT, request, tenancy_of(state, caller), state.topics)
     except RequestProblem as problem:
         raise ProblemException(422, "The session is invalid.", errors=problem.errors) from None
     await publish_events(state, [event])
-    return event.event_id
+    return uuid.UUID(event.event_id)

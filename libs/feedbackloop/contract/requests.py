@@ -10,10 +10,16 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, model_validator
 
 from feedbackloop.contract.codec import Event
-from feedbackloop.contract.envelope import ContractModel, Identifier, Label, UtcDatetime
+from feedbackloop.contract.envelope import (
+    SCHEMA_VERSION,
+    ContractModel,
+    Identifier,
+    Label,
+    UtcDatetime,
+)
 from feedbackloop.contract.feedback import FeedbackPayload, FeedbackSubmitted
 from feedbackloop.contract.recommendations import (
     Choice,
@@ -147,3 +153,67 @@ def build_event(
         payload=payload,
     )
     return event
+
+
+# --- The ingest fast path -------------------------------------------------------------------
+#
+# `build_event` constructs and validates the event model, and publishing then dumps it again:
+# about 20 µs of Python per event, most of an ingest worker's time on a batch. The request was
+# already validated against the type's payload model (the request class derives from it), so the
+# event's JSON document can be assembled from one dump of the request instead. The documents are
+# tested to decode to exactly the event `build_event` gives, for every type.
+
+_ENVELOPE_FIELDS = frozenset(RequestEnvelope.model_fields)
+_USER_EVENTS = frozenset({"user.consent_changed", "user.erasure_requested"})
+_SESSION_SUBJECT = frozenset(
+    {"recommendation.session_started", "recommendation.interaction", "recommendation.choice"}
+)
+
+
+_PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(kind.payload.model_fields) for name, kind in REQUEST_KINDS.items()
+}
+# A request is the envelope's fields beside the payload's: a name in both could not be told apart.
+assert not any(_ENVELOPE_FIELDS & set(fields) for fields in _PAYLOAD_FIELDS.values())
+
+
+def json_timestamp(value: datetime) -> str:
+    """A timestamp as the event log writes it (pydantic's JSON form, as `encode_event` does)."""
+    return _TIMESTAMP.dump_python(value, mode="json")  # type: ignore[no-any-return]
+
+
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
+
+
+def event_document(
+    event_type: str,
+    request: RequestEnvelope,
+    *,
+    tenant_id: str,
+    user_hash: str | None,
+    received_at: str,
+) -> tuple[dict[str, Any], str]:
+    """The JSON document of the event `build_event` would give, and the event's subject (what
+    orders it: its response, session or user). `received_at` is in `json_timestamp` form.
+    Raises `ValueError` where `build_event` would find the event inconsistent."""
+    if event_type in _USER_EVENTS and user_hash is None:
+        raise ValueError("user_id is required on user events")
+    document = request.model_dump(mode="json", exclude_none=True, exclude={"user_id"})
+    payload = {name: document.pop(name) for name in _PAYLOAD_FIELDS[event_type] if name in document}
+    document["type"] = event_type
+    document["schema_version"] = SCHEMA_VERSION
+    if "event_id" not in document:
+        document["event_id"] = str(uuid4())
+    document["tenant_id"] = tenant_id
+    document.setdefault("occurred_at", received_at)
+    document["received_at"] = received_at
+    if user_hash is not None:
+        document["user_id"] = user_hash
+    document["payload"] = payload
+    if event_type in _USER_EVENTS:
+        subject: str = document["user_id"]
+    elif event_type in _SESSION_SUBJECT:
+        subject = document["session_id"]
+    else:
+        subject = payload["response_id"]
+    return document, subject

@@ -7,6 +7,7 @@ nested models, lists of them and optionals.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any
@@ -26,25 +27,35 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
+@functools.cache
+def _shape(model: type[BaseModel]) -> tuple[frozenset[str], dict[str, type[BaseModel]]]:
+    """The model's field names, and the nested model of each field that holds exactly one."""
+    nested: dict[str, type[BaseModel]] = {}
+    for name, field in model.model_fields.items():
+        models = _models_in(field.annotation)
+        if len(models) == 1:
+            nested[name] = models[0]
+    return frozenset(model.model_fields), nested
+
+
 def unknown_fields(
     model: type[BaseModel], data: Any, location: tuple[str | int, ...] = ()
 ) -> list[tuple[str | int, ...]]:
     """Locations of keys in `data` that `model` does not define."""
     if not isinstance(data, dict):
         return []
-    fields = model.model_fields
+    names, nested = _shape(model)
     found: list[tuple[str | int, ...]] = []
     for key, value in data.items():
-        field = fields.get(key)
-        if field is None:
+        if key not in names:
             found.append((*location, key))
             continue
-        nested = _models_in(field.annotation)
-        if len(nested) != 1:
+        inner = nested.get(key)
+        if inner is None:
             continue
         if isinstance(value, list):
             for index, item in enumerate(value):
-                found.extend(unknown_fields(nested[0], item, (*location, key, index)))
+                found.extend(unknown_fields(inner, item, (*location, key, index)))
         else:
-            found.extend(unknown_fields(nested[0], value, (*location, key)))
+            found.extend(unknown_fields(inner, value, (*location, key)))
     return found
