@@ -67,6 +67,13 @@ def estimated_jaccard(first: Sequence[int], second: Sequence[int]) -> float:
 
 
 def is_near_duplicate(first: Sequence[int], second: Sequence[int]) -> bool:
+    # The estimate counts values of the union's bottom k found in both sketches, so it cannot
+    # reach the threshold when the sketches share fewer values than that: most candidates (they
+    # only share a key) are ruled out by one set intersection.
+    shared = len(set(first) & set(second))
+    union = min(SKETCH_SIZE, len(set(first)) + len(set(second)) - shared)
+    if shared < NEAR_DUPLICATE_JACCARD * union:
+        return False
     return estimated_jaccard(first, second) >= NEAR_DUPLICATE_JACCARD
 
 

@@ -273,19 +273,17 @@ async def rebuild_examples(
             feedback_of.setdefault((row["tenant_id"], row["response_id"]), []).append(
                 _feedback_record(row)
             )
+    examples: list[TrainingExample] = []
     for tenant_id, response_id in responses:
         row = response_of.get((tenant_id, response_id))
-        examples: list[TrainingExample] = []
         if row is None or (tenant_id, row["user_id"]) not in opted_out:
-            examples = build_examples(
+            examples += build_examples(
                 tenant_id=tenant_id,
                 response_id=response_id,
                 response=_response_record(row) if row is not None else None,
                 feedback=feedback_of.get((tenant_id, response_id), []),
             )
-        await _store_examples(
-            connection, tenant_id=tenant_id, response_id=response_id, examples=examples
-        )
+    await _store_examples(connection, responses=responses, examples=examples)
 
 
 def _response_record(row: asyncpg.Record) -> ResponseRecord:
@@ -311,87 +309,155 @@ def _feedback_record(row: asyncpg.Record) -> FeedbackRecord:
 async def _store_examples(
     connection: asyncpg.Connection,
     *,
-    tenant_id: str,
-    response_id: str,
+    responses: Sequence[tuple[str, str]],
     examples: Sequence[TrainingExample],
 ) -> None:
+    """Makes the stored examples of `responses` exactly `examples`, with a fixed number of
+    statements whatever the number of responses (an example id belongs to one response)."""
+    keep = [example.example_id for example in examples]
     stale = await connection.fetch(
         """
-        DELETE FROM trainer.examples
-        WHERE tenant_id = $1 AND response_id = $2 AND NOT (example_id = ANY($3::uuid[]))
-        RETURNING example_id, tenant_id, conversation_id, published_revision
+        DELETE FROM trainer.examples e
+        USING unnest($1::text[], $2::text[]) AS t(tenant_id, response_id)
+        WHERE e.tenant_id = t.tenant_id AND e.response_id = t.response_id
+          AND NOT (e.example_id = ANY($3::uuid[]))
+        RETURNING e.example_id, e.tenant_id, e.conversation_id, e.published_revision
         """,
-        tenant_id,
-        response_id,
-        [example.example_id for example in examples],
+        [tenant for tenant, _ in responses],
+        [response for _, response in responses],
+        keep,
     )
     await _retract(connection, deleted=stale, reason="superseded")
     stored = {
         row["example_id"]: row["record"]
         for row in await connection.fetch(
             "SELECT example_id, record FROM trainer.examples WHERE example_id = ANY($1::uuid[])",
-            [example.example_id for example in examples],
+            keep,
         )
     }
-    for example in examples:
-        if stored.get(example.example_id) == example.record:
-            continue
-        duplicate_of = await _duplicate_of(connection, example=example)
-        await connection.execute(
-            """
-            INSERT INTO trainer.examples (example_id, tenant_id, kind, split, conversation_id,
-                response_id, user_ids, model, action_type, quality, occurred_at, record,
-                dedupe_group, content_hash, sketch, duplicate_of)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-            ON CONFLICT (example_id) DO UPDATE SET
-                split = EXCLUDED.split, conversation_id = EXCLUDED.conversation_id,
-                user_ids = EXCLUDED.user_ids, model = EXCLUDED.model,
-                action_type = EXCLUDED.action_type, quality = EXCLUDED.quality,
-                occurred_at = EXCLUDED.occurred_at, record = EXCLUDED.record,
-                dedupe_group = EXCLUDED.dedupe_group, content_hash = EXCLUDED.content_hash,
-                sketch = EXCLUDED.sketch, duplicate_of = EXCLUDED.duplicate_of,
-                revision = trainer.examples.revision + 1,
-                seq = nextval('trainer.example_seq'), updated_at = now()
-            WHERE trainer.examples.record IS DISTINCT FROM EXCLUDED.record
-            """,
-            example.example_id, example.tenant_id, example.kind, example.split,
-            example.conversation_id, example.response_id, list(example.user_ids), example.model,
-            example.action_type, example.quality, example.occurred_at, example.record,
-            example.dedupe_group, example.content_hash, list(example.sketch), duplicate_of,
-        )
+    changed = [example for example in examples if stored.get(example.example_id) != example.record]
+    if not changed:
+        return
+    originals = await _duplicates_of(connection, examples=changed)
+    await connection.executemany(
+        """
+        INSERT INTO trainer.examples (example_id, tenant_id, kind, split, conversation_id,
+            response_id, user_ids, model, action_type, quality, occurred_at, record,
+            dedupe_group, content_hash, sketch, duplicate_of)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+        ON CONFLICT (example_id) DO UPDATE SET
+            split = EXCLUDED.split, conversation_id = EXCLUDED.conversation_id,
+            user_ids = EXCLUDED.user_ids, model = EXCLUDED.model,
+            action_type = EXCLUDED.action_type, quality = EXCLUDED.quality,
+            occurred_at = EXCLUDED.occurred_at, record = EXCLUDED.record,
+            dedupe_group = EXCLUDED.dedupe_group, content_hash = EXCLUDED.content_hash,
+            sketch = EXCLUDED.sketch, duplicate_of = EXCLUDED.duplicate_of,
+            revision = trainer.examples.revision + 1,
+            seq = nextval('trainer.example_seq'), updated_at = now()
+        WHERE trainer.examples.record IS DISTINCT FROM EXCLUDED.record
+        """,
+        [
+            (
+                e.example_id, e.tenant_id, e.kind, e.split, e.conversation_id, e.response_id,
+                list(e.user_ids), e.model, e.action_type, e.quality, e.occurred_at, e.record,
+                e.dedupe_group, e.content_hash, list(e.sketch), original,
+            )
+            for e, original in zip(changed, originals, strict=True)
+        ],
+    )
 
 
-async def _duplicate_of(connection: asyncpg.Connection, *, example: TrainingExample) -> UUID | None:
-    """The stored original this example repeats exactly or nearly, if any (see `dedupe`).
+async def _duplicates_of(
+    connection: asyncpg.Connection, *, examples: Sequence[TrainingExample]
+) -> list[UUID | None]:
+    """For each example in order, the original it repeats exactly or nearly (see `dedupe`), or
+    None if it is an original itself: among the stored originals of its tenant and group, then
+    among the originals earlier in `examples`, as if they had been stored one by one.
 
-    Two consumers storing near-duplicates at the same instant can both keep theirs; exact
-    duplicates of one message are already prevented by the event-id claim.
+    Exact: the oldest stored original with the same content hash, else the first earlier one.
+    Near: the newest candidates sharing a key with the example's sketch (earlier ones in the
+    batch being newer than any stored), confirmed with the full sketches. Two consumers storing
+    near-duplicates at the same instant can both keep theirs; exact duplicates of one message
+    are already prevented by the event-id claim.
     """
-    exact = await connection.fetchval(
+    index = list(range(len(examples)))
+    exact_rows = await connection.fetch(
         """
-        SELECT example_id FROM trainer.examples
-        WHERE tenant_id = $1 AND dedupe_group = $2 AND content_hash = $3
-          AND example_id <> $4 AND duplicate_of IS NULL
-        ORDER BY seq LIMIT 1
+        SELECT t.i, (
+            SELECT e.example_id FROM trainer.examples e
+            WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
+              AND e.content_hash = t.content_hash AND e.example_id <> t.example_id
+              AND e.duplicate_of IS NULL
+            ORDER BY e.seq LIMIT 1
+        ) AS original
+        FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::uuid[])
+            AS t(i, tenant_id, dedupe_group, content_hash, example_id)
         """,
-        example.tenant_id, example.dedupe_group, example.content_hash, example.example_id,
+        index,
+        [e.tenant_id for e in examples],
+        [e.dedupe_group for e in examples],
+        [e.content_hash for e in examples],
+        [e.example_id for e in examples],
     )
-    if exact is not None:
-        return exact
-    candidates = await connection.fetch(
+    exact: dict[int, UUID] = {r["i"]: r["original"] for r in exact_rows if r["original"]}
+    keys = [(i, key) for i, e in enumerate(examples) if i not in exact
+            for key in dedupe.candidate_keys(e.sketch)]
+    near_rows = await connection.fetch(
         """
-        SELECT example_id, sketch FROM trainer.examples
-        WHERE tenant_id = $1 AND dedupe_group = $2 AND sketch && $3::bigint[]
-          AND example_id <> $4 AND duplicate_of IS NULL
-        ORDER BY seq DESC LIMIT $5
+        WITH keys AS (
+            SELECT i, array_agg(key) AS keys FROM unnest($1::int[], $2::bigint[]) AS k(i, key)
+            GROUP BY i
+        )
+        SELECT t.i, c.example_id, c.sketch
+        FROM unnest($3::int[], $4::text[], $5::text[], $6::uuid[])
+            AS t(i, tenant_id, dedupe_group, example_id)
+        JOIN keys USING (i)
+        CROSS JOIN LATERAL (
+            SELECT e.example_id, e.sketch FROM trainer.examples e
+            WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
+              AND e.sketch && keys.keys AND e.example_id <> t.example_id
+              AND e.duplicate_of IS NULL
+            ORDER BY e.seq DESC LIMIT $7
+        ) c
         """,
-        example.tenant_id, example.dedupe_group, dedupe.candidate_keys(example.sketch),
-        example.example_id, _NEAR_DUPLICATE_CANDIDATES,
+        [i for i, _ in keys],
+        [key for _, key in keys],
+        index,
+        [e.tenant_id for e in examples],
+        [e.dedupe_group for e in examples],
+        [e.example_id for e in examples],
+        _NEAR_DUPLICATE_CANDIDATES,
     )
-    for row in candidates:
-        if dedupe.is_near_duplicate(example.sketch, row["sketch"]):
-            return row["example_id"]
-    return None
+    stored_candidates: dict[int, list[tuple[UUID, Sequence[int]]]] = {}
+    for row in near_rows:
+        stored_candidates.setdefault(row["i"], []).append((row["example_id"], row["sketch"]))
+    originals: list[UUID | None] = []
+    earlier: list[TrainingExample] = []  # the batch's originals so far, oldest first
+    for i, example in enumerate(examples):
+        original = exact.get(i) or next(
+            (e.example_id for e in earlier
+             if (e.tenant_id, e.dedupe_group, e.content_hash)
+             == (example.tenant_id, example.dedupe_group, example.content_hash)
+             and e.example_id != example.example_id),
+            None,
+        )
+        if original is None:
+            keys_of = set(dedupe.candidate_keys(example.sketch))
+            newer = [
+                (e.example_id, e.sketch) for e in reversed(earlier)
+                if (e.tenant_id, e.dedupe_group) == (example.tenant_id, example.dedupe_group)
+                and e.example_id != example.example_id and keys_of & set(e.sketch)
+            ]
+            candidates = (newer + stored_candidates.get(i, []))[:_NEAR_DUPLICATE_CANDIDATES]
+            original = next(
+                (candidate for candidate, sketch in candidates
+                 if dedupe.is_near_duplicate(example.sketch, sketch)),
+                None,
+            )
+        originals.append(original)
+        if original is None:
+            earlier.append(example)
+    return originals
 
 
 # One relay publishes at a time, so one conversation's messages reach the topic in order even

@@ -132,6 +132,27 @@ async def test_near_duplicates_of_other_users_are_kept_out(pool: Any) -> None:
     assert await count_examples(pool, selection=ExampleFilter(tenant_id="acme")) == 4
 
 
+async def test_duplicates_within_one_batch_are_found_as_if_stored_one_by_one(pool: Any) -> None:
+    prompt = "Please add milk, eggs and bread to my groceries list for the weekend"
+    await apply(
+        pool,
+        response_doc("r1", prompt=prompt), feedback_doc("r1", thumb="up"),
+        response_doc("r2", user=AGENT, prompt=prompt.upper()),  # the same once normalized
+        feedback_doc("r2", user=AGENT, thumb="up"),
+        response_doc("r3", user=AGENT, prompt=prompt.replace("weekend", "weekend!!") + " ok"),
+        feedback_doc("r3", user=AGENT, thumb="up"),
+        response_doc("r4", user=AGENT, prompt="Remind me to call mom at 3pm"),
+        feedback_doc("r4", user=AGENT, thumb="up"),
+    )
+    rows = await examples(pool)
+    original_of = {(row["response_id"], row["kind"]): row["example_id"] for row in rows}
+    for row in rows:
+        if row["response_id"] in ("r2", "r3"):
+            assert row["duplicate_of"] == original_of[("r1", row["kind"])], row["response_id"]
+        else:
+            assert row["duplicate_of"] is None, row["response_id"]
+
+
 async def test_opt_out_and_erasure_remove_the_users_examples(pool: Any) -> None:
     await apply(
         pool,

@@ -8,8 +8,11 @@ every one-word edit of a reply of 150+ characters is a near duplicate (estimated
 from __future__ import annotations
 
 import itertools
+import random
 import time
+from collections import Counter
 
+from services.trainer import dedupe
 from services.trainer.dedupe import (
     NEAR_DUPLICATE_JACCARD,
     candidate_keys,
@@ -76,3 +79,20 @@ def test_sketch_of_a_long_text_is_fast_and_bounded() -> None:
     assert time.perf_counter() - started < 2.0
     assert len(signature) == 64 and list(signature) == sorted(signature)
     assert sketch("ok") == sketch("OK!") and len(sketch("ok")) == 1
+
+
+def test_the_shared_values_bound_never_changes_the_verdict() -> None:
+    """`is_near_duplicate` rules pairs out by how many values they share before estimating:
+    on texts from near copies to strangers, it agrees with the estimate on every pair."""
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 30))) for _ in range(150)]
+    texts += [text + " x" for text in texts[:60]] + [text[:-2] for text in texts[:60]]
+    sketches = [dedupe.sketch(text) for text in texts]
+    verdicts: Counter[bool] = Counter()
+    for first in sketches:
+        for second in sketches:
+            expected = dedupe.estimated_jaccard(first, second) >= dedupe.NEAR_DUPLICATE_JACCARD
+            assert dedupe.is_near_duplicate(first, second) == expected
+            verdicts[expected] += 1
+    assert verdicts[True] > len(sketches) and verdicts[False] > 0  # both kinds were exercised
