@@ -35,8 +35,8 @@ test-e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
-## test-faults: kill, stop and poison the running system under 20,000 events; figures in the
-## output (about 6-8 minutes), then a longer schemathesis run
+## test-faults: kill, stop, slow down and poison the running system under 20,000 events;
+## figures in the output (about 7 minutes), then a longer schemathesis run (about 1.5 more)
 test-faults: $(STAMP)
 	FEEDBACKLOOP_TEST_FAULTS=1 $(BIN)/python -m pytest tests/faults -s
 	FEEDBACKLOOP_SCHEMATHESIS_MAX_EXAMPLES=100 $(BIN)/python -m pytest tests/e2e/test_schemathesis.py
