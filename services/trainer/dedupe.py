@@ -18,12 +18,15 @@ import hashlib
 import heapq
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 SKETCH_SIZE = 64
 SHINGLE_CHARS = 5
 NEAR_DUPLICATE_JACCARD = 0.85
 CANDIDATE_KEYS = 16
+
+T = TypeVar("T")
 
 _NOT_WORD = re.compile(r"[\W_]+")
 
@@ -67,14 +70,26 @@ def estimated_jaccard(first: Sequence[int], second: Sequence[int]) -> float:
 
 
 def is_near_duplicate(first: Sequence[int], second: Sequence[int]) -> bool:
-    # The estimate counts values of the union's bottom k found in both sketches, so it cannot
-    # reach the threshold when the sketches share fewer values than that: most candidates (they
-    # only share a key) are ruled out by one set intersection.
-    shared = len(set(first) & set(second))
-    union = min(SKETCH_SIZE, len(set(first)) + len(set(second)) - shared)
-    if shared < NEAR_DUPLICATE_JACCARD * union:
-        return False
-    return estimated_jaccard(first, second) >= NEAR_DUPLICATE_JACCARD
+    return first_near_duplicate(first, [(True, second)]) is not None
+
+
+def first_near_duplicate(
+    signature: Sequence[int], candidates: Iterable[tuple[T, Sequence[int]]]
+) -> T | None:
+    """The first candidate `(key, sketch)` whose sketch is a near duplicate of `signature`.
+
+    The estimate counts values of the union's bottom k found in both sketches, so it cannot reach
+    the threshold when the sketches share fewer values than that: most candidates (they only
+    share a key) are ruled out by one set intersection. Sketches hold distinct values."""
+    mine = set(signature)
+    for key, other in candidates:
+        shared = len(mine.intersection(other))
+        union = min(SKETCH_SIZE, len(mine) + len(other) - shared)
+        if shared >= NEAR_DUPLICATE_JACCARD * union and (
+            estimated_jaccard(signature, other) >= NEAR_DUPLICATE_JACCARD
+        ):
+            return key
+    return None
 
 
 def candidate_keys(signature: Sequence[int]) -> list[int]:

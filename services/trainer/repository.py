@@ -432,31 +432,28 @@ async def _duplicates_of(
     for row in near_rows:
         stored_candidates.setdefault(row["i"], []).append((row["example_id"], row["sketch"]))
     originals: list[UUID | None] = []
-    earlier: list[TrainingExample] = []  # the batch's originals so far, oldest first
+    # The batch's originals so far: the first of each content hash, and per group oldest first.
+    first_with_hash: dict[tuple[str, str, str], UUID] = {}
+    earlier: dict[tuple[str, str], list[TrainingExample]] = {}
     for i, example in enumerate(examples):
-        original = exact.get(i) or next(
-            (e.example_id for e in earlier
-             if (e.tenant_id, e.dedupe_group, e.content_hash)
-             == (example.tenant_id, example.dedupe_group, example.content_hash)
-             and e.example_id != example.example_id),
-            None,
-        )
+        group = (example.tenant_id, example.dedupe_group)
+        original = exact.get(i) or first_with_hash.get((*group, example.content_hash))
         if original is None:
-            keys_of = set(dedupe.candidate_keys(example.sketch))
-            newer = [
-                (e.example_id, e.sketch) for e in reversed(earlier)
-                if (e.tenant_id, e.dedupe_group) == (example.tenant_id, example.dedupe_group)
-                and e.example_id != example.example_id and keys_of & set(e.sketch)
-            ]
-            candidates = (newer + stored_candidates.get(i, []))[:_NEAR_DUPLICATE_CANDIDATES]
-            original = next(
-                (candidate for candidate, sketch in candidates
-                 if dedupe.is_near_duplicate(example.sketch, sketch)),
-                None,
+            own_keys = set(dedupe.candidate_keys(example.sketch))
+            candidates: list[tuple[UUID, Sequence[int]]] = []
+            for other in reversed(earlier.get(group, [])):
+                if len(candidates) == _NEAR_DUPLICATE_CANDIDATES:
+                    break
+                if not own_keys.isdisjoint(other.sketch):
+                    candidates.append((other.example_id, other.sketch))
+            candidates += stored_candidates.get(i, [])
+            original = dedupe.first_near_duplicate(
+                example.sketch, candidates[:_NEAR_DUPLICATE_CANDIDATES]
             )
         originals.append(original)
         if original is None:
-            earlier.append(example)
+            earlier.setdefault(group, []).append(example)
+            first_with_hash.setdefault((*group, example.content_hash), example.example_id)
     return originals
 
 
