@@ -112,52 +112,78 @@ async def _count_signals(connection: asyncpg.Connection, run: list[SignalCounts]
         )
         _add(deltas[(e.tenant_id, e.bucket, *key_dims)], e.counts, 1)
     columns = ("tenant_id", "event_id", tables.subject, "bucket", *dims, "resolved", *counters)
-    await connection.executemany(
+    casts = ("text", "uuid", "text", "timestamptz", *["text"] * len(dims), "boolean",
+             *["integer"] * len(counters))
+    await connection.execute(
         f"""
         INSERT INTO {tables.facts} ({", ".join(columns)})
-        VALUES ({", ".join(f"${i}" for i in range(1, len(columns) + 1))})
+        SELECT * FROM unnest({", ".join(f"${i}::{cast}[]" for i, cast in enumerate(casts, 1))})
         """,
-        facts,
+        *([fact[i] for fact in facts] for i in range(len(columns))),
     )
     await _apply_deltas(connection, family, deltas)
 
 
 async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims]) -> None:
     """Store each subject's dimensions (the first one wins), count a new session once, and move
-    any signal that arrived before its subject from provisional dimensions to the subject's."""
+    any signal that arrived before its subject from provisional dimensions to the subject's.
+    Two statements for the whole run, whatever its length."""
     family = run[0].family
     tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
-    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
-    insert_dims = f"""
+    first: dict[tuple[str, str], SubjectDims] = {}
+    for e in run:
+        first.setdefault((e.tenant_id, e.subject_id), e)
+    subjects = list(first.values())
+    columns = [[e.tenant_id for e in subjects], [e.subject_id for e in subjects]]
+    columns += [[e.dims[i] for e in subjects] for i in range(len(dims))]
+    arrays = ", ".join(f"${i}::text[]" for i in range(1, len(dims) + 3))
+    inserted = await connection.fetch(
+        f"""
         INSERT INTO {tables.dims} (tenant_id, {tables.subject}, {", ".join(dims)})
-        VALUES ({", ".join(f"${i}" for i in range(1, len(dims) + 3))})
-        ON CONFLICT DO NOTHING RETURNING true
-    """
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(dims, 3))
-    move_early = f"""
-        WITH early AS (
-            SELECT tenant_id, event_id, bucket, {", ".join(dims)}, {", ".join(counters)}
-            FROM {tables.facts}
-            WHERE tenant_id = $1 AND {tables.subject} = $2 AND NOT resolved
-            FOR UPDATE
+        SELECT * FROM unnest({arrays})
+        ON CONFLICT DO NOTHING
+        RETURNING tenant_id, {tables.subject} AS subject_id
+        """,
+        *columns,
+    )
+    new = [first[(row["tenant_id"], row["subject_id"])] for row in inserted]
+    if not new:
+        return
+    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
+    for e in new:
+        if isinstance(e, SessionOpened):
+            _add(deltas[(e.tenant_id, e.bucket, *e.dims)], e.counts, 1)
+    columns = [[e.tenant_id for e in new], [e.subject_id for e in new]]
+    columns += [[e.dims[i] for e in new] for i in range(len(dims))]
+    moved = await connection.fetch(
+        f"""
+        WITH subject AS (
+            SELECT * FROM unnest({arrays}) AS s(tenant_id, subject_id, {", ".join(dims)})
+        ),
+        early AS (
+            SELECT f.tenant_id, f.event_id, f.bucket,
+                   {", ".join(f"f.{name} AS old_{name}" for name in dims)},
+                   {", ".join(f"s.{name} AS new_{name}" for name in dims)},
+                   {", ".join(f"f.{name}" for name in counters)}
+            FROM {tables.facts} f
+            JOIN subject s ON f.tenant_id = s.tenant_id AND f.{tables.subject} = s.subject_id
+            WHERE NOT f.resolved
+            FOR UPDATE OF f
         )
         UPDATE {tables.facts} f
-        SET {assignments}, resolved = true
+        SET {", ".join(f"{name} = early.new_{name}" for name in dims)}, resolved = true
         FROM early
         WHERE f.tenant_id = early.tenant_id AND f.event_id = early.event_id
         RETURNING early.*
-    """
-    for e in run:
-        inserted = await connection.fetchval(insert_dims, e.tenant_id, e.subject_id, *e.dims)
-        if not inserted:
-            continue
-        if isinstance(e, SessionOpened):
-            _add(deltas[(e.tenant_id, e.bucket, *e.dims)], e.counts, 1)
-        for fact in await connection.fetch(move_early, e.tenant_id, e.subject_id, *e.dims):
-            counts = [fact[name] for name in counters]
-            old_dims = tuple(fact[name] for name in dims)
-            _add(deltas[(e.tenant_id, fact["bucket"], *old_dims)], counts, -1)
-            _add(deltas[(e.tenant_id, fact["bucket"], *e.dims)], counts, 1)
+        """,
+        *columns,
+    )
+    for fact in moved:
+        counts = [fact[name] for name in counters]
+        old_dims = tuple(fact[f"old_{name}"] for name in dims)
+        new_dims = tuple(fact[f"new_{name}"] for name in dims)
+        _add(deltas[(fact["tenant_id"], fact["bucket"], *old_dims)], counts, -1)
+        _add(deltas[(fact["tenant_id"], fact["bucket"], *new_dims)], counts, 1)
     await _apply_deltas(connection, family, deltas)
 
 
