@@ -7,6 +7,8 @@ from typing import Literal
 
 import asyncpg
 
+from services.query.trends import rollup_spans
+
 GroupBy = Literal["action_type", "model", "tenant"]
 _GROUP_COLUMN: dict[str, str] = {
     "action_type": "action_type",
@@ -23,20 +25,44 @@ async def approval_by_group(
     start: datetime,
     end: datetime,
 ) -> list[asyncpg.Record]:
+    """(grp, up, down) per group with any thumbs over `[start, end)`, read from the day, hour
+    and minute rollups (`rollup_spans`): the same sums as the minute rollup alone, in a time
+    that grows with the number of days and dimension combinations, not of events."""
     column = _GROUP_COLUMN[group_by]
+    votes, bounds = _feedback_spans(
+        f"{column} AS grp, thumbs_up, thumbs_down", "tenant_id = $1", start, end, first=2
+    )
+    if not bounds:
+        return []
     return await connection.fetch(
         f"""
-        SELECT {column} AS grp, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
-        FROM metrics.feedback_minute
-        WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3
-        GROUP BY {column}
+        SELECT grp, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
+        FROM ({votes}) AS votes
+        GROUP BY grp
         HAVING sum(thumbs_up) + sum(thumbs_down) > 0
-        ORDER BY {column}
+        ORDER BY grp
         """,
         tenant_id,
-        start,
-        end,
+        *bounds,
     )
+
+
+def _feedback_spans(
+    columns: str, where: str, start: datetime, end: datetime, *, first: int
+) -> tuple[str, list[datetime]]:
+    """A `UNION ALL` selecting `columns` from the feedback rollup rows (matching `where`) of
+    the minutes in `[start, end)`, each span from the coarsest rollup that holds it whole, and
+    its bounds as the parameters numbered from `first`. ("", []) when no minute is covered."""
+    branches: list[str] = []
+    bounds: list[datetime] = []
+    for interval, low, high in rollup_spans(start, end):
+        number = first + len(bounds)
+        branches.append(
+            f"SELECT {columns} FROM metrics.feedback_{interval} "
+            f"WHERE {where} AND bucket >= ${number} AND bucket < ${number + 1}"
+        )
+        bounds += [low, high]
+    return "\nUNION ALL\n".join(branches), bounds
 
 
 async def user_verdicts_by_action_type(
@@ -161,20 +187,25 @@ async def approval_of_models(
     start: datetime,
     end: datetime,
 ) -> dict[str, tuple[int, int]]:
-    """(thumbs up, thumbs down) per model over `[start, end)`, optionally of one action type."""
+    """(thumbs up, thumbs down) per model over `[start, end)`, optionally of one action type,
+    read like `approval_by_group` from the day, hour and minute rollups."""
+    votes, bounds = _feedback_spans(
+        "model, thumbs_up, thumbs_down",
+        "tenant_id = $1 AND model = ANY($2::text[]) AND ($3::text IS NULL OR action_type = $3)",
+        start, end, first=4,
+    )
+    if not bounds:
+        return {model: (0, 0) for model in models}
     rows = await connection.fetch(
-        """
+        f"""
         SELECT model, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
-        FROM metrics.feedback_minute
-        WHERE tenant_id = $1 AND model = ANY($2::text[]) AND bucket >= $3 AND bucket < $4
-          AND ($5::text IS NULL OR action_type = $5)
+        FROM ({votes}) AS votes
         GROUP BY model
         """,
         tenant_id,
         models,
-        start,
-        end,
         action_type,
+        *bounds,
     )
     found = {row["model"]: (int(row["up"]), int(row["down"])) for row in rows}
     return {model: found.get(model, (0, 0)) for model in models}
@@ -184,17 +215,21 @@ async def feedback_window_totals(
     connection: asyncpg.Connection | asyncpg.Pool, *, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Feedback sums per tenant, action type and model over `[start, end)`, every tenant:
-    the input of the alert rules and of the analytics gauges."""
+    the input of the alert rules and of the analytics gauges. Read like `approval_by_group`
+    from the day, hour and minute rollups (the 24-hour baseline is mostly whole hours)."""
+    rows, bounds = _feedback_spans(
+        f"tenant_id, action_type, model, {', '.join(FEEDBACK_SUMS)}", "TRUE", start, end, first=1
+    )
+    if not bounds:
+        return []
     return await connection.fetch(
         f"""
         SELECT tenant_id, action_type, model,
                {", ".join(f"sum({c})::bigint AS {c}" for c in FEEDBACK_SUMS)}
-        FROM metrics.feedback_minute
-        WHERE bucket >= $1 AND bucket < $2
+        FROM ({rows}) AS rows
         GROUP BY tenant_id, action_type, model
         """,
-        start,
-        end,
+        *bounds,
     )
 
 
