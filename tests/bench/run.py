@@ -6,13 +6,17 @@ Starts PostgreSQL and the broker (embedded, in memory) and the services as proce
 2. batch ingest (`POST /v1/events`, batches of 500, through the Python client) against a raw
    aiokafka producer sending the same serialized events to the same broker;
 3. consumer throughput: consumers start after 1 and 2, and drain what was ingested (time from
-   their readiness to lag 0, joining the group included), against a raw asyncpg COPY of rows;
-4. the learner's refit time against the number of choices (global fit plus three segments);
-5. peak RSS of every service process.
+   their launch, process start and group join included, to every event applied), against a
+   raw asyncpg COPY of rows;
+4. end to end: a ladder of offered rates of mixed traffic through all four consumers, with
+   freshness (accepted to visible in the query API) and the time to lag 0 after each step; the
+   highest rate held (see `tests/bench/endtoend.py`); peak RSS of every service under it;
+5. queries: p50/p95 of the analytics endpoints after 1 million and 10 million events, beside
+   the minute scan they replaced (see `tests/bench/queries.py`);
+6. the learner's refit time against the number of choices (global fit plus three segments).
 Rounds alternate system and baseline (the machine is shared and noisy); medians and ratios are
 reported. The report is written as JSON and as a table under bench-results/<timestamp>/.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -28,9 +32,10 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
-import httpx
+import orjson
 import psutil
 from aiokafka import AIOKafkaProducer
 
@@ -40,10 +45,19 @@ from feedbackloop.contract.requests import FeedbackRequest, build_event
 from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port
 from feedbackloop.http.auth import ALL_SCOPES
 from services.cli.admin import create_key
+from services.learner.handlers import SPEC as LEARNER
+from services.metrics.handlers import SPEC as METRICS
+from services.profiles.handlers import SPEC as PROFILES
+from services.trainer.handlers import SPEC as TRAINER
+from tests.bench.endtoend import sustained_load
+from tests.bench.queries import measure_queries
+from tests.bench.queries import table as queries_table
 from tests.bench.refits import refit_seconds
-from tests.infra import ROOT, ServiceProcesses, create_database, create_topics
+from tests.infra import ROOT, ServiceProcesses, create_database, create_topics, group_lag
 
 CONSUMERS = ("profiles", "trainer", "metrics")
+SPECS = (PROFILES, LEARNER, TRAINER, METRICS)
+HMAC_SECRET = "bench-secret-" + "x" * 32
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -52,27 +66,45 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 async def _hammer(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> dict:
-    """POST one small feedback event per request from `concurrency` workers for `seconds`."""
+    """POST one small feedback event per request from `concurrency` keep-alive connections for
+    `seconds`. A minimal HTTP/1.1 client over asyncio streams: httpx's pool, measured here, tops
+    out near 200 requests/s at 32 connections, which would make the client the bottleneck."""
+    target = urlsplit(url)
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
-        async def worker() -> None:
-            nonlocal errors
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(target.hostname, target.port)
+        try:
             while time.perf_counter() < deadline:
-                body = {"response_id": f"r{uuid.uuid4().hex[:8]}", "thumb": "up",
-                        "user_id": "bench-user", "event_id": str(uuid.uuid4())}
+                body = orjson.dumps({"response_id": f"r{uuid.uuid4().hex[:8]}", "thumb": "up",
+                                     "user_id": "bench-user", "event_id": str(uuid.uuid4())})
                 started = time.perf_counter()
-                answer = await client.post(url, json=body)
-                if answer.status_code == 202:
+                writer.write(
+                    f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n{extra}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    .encode() + body
+                )
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if status == 202:
                     latencies.append(time.perf_counter() - started)
                 else:
                     errors += 1
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return {
         "accepted": len(latencies),
         "requests_per_second": len(latencies) / elapsed,
@@ -126,10 +158,10 @@ async def _raw_produce(bootstrap: str, names: TopicNames, events: int) -> float:
         await producer.stop()
 
 
-async def _drain_seconds(database_url: str, expected: dict[str, int],
+async def _drain_seconds(database_url: str, expected: dict[str, int], started: float,
                          limit_seconds: float = 600) -> dict[str, float]:
-    """Seconds until each consumer has applied `expected[name]` events (its processed ids)."""
-    started = time.perf_counter()
+    """Seconds from `started` until each consumer has applied `expected[name]` events (its
+    processed ids)."""
     done: dict[str, float] = {}
     connection = await asyncpg.connect(database_url)
     try:
@@ -201,7 +233,7 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
             "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "FEEDBACKLOOP_DATABASE_URL": database_url,
             "FEEDBACKLOOP_KAFKA_TOPIC_PREFIX": prefix,
-            "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "bench-secret-" + "x" * 32,
+            "FEEDBACKLOOP_USER_ID_HMAC_SECRET": HMAC_SECRET,
             "FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE": "false",
             "FEEDBACKLOOP_API_KEY_CACHE_SECONDS": "5",
             # The benchmark measures throughput; per-key rate limiting would measure the limit.
@@ -265,9 +297,10 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
         # 3. consumers drain what was ingested (timed from their readiness: includes joining)
         with_user = singles + batched  # profiles keeps feedback of known users only
         total = with_user + raw
+        launched = time.perf_counter()
         services.start(CONSUMERS)
         drained = await _drain_seconds(
-            database_url, {"profiles": with_user, "trainer": total, "metrics": total}
+            database_url, {"profiles": with_user, "trainer": total, "metrics": total}, launched
         )
         copy_rps = await _copy_rows(database_url, 50_000)
         report["consumers"] = {
@@ -275,9 +308,37 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
             "seconds_to_zero_lag": drained,
             "raw_copy_rows_per_second": copy_rps,
         }
+
+        # 4. end to end under sustained load, all four consumers; peak memory under that load
+        services.start(("learner",))
+        _, probe_key = await create_key(database_url, tenant_id="probe", name="probe",
+                                        scopes=list(ALL_SCOPES))
+
+        async def lag() -> int:
+            return sum([
+                await group_lag(broker.bootstrap_servers, f"{prefix}.{spec.name}",
+                                [names.physical(topic) for topic in spec.topics])
+                for spec in SPECS
+            ])
+
+        while await lag() > 0:  # noqa: ASYNC110 - the learner catches up with the backlog
+            await asyncio.sleep(0.5)
+        memory.peak.clear()
+        report["end_to_end"] = await sustained_load(
+            services.url("ingest"), services.url("query"), key, probe_key, lag,
+            rates=arguments.rates, step_seconds=arguments.step_seconds,
+        )
         stop.set()
         await sampler
         report["peak_rss_mib"] = {name: round(rss / 2**20, 1) for name, rss in memory.peak.items()}
+
+        # 5. queries against the number of events (bulk-loaded read models, another tenant)
+        _, query_key = await create_key(database_url, tenant_id="bench-queries", name="queries",
+                                        scopes=list(ALL_SCOPES))
+        report["queries"] = await measure_queries(
+            database_url, services.url("query"), query_key, "bench-queries",
+            sizes=tuple(arguments.query_sizes), user_id_hmac_secret=HMAC_SECRET,
+        )
     finally:
         if bare is not None:
             bare.terminate()
@@ -309,9 +370,21 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"consumer {name:<9} drain (events/s)  {rate:>10.0f}"
                      f"    {consumers['raw_copy_rows_per_second']:>10.0f}    "
                      f"{rate / consumers['raw_copy_rows_per_second']:>5.2f}   (raw COPY)")
+    e2e = report["end_to_end"]
+    lines.append(f"end to end: highest offered rate held {e2e['highest_rate_held']} events/s "
+                 f"(freshness p99 < {e2e['freshness_target_s']} s, {e2e['step_seconds']:.0f} s steps;"
+                 " target 10000)")
+    lines.append("  offered  achieved  fresh p50  fresh p99  lag 0 after stop  held")
+    for step in e2e["steps"]:
+        lines.append(f"  {step['offered_events_per_second']:>7}  {step['achieved_events_per_second']:>8.0f}"
+                     f"  {step['freshness_p50_s']:>8} s  {step['freshness_p99_s']:>8} s"
+                     f"  {step['seconds_to_zero_lag_after_stop']:>14} s  {step['held']}")
     lines.append("learner refit (s) by choices: " + ", ".join(
         f"{n}: {seconds:.2f}" for n, seconds in report["refit_seconds_by_choices"].items()))
-    lines.append("peak RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
+    lines.append("peak RSS under the end-to-end load (MiB): "
+                 + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
+    lines += ["", "queries after N events (bulk-loaded read models; target p95 < 50 ms at 10M):",
+              queries_table(report["queries"])]
     return "\n".join(lines)
 
 
@@ -321,6 +394,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch-events", type=int, default=20_000)
+    parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")],
+                        default=[250, 500, 1000, 2000, 4000, 7000, 10000],
+                        help="offered events/s of the end-to-end ladder, comma-separated")
+    parser.add_argument("--step-seconds", type=float, default=20.0)
+    parser.add_argument("--query-sizes", type=lambda text: [int(n) for n in text.split(",")],
+                        default=[1_000_000, 10_000_000],
+                        help="events loaded before timing the queries, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fbl-bench-") as workdir:
