@@ -42,7 +42,13 @@ async def _principal(
     return await _state(request).verifier.verify(authorization)
 
 
-State = Annotated[IngestState, Depends(_state)]
+async def _state_dependency(request: Request) -> IngestState:
+    # A coroutine: FastAPI runs a plain function dependency in its thread pool, a thread hop
+    # per request that cost more CPU than the rest of a small request's dependencies.
+    return _state(request)
+
+
+State = Annotated[IngestState, Depends(_state_dependency)]
 Caller = Annotated[Principal, Depends(_principal)]
 
 

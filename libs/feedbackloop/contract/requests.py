@@ -173,8 +173,9 @@ _SESSION_SUBJECT = frozenset(
 _PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
     name: tuple(kind.payload.model_fields) for name, kind in REQUEST_KINDS.items()
 }
-# A request is the envelope's fields beside the payload's: a name in both could not be told apart.
-assert not any(_ENVELOPE_FIELDS & set(fields) for fields in _PAYLOAD_FIELDS.values())
+if any(_ENVELOPE_FIELDS & set(fields) for fields in _PAYLOAD_FIELDS.values()):
+    # A request is the envelope's fields beside the payload's: a name in both is ambiguous.
+    raise RuntimeError("a payload field has an envelope field's name")
 
 
 def json_timestamp(value: datetime) -> str:
