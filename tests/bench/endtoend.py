@@ -89,7 +89,6 @@ async def sustained_load(
     *,
     rates: list[int],
     step_seconds: float,
-    on_step: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Run the ladder; `lag()` returns the summed lag of every consumer group."""
     probes = Probes(ingest_url, query_url, probe_key)
@@ -118,7 +117,6 @@ async def sustained_load(
             while await lag() > 0 and time.perf_counter() - drain_started < 600:  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
             drained = time.perf_counter() - drain_started
-            on_step()
             fresh = probes.freshness(groups)
             achieved = sum(sent.values()) / elapsed
             result = {
