@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
 ## test-faults: kill, stop, slow down and poison the running system under 20,000 events;
-## figures in the output (about 7 minutes), then a longer schemathesis run (about 1.5 more)
+## figures in the output (about 3 minutes), then a longer schemathesis run (about 2 more)
 test-faults: $(STAMP)
 	FEEDBACKLOOP_TEST_FAULTS=1 $(BIN)/python -m pytest tests/faults -s
 	FEEDBACKLOOP_SCHEMATHESIS_MAX_EXAMPLES=100 $(BIN)/python -m pytest tests/e2e/test_schemathesis.py
