@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -199,28 +200,57 @@ async def eventually(check, timeout: float = 20.0, interval: float = 0.2):  # ty
 
 async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> int:
     """Messages not yet committed by a consumer group, summed over the topics' partitions."""
+    lags = await partition_lags(bootstrap, {group_id: topics})
+    return sum(lags[group_id].values())
+
+
+async def partition_lags(bootstrap: str, groups: dict[str, list[str]]) -> dict[str, dict[Any, int]]:
+    """Per consumer group (its id to its topics) and partition: records after the group's
+    committed offset.
+
+    The end of a partition is the high watermark a fetch returns, not the broker's ListOffsets
+    answer, which the embedded broker (Tansu) gives as the last record batch's base offset + 1:
+    below the end when that batch holds several records. Committed offsets are read first, so a
+    record committed while this runs cannot make a lag negative; a negative lag is a commit past
+    the log's end.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
     await admin.start()
     try:
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
-        ]
-        ends = await consumer.end_offsets(partitions)
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-        return sum(
-            ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
-            for tp in partitions
-        )
+        partitions_of = {}
+        for topic in {topic for topics in groups.values() for topic in topics}:
+            partitions_of[topic] = [TopicPartition(topic, partition) for partition in sorted(
+                consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))]
+        committed = {}
+        for group_id, topics in groups.items():
+            mine = [tp for topic in topics for tp in partitions_of[topic]]
+            offsets = await admin.list_consumer_group_offsets(group_id, partitions=mine)
+            committed[group_id] = {
+                tp: offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0
+                for tp in mine
+            }
+        ends = await _high_watermarks(consumer, [tp for tps in partitions_of.values() for tp in tps])
+        return {group_id: {tp: ends[tp] - offset for tp, offset in offsets.items()}
+                for group_id, offsets in committed.items()}
     finally:
         await admin.close()
         await consumer.stop()
+
+
+async def _high_watermarks(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
+    consumer.assign(partitions)
+    # Fetching from near the end keeps the records returned (and dropped) few.
+    await consumer.seek_to_end(*partitions)
+    deadline = time.monotonic() + 30
+    while any(consumer.highwater(tp) is None for tp in partitions):
+        assert time.monotonic() < deadline, "no fetch answered for 30 s"
+        await consumer.getmany(*partitions, timeout_ms=200)
+    return {tp: consumer.highwater(tp) for tp in partitions}
 
 
 async def _partitions(consumer, topic: str) -> set[int]:  # type: ignore[no-untyped-def]

@@ -63,8 +63,7 @@ async def _drained(stack: Stack) -> None:
     async def no_lag() -> bool:
         for spec in (PROFILES, LEARNER, TRAINER, METRICS):
             topics = [stack.names.physical(topic) for topic in spec.topics]
-            # <= 0: see tests/e2e/test_tenant_isolation.py on the embedded broker's end offsets.
-            if await group_lag(stack.bootstrap, f"{stack.names.prefix}.{spec.name}", topics) > 0:
+            if await group_lag(stack.bootstrap, f"{stack.names.prefix}.{spec.name}", topics) != 0:
                 return False
         return True
 

@@ -40,7 +40,6 @@ import orjson
 import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker, free_port
@@ -54,10 +53,9 @@ from tests.e2e.conftest import service_env
 from tests.e2e.test_broker_restart import _free_port_block
 from tests.infra import (
     ServiceProcesses,
-    _partitions,
     create_database,
     create_topics,
-    group_lag,
+    partition_lags,
     unique_prefix,
 )
 
@@ -385,65 +383,16 @@ async def _write_poison(system: System, log: list[str]) -> dict[Topic, list[str 
 
 
 async def _lag(system: System) -> dict[str, dict[TopicPartition, int]]:
-    """Per consumer group and partition: records after the group's committed offset.
-
-    The end of a partition is the high watermark a fetch returns, not the broker's ListOffsets
-    answer, which Tansu gives as the last record batch's base offset + 1: below the end when
-    that batch holds several records. Committed offsets are read first, so a record committed
-    while this runs cannot make a lag negative; a negative lag is a commit past the log's end.
-    """
-    bootstrap = system.broker.bootstrap_servers
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await admin.start()
-    try:
-        partitions_of = {}
-        for topic in {topic for spec in CONSUMERS for topic in spec.topics}:
-            name = system.names.physical(topic)
-            partitions_of[topic] = [TopicPartition(name, partition) for partition in sorted(
-                consumer.partitions_for_topic(name) or await _partitions(consumer, name))]
-        committed = {}
-        for spec in CONSUMERS:
-            mine = [tp for topic in spec.topics for tp in partitions_of[topic]]
-            offsets = await admin.list_consumer_group_offsets(
-                f"{system.names.prefix}.{spec.name}", partitions=mine)
-            committed[spec.name] = {
-                tp: offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0
-                for tp in mine}
-        ends = await _high_watermarks(consumer, [tp for tps in partitions_of.values() for tp in tps])
-        return {name: {tp: ends[tp] - offset for tp, offset in offsets.items()}
-                for name, offsets in committed.items()}
-    finally:
-        await admin.close()
-        await consumer.stop()
-
-
-async def _high_watermarks(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    consumer.assign(partitions)
-    # Fetching from near the end keeps the records returned (and dropped) few.
-    await consumer.seek_to_end(*partitions)
-    deadline = time.monotonic() + 30
-    while any(consumer.highwater(tp) is None for tp in partitions):
-        assert time.monotonic() < deadline, "no fetch answered for 30 s"
-        await consumer.getmany(*partitions, timeout_ms=200)
-    return {tp: consumer.highwater(tp) for tp in partitions}
+    """Per consumer and partition: records after the consumer group's committed offset."""
+    lags = await partition_lags(system.broker.bootstrap_servers, {
+        f"{system.names.prefix}.{spec.name}": [system.names.physical(t) for t in spec.topics]
+        for spec in CONSUMERS
+    })
+    return {spec.name: lags[f"{system.names.prefix}.{spec.name}"] for spec in CONSUMERS}
 
 
 def _totals(lags: dict[str, dict[TopicPartition, int]]) -> dict[str, int]:
     return {name: sum(by_partition.values()) for name, by_partition in lags.items()}
-
-
-async def _list_offsets_lag(system: System) -> dict[str, int]:
-    """The lag `group_lag` measures, from the broker's ListOffsets answer (for the report)."""
-    lags = {}
-    for spec in CONSUMERS:
-        topics = [system.names.physical(topic) for topic in spec.topics]
-        group = f"{system.names.prefix}.{spec.name}"
-        lags[spec.name] = await group_lag(system.broker.bootstrap_servers, group, topics)
-    return lags
 
 
 async def _dead_letters(system: System, topic: Topic) -> list[tuple[str, str | None, bytes]]:
@@ -555,9 +504,7 @@ async def test_nothing_accepted_is_lost_or_counted_twice_through_the_faults(
               f"batches: {ledger.sent_batches}; retries: {dict(ledger.retries)}",
               *log,
               f"ingested in {sent_seconds:.1f} s, drained {drained_seconds:.1f} s later; "
-              f"lag {_totals(lags)} (committed offset to fetch high watermark); "
-              f"ListOffsets would say {await _list_offsets_lag(system)}, as Tansu answers "
-              "it with the last batch's base offset + 1, not the end of the log",
+              f"lag {_totals(lags)} (committed offset to fetch high watermark)",
               *_slow_report(slow),
               f"peak RSS over the run (limit {RSS_LIMIT / 2**20:.0f} MiB): {_mib(rss_peak)}"]
     connection = await asyncpg.connect(system.database_url)
