@@ -1,7 +1,8 @@
 """What clients POST: the flat request bodies of the ingest API, and how they become events.
 
 A request is the envelope fields a client may set plus the type's payload fields, side by side.
-The tenant, `received_at` and the user id's HMAC are added by the server in `build_event`.
+The tenant, `received_at` and the user id's HMAC are added by the server: `event_document`
+builds the published JSON (ingest's path), `build_event` the same event as a model.
 """
 
 from __future__ import annotations
