@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.tools import ROOT
+from tests.ops.tools import ROOT, alertmanager_command
 
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
@@ -61,13 +61,13 @@ def _free_port() -> int:
 def alertmanager(prometheus_bin: Path, tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
-        [
-            str(prometheus_bin / "prometheus-alertmanager"),
+        alertmanager_command(
+            prometheus_bin,
             f"--config.file={CONFIG}",
             f"--storage.path={tmp_path}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "alertmanager.log").open("w"),
     )

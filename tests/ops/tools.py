@@ -3,6 +3,12 @@
 `.venv/prometheus-tools`. Run `python -m tests.ops.tools` to install them ahead of the tests.
 
 The tests never skip when the tools are missing: they install them, and fail if they cannot.
+
+Debian's alertmanager reads its default template from the absolute path
+`/usr/share/prometheus/alertmanager/default.tmpl`, whatever its flags and configuration say, and
+that file exists only where the package is installed system-wide. `alertmanager_command` runs it
+in a private mount namespace where the unpacked tree is overlaid on `/usr/share`, so the machine's
+own `/usr/share` is neither needed nor touched.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ TOOLS_DIR = ROOT / ".venv" / "prometheus-tools"
 BIN_DIR = TOOLS_DIR / "usr" / "bin"
 PACKAGES = ("prometheus", "prometheus-alertmanager")
 BINARIES = ("promtool", "amtool", "prometheus-alertmanager")
+SHARE_DIR = TOOLS_DIR / "usr" / "share"
 
 
 def install_prometheus_tools() -> Path:
@@ -29,6 +36,23 @@ def install_prometheus_tools() -> Path:
         if not all((BIN_DIR / name).exists() for name in BINARIES):
             _download_and_unpack()
     return BIN_DIR
+
+
+def alertmanager_command(bin_dir: Path, *args: str) -> list[str]:
+    """The command line that runs the unpacked alertmanager with its own templates in place.
+
+    Needs root (a mount namespace and an overlay mount); raises RuntimeError otherwise.
+    """
+    if os.geteuid() != 0:
+        raise RuntimeError(
+            "the alertmanager test needs root: it overlays the unpacked templates on /usr/share "
+            "in a private mount namespace"
+        )
+    overlay = 'mount -t overlay overlay -o "lowerdir=$1:/usr/share" /usr/share && shift && exec "$@"'
+    return [
+        "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", overlay, "sh",
+        str(SHARE_DIR), str(bin_dir / "prometheus-alertmanager"), *args,
+    ]
 
 
 def _download_and_unpack() -> None:
