@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
@@ -22,13 +23,15 @@ from aiokafka.errors import KafkaError
 
 from feedbackloop.contract import Event, PoisonMessage, Topic, decode_event
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.postgres import is_schema_change, reset_after_schema_change
 from feedbackloop.postgres import is_transient as is_transient_database
 
 logger = logging.getLogger(__name__)
 
 
 def is_transient(error: BaseException) -> bool:
-    """Postgres or the broker unavailable: retry, never dead-letter."""
+    """Postgres or the broker unavailable, or the schema mid-migration: retry, never
+    dead-letter."""
     return is_transient_database(error) or isinstance(error, KafkaError)
 
 EffectT = TypeVar("EffectT")
@@ -153,8 +156,11 @@ class BatchPipeline(Generic[EffectT]):
     Contract: `process_batch` returns only when every record is either applied (its effects
     and its event id committed in one Postgres transaction) or dead-lettered (acknowledged by
     the broker). Transient failures (Postgres or broker unavailable) are retried with capped
-    exponential backoff, indefinitely, and never dead-lettered. Any other exception propagates:
-    the caller must rewind the batch rather than commit past it.
+    exponential backoff, indefinitely, and never dead-lettered; so is a schema that is behind
+    the code or changed under a cached plan (a migration not yet applied or running), after
+    the pool's connections are replaced. While a retry lasts, `retry_state` is unhealthy and
+    the service reports not ready. Any other exception propagates: the caller must rewind the
+    batch rather than commit past it.
     """
 
     def __init__(
@@ -263,7 +269,7 @@ class BatchPipeline(Generic[EffectT]):
         dead: list[DeadLetter],
         outcome: BatchOutcome,
     ) -> None:
-        record_of_key = {}
+        record_of_key: dict[EventKey, Record] = {}
         for record in records:
             try:
                 event = decode_event(record.value)
@@ -272,7 +278,7 @@ class BatchPipeline(Generic[EffectT]):
             record_of_key.setdefault((event.tenant_id, event.event_id), record)
         for item in pending:
             try:
-                applied = await self._retrying(lambda item=item: self._apply([item]))
+                applied = await self._retrying(partial(self._apply, [item]))
             except Exception as error:
                 if is_transient(error):
                     raise
@@ -295,6 +301,8 @@ class BatchPipeline(Generic[EffectT]):
                     self.retry_state.failing_since = time.monotonic()
                 self.retry_state.last_error = f"{type(error).__name__}: {error}"
                 self.metrics.transient_failures.labels(self.spec.name).inc()
+                if is_schema_change(error):
+                    await reset_after_schema_change(self.pool)
                 logger.warning(
                     "%s: transient failure, retrying in %.1fs: %s",
                     self.spec.name,

@@ -27,13 +27,36 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system
-# Serialization failure, deadlock, lock timeout; and a schema or table not there yet (a
-# consumer started before migrations ran must wait for them, not dead-letter real events).
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "42P01", "3F000"})
+# Serialization failure, deadlock, lock not available.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+# The schema is not ready or has just changed: an undefined table, column, function, type or
+# schema, or a cached plan the change invalidated. A consumer that meets these runs ahead of (or
+# during) a migration; it must wait for the migration, not dead-letter good events.
+_SCHEMA_SQLSTATES = frozenset({"42P01", "42703", "42883", "42704", "3F000"})
+
+
+def is_schema_change(error: BaseException) -> bool:
+    """True when the database's schema is behind the code or changed under a cached plan.
+
+    Retrying can succeed once the migration has run, but only on connections whose statement
+    and type caches are reset (`reset_after_schema_change`).
+    """
+    if isinstance(error, asyncpg.exceptions.OutdatedSchemaCacheError):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        return (getattr(error, "sqlstate", None) or "") in _SCHEMA_SQLSTATES
+    return False
+
+
+async def reset_after_schema_change(pool: asyncpg.Pool) -> None:
+    """Replace the pool's connections, so no prepared statement or type codec from the old
+    schema is used again (idle ones at once, busy ones when they are released)."""
+    await pool.expire_connections()
 
 
 def is_transient(error: BaseException) -> bool:
-    """True when retrying the same work later can succeed: Postgres down, restarting, overloaded.
+    """True when retrying the same work later can succeed: Postgres down, restarting,
+    overloaded, or its schema not yet (or just) migrated.
 
     Everything else from Postgres (bad data, constraint violations) fails again on every retry.
     """
@@ -41,7 +64,9 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)):
         return True
+    if is_schema_change(error):
+        return True
     if isinstance(error, asyncpg.PostgresError):
         state = getattr(error, "sqlstate", None) or ""
-        return state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        return state in _CONFLICT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
     return False

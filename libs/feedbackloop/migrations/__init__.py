@@ -37,8 +37,11 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
-    """Apply every migration not yet applied; returns the ones applied now."""
+async def apply_migrations(
+    connection: asyncpg.Connection, *, up_to: int | None = None
+) -> list[Migration]:
+    """Apply every migration not yet applied (those numbered at most `up_to`, when given);
+    returns the ones applied now."""
     await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await connection.execute(
@@ -58,6 +61,8 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[Migration]:
         for migration in available_migrations():
             if migration.version in applied:
                 continue
+            if up_to is not None and migration.version > up_to:
+                break
             async with connection.transaction():
                 await connection.execute(migration.sql)
                 await connection.execute(
