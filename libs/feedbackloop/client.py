@@ -54,7 +54,7 @@ class RetryPolicy:
             except ValueError:
                 pass
         backoff = min(self.base_seconds * 2**attempt, self.max_seconds)
-        return backoff * (0.5 + random.random() / 2)  # jitter: clients do not retry in step
+        return float(backoff * (0.5 + random.random() / 2))  # jitter: clients do not retry in step
 
 
 def _log_invalid(results: list[dict[str, Any]]) -> None:

@@ -20,8 +20,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 _EMBEDDED_USER = "feedbackloop"
 
@@ -38,12 +40,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def _wait(check: object, what: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not become ready within {timeout:.0f}s")
@@ -54,7 +56,9 @@ class _Process:
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def _spawn(self, command: list[str], env: dict[str, str] | None = None, **kwargs: object) -> None:
+    def _spawn(
+        self, command: list[str], env: dict[str, str] | None = None, account: _Account | None = None
+    ) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -64,7 +68,8 @@ class _Process:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            **kwargs,  # type: ignore[arg-type]
+            user=account.user if account else None,
+            group=account.group if account else None,
         )
         log.close()
 
@@ -91,10 +96,15 @@ class _Process:
         self.process = None
 
 
-def _run_as() -> dict[str, object]:
+class _Account(NamedTuple):
+    user: int
+    group: int
+
+
+def _run_as() -> _Account | None:
     """PostgreSQL refuses to run as root: as root, run it as an unprivileged user."""
     if os.geteuid() != 0:
-        return {}
+        return None
     import pwd
 
     try:
@@ -106,7 +116,7 @@ def _run_as() -> dict[str, object]:
             capture_output=True,
         )
         entry = pwd.getpwnam(_EMBEDDED_USER)
-    return {"user": entry.pw_uid, "group": entry.pw_gid}
+    return _Account(entry.pw_uid, entry.pw_gid)
 
 
 def _open_path_to(path: Path) -> None:
@@ -155,7 +165,7 @@ class EmbeddedPostgres(_Process):
                             target = Path(root) / name
                             target.chmod(target.stat().st_mode | 0o044)
             _open_path_to(self.data_dir.parent)
-            os.chown(self.data_dir, as_user["user"], as_user["group"])  # type: ignore[arg-type]
+            os.chown(self.data_dir, as_user.user, as_user.group)
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
@@ -163,11 +173,12 @@ class EmbeddedPostgres(_Process):
                  "--auth=trust", "--encoding=UTF8", "--no-instructions"],
                 check=True,
                 capture_output=True,
-                **as_user,  # type: ignore[arg-type]
+                user=as_user.user if as_user else None,
+                group=as_user.group if as_user else None,
             )
         socket_dir.mkdir(exist_ok=True)
         if as_user:
-            os.chown(socket_dir, as_user["user"], as_user["group"])  # type: ignore[arg-type]
+            os.chown(socket_dir, as_user.user, as_user.group)
         command = [
             str(self.bin_dir / "postgres"),
             "-D", str(self.data_dir),
@@ -180,7 +191,7 @@ class EmbeddedPostgres(_Process):
         if self.fast:
             command += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                         "-c", "full_page_writes=off"]
-        self._spawn(command, **as_user)
+        self._spawn(command, account=as_user)
         assert self.process is not None
         _wait(lambda: self._accepts_connections(), "PostgreSQL", self.process, timeout)
 
@@ -251,7 +262,7 @@ class SeaweedS3(_Process):
     def _bucket_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.endpoint}/{self.bucket}", timeout=1) as response:
-                return response.status < 500
+                return int(response.status) < 500
         except urllib.error.HTTPError as error:
             return error.code < 500 and error.code != 404
         except OSError:

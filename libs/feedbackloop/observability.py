@@ -15,7 +15,9 @@ from feedbackloop.contract import EVENT_TYPES
 
 OTHER = "other"
 BOUNDED_EVENT_TYPES = frozenset(EVENT_TYPES)
-INGEST_OUTCOMES = frozenset({"accepted", "invalid", "unavailable", "too_large", "unauthorized"})
+INGEST_OUTCOMES = frozenset(
+    {"accepted", "invalid", "unavailable", "too_large", "unauthorized", "rate_limited", "error"}
+)
 CONSUMER_OUTCOMES = frozenset({"applied", "duplicate", "ignored", "dead_lettered"})
 
 __all__ = ["CONTENT_TYPE_LATEST", "ConsumerMetrics", "IngestMetrics", "bounded", "render"]

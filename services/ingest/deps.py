@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, params
 
 from feedbackloop.contract import TopicNames
 from feedbackloop.contract.requests import RequestEnvelope
@@ -16,6 +16,7 @@ from feedbackloop.http.problems import ProblemException
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import IngestMetrics
 from services.ingest.processing import Tenancy, strict_errors
+from services.ingest.refusals import mark_counted
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class IngestState:
     hmac_secret: bytes
     retry_after_seconds: int
     max_batch_events: int
+
+    def count(self, event_type: str | None, outcome: str, amount: int = 1) -> None:
+        """Count events of a request by outcome; the request is then not counted again."""
+        self.metrics.count(event_type, outcome, amount)
+        mark_counted()
 
 
 def _state(request: Request) -> IngestState:
@@ -56,14 +62,14 @@ def tenancy_of(state: IngestState, principal: Principal) -> Tenancy:
     return Tenancy(principal.tenant_id, datetime.now(UTC), state.hmac_secret)
 
 
-def requires(*scopes: Scope) -> object:
+def requires(*scopes: Scope) -> params.Depends:
     async def check(principal: Caller) -> None:
         principal.require(*scopes)
 
     return Depends(check)
 
 
-def strict(model: type[RequestEnvelope]) -> object:
+def strict(model: type[RequestEnvelope]) -> params.Depends:
     """Reject fields the contract does not define, with their locations (422)."""
 
     async def check(request: Request) -> None:

@@ -29,6 +29,29 @@ from services.ingest.deps import Caller, IngestState, State, requires, strict, t
 from services.ingest.processing import PreparedEvent, RequestProblem, parse_request, prepare
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
+
+_EVENT_TYPE_OF_PATH = {
+    "/v1/responses": "response.logged",
+    "/v1/feedback": "feedback.submitted",
+    "/v1/recommendations/sessions": "recommendation.session_started",
+    "/v1/recommendations/rank": "recommendation.session_started",
+    "/v1/recommendations/interactions": "recommendation.interaction",
+    "/v1/recommendations/choices": "recommendation.choice",
+}
+
+
+def event_type_of_path(path: str) -> str | None:
+    """The event type a route takes, for counting its refusals (None: mixed or unknown)."""
+    if path.startswith("/v1/users/"):
+        if path.endswith("/consent"):
+            return "user.consent_changed"
+        if path.endswith("/erasure"):
+            return "user.erasure_requested"
+    return _EVENT_TYPE_OF_PATH.get(path)
+
+
+def is_event_route(path: str) -> bool:
+    return path.startswith("/v1/")
 UserIdPath = Annotated[str, Path(min_length=1, max_length=256)]
 
 
@@ -81,7 +104,7 @@ async def publish_events(state: IngestState, events: list[PreparedEvent]) -> Non
 
 def _count(state: IngestState, events: list[PreparedEvent], outcome: str) -> None:
     for event_type, count in Counter(event.event_type for event in events).items():
-        state.metrics.count(event_type, outcome, count)
+        state.count(event_type, outcome, count)
 
 
 async def _accept_one(
@@ -97,7 +120,7 @@ async def _accept_one(
             event_type, request, tenancy_of(state, caller), state.topics, user_id=user_id
         )
     except RequestProblem as problem:
-        state.metrics.count(event_type, "invalid")
+        state.count(event_type, "invalid")
         raise ProblemException(422, "The event is invalid.", errors=problem.errors) from None
     await publish_events(state, [event])
     return Accepted(event_id=UUID(event.event_id))
@@ -228,7 +251,7 @@ async def ingest_batch(batch: EventBatch, state: State, caller: Caller) -> Respo
         results.append({"index": index, "status": "accepted", "event_id": event.event_id,
                         "errors": None})
     for event_type, count in invalid.items():
-        state.metrics.count(event_type, "invalid", count)
+        state.count(event_type, "invalid", count)
     if not events:
         raise ProblemException(
             422,

@@ -21,8 +21,9 @@ from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, rende
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.ingest.deps import IngestState
-from services.ingest.handlers import router
+from services.ingest.handlers import event_type_of_path, is_event_route, router
 from services.ingest.ranking import router as ranking_router
+from services.ingest.refusals import RefusalCounter
 from services.ingest.settings import Settings, port
 
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
     registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             verifier=verifier,
             publisher=publisher,
             topics=settings.topic_names(),
-            metrics=IngestMetrics(registry),
+            metrics=metrics,
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
             retry_after_seconds=settings.retry_after_seconds,
             max_batch_events=settings.max_batch_events,
@@ -91,6 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    # Outside the size limit, so a 413 it answers is counted too.
+    app.add_middleware(
+        RefusalCounter, metrics=metrics, event_route=is_event_route,
+        event_type_of=event_type_of_path,
+    )
     # Added last, so outermost: refusals by the inner layers carry CORS headers too.
     app.add_middleware(
         BrowserCors,

@@ -294,3 +294,43 @@ def test_every_service_refuses_to_start_in_production_with_a_placeholder_secret(
         assert process.returncode != 0, f"{name}: {text[-2000:]}"
         assert "FEEDBACKLOOP_USER_ID_HMAC_SECRET" in text, f"{name}: {text[-2000:]}"
         assert "production settings are incomplete" in text, f"{name}: {text[-2000:]}"
+
+
+# --- refusals counted -----------------------------------------------------------------------
+
+def _ingest_counts(text: str) -> dict[tuple[str, str], float]:
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("feedbackloop_ingest_events_total{"):
+            labels, value = line.removeprefix("feedbackloop_ingest_events_total").rsplit(" ", 1)
+            pairs = dict(part.split("=", 1) for part in labels.strip("{}").split(","))
+            counts[(pairs["event_type"].strip('"'), pairs["outcome"].strip('"'))] = float(value)
+    return counts
+
+
+async def test_every_refusal_of_an_event_is_counted_by_its_outcome(edge: Edge) -> None:
+    _, ingest_key = await edge.key(["ingest"])
+    _, read_key = await edge.key(["read"])
+    async with edge.client("ingest") as anonymous:
+        before = _ingest_counts((await anonymous.get("/metrics")).text)
+        assert (await anonymous.post("/v1/feedback", json=_feedback())).status_code == 401
+    async with edge.client("ingest", read_key) as reader:
+        assert (await reader.post("/v1/feedback", json=_feedback())).status_code == 403
+    async with edge.client("ingest", ingest_key) as client:
+        invalid = _feedback() | {"thumb": "sideways"}
+        assert (await client.post("/v1/feedback", json=invalid)).status_code == 422
+        unknown = _feedback() | {"thumbs": "up"}
+        assert (await client.post("/v1/feedback", json=unknown)).status_code == 422
+        huge = _feedback() | {"metadata": {"blob": "x" * 1_100_000}}
+        assert (await client.post("/v1/feedback", json=huge)).status_code == 413
+        assert (await client.post("/v1/feedback", json=_feedback())).status_code == 202
+    async with edge.client("ingest") as anonymous:
+        after = _ingest_counts((await anonymous.get("/metrics")).text)
+    grown = {key: after[key] - before.get(key, 0.0) for key in after
+             if after[key] != before.get(key, 0.0)}
+    assert grown == {
+        ("feedback.submitted", "unauthorized"): 2,
+        ("feedback.submitted", "invalid"): 2,
+        ("feedback.submitted", "too_large"): 1,
+        ("feedback.submitted", "accepted"): 1,
+    }
