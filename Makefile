@@ -52,9 +52,11 @@ compose-up:
 compose-down:
 	docker compose down
 
+## lint: ruff everywhere, mypy strict on libs/ and checked on services/
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests
-	$(BIN)/mypy libs/feedbackloop services
+	$(BIN)/mypy --strict libs/feedbackloop
+	$(BIN)/mypy services
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
