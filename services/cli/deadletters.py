@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from feedbackloop.contract import INPUT_TOPICS, Topic, TopicNames
 from feedbackloop.kafka import KafkaConnection
+from services.cli.local_system import missing
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def add_dead_letter_parser(commands: Any) -> None:
 
 def run_dead_letters(arguments: argparse.Namespace, settings: Any) -> int:
     if not settings.kafka_bootstrap_servers:
-        raise SystemExit("FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS is not set")
+        raise SystemExit(missing("broker", "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS", settings))
     connection, names = settings.kafka_connection(), settings.topic_names()
     topic = Topic(arguments.topic)
     if arguments.dead_letters_command == "list":

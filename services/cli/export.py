@@ -24,6 +24,7 @@ import orjson
 
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
+from services.cli.local_system import missing
 from services.trainer import repository
 from services.trainer.export_stream import ExportTally, jsonl_lines, selection_for
 from services.trainer.exports import EXPORT_FORMATS, file_errors, line_errors
@@ -137,7 +138,7 @@ def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
     """Runs `feedbackloop export` with parsed arguments; returns the exit status."""
     url = settings.database_url.get_secret_value()
     if not url:
-        sys.stderr.write("FEEDBACKLOOP_DATABASE_URL is not set\n")
+        sys.stderr.write(missing("database", "FEEDBACKLOOP_DATABASE_URL", settings) + "\n")
         return 2
     if arguments.since and arguments.until and arguments.since >= arguments.until:
         sys.stderr.write("--since must be before --until\n")

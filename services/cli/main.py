@@ -11,6 +11,7 @@ from services.cli import admin
 from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
 from services.cli.export import add_export_parser, run_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
+from services.cli.local_system import missing, with_local_system
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 def _database_url(settings: Settings) -> str:
     url = settings.database_url.get_secret_value()
     if not url:
-        raise SystemExit("FEEDBACKLOOP_DATABASE_URL is not set")
+        raise SystemExit(missing("database", "FEEDBACKLOOP_DATABASE_URL", settings))
     return url
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.stack import run
 
         return run(settings)
+    settings = with_local_system(settings)
     if arguments.command == "export":
         return run_export(arguments, settings)
     if arguments.command == "dead-letters":
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if arguments.command == "create-topics":
         if not settings.kafka_bootstrap_servers:
-            raise SystemExit("FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS is not set")
+            raise SystemExit(missing("broker", "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS", settings))
         created = asyncio.run(
             admin.create_topics(
                 settings.kafka_connection(),

@@ -25,7 +25,7 @@ from pathlib import Path
 from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker
 from feedbackloop.http.auth import ALL_SCOPES
 from feedbackloop.settings import Settings
-from services.cli import admin
+from services.cli import admin, local_system
 
 SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "query")
 DRAIN_ORDER = (("ingest",), ("profiles", "learner", "trainer", "metrics"), ("query",))
@@ -156,6 +156,8 @@ class Stack:
         database_url, bootstrap, embedded_broker = self.start_infrastructure()
         if self.stopping:
             return 0
+        local_system.record(self.data_dir, database_url=database_url, bootstrap=bootstrap,
+                            embedded_broker=embedded_broker)
         applied = asyncio.run(admin.migrate(database_url))
         self.say(f"  migrations applied: {', '.join(applied) or 'none new'}")
         connection = settings.model_copy(
@@ -270,6 +272,7 @@ class Stack:
 
     def shutdown(self) -> None:
         self.stopping = True
+        local_system.forget(self.data_dir)
         by_name = {service.name: service for service in self.services}
         for group in DRAIN_ORDER:
             members = [by_name[name] for name in group if name in by_name]

@@ -1,0 +1,85 @@
+"""Where the system `feedbackloop run` (`make run`) started on this machine can be reached, so
+the other commands (`keys`, `export`, `dead-letters`, `migrate`) work beside it with no settings.
+
+`feedbackloop run` writes `<data dir>/system.json` once its PostgreSQL and broker are up and
+removes it when it stops. A command that finds no database or broker in its settings takes them
+from that file, if the process that wrote it is still running. Settings always win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from feedbackloop.settings import Settings
+
+SYSTEM_FILE = "system.json"
+
+
+def record(data_dir: Path, *, database_url: str, bootstrap: str, embedded_broker: bool) -> None:
+    """Note, for the other commands, where this process's system runs."""
+    path = data_dir / SYSTEM_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({
+        "pid": os.getpid(),
+        "database_url": database_url,
+        "kafka_bootstrap_servers": bootstrap,
+        # The embedded broker cannot issue producer ids.
+        "kafka_enable_idempotence": not embedded_broker,
+    }))
+    temporary.chmod(0o600)
+    temporary.replace(path)
+
+
+def forget(data_dir: Path) -> None:
+    path = data_dir / SYSTEM_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _running(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def with_local_system(settings: Settings) -> Settings:
+    """`settings`, with the database and broker of a running `feedbackloop run` filled in
+    where the settings name none."""
+    if settings.database_url.get_secret_value() and settings.kafka_bootstrap_servers:
+        return settings
+    try:
+        found = json.loads((settings.data_dir / SYSTEM_FILE).read_text())
+    except (OSError, ValueError):
+        return settings
+    if not isinstance(found, dict) or not _running(found.get("pid")):
+        return settings
+    update: dict[str, object] = {}
+    if not settings.database_url.get_secret_value() and found.get("database_url"):
+        update["database_url"] = SecretStr(str(found["database_url"]))
+    if not settings.kafka_bootstrap_servers and found.get("kafka_bootstrap_servers"):
+        update["kafka_bootstrap_servers"] = str(found["kafka_bootstrap_servers"])
+        update["kafka_enable_idempotence"] = bool(found.get("kafka_enable_idempotence", True))
+    return settings.model_copy(update=update)
+
+
+def missing(what: str, variable: str, settings: Settings) -> str:
+    """What to say when neither the settings nor a running local system name `what`."""
+    where = (settings.data_dir / SYSTEM_FILE).resolve()
+    return (
+        f"no {what} to connect to: {variable} is not set, and no system started by `make run` "
+        f"is running (it records itself in {where}). Start one with `make run` in another "
+        f"terminal, or set {variable}."
+    )

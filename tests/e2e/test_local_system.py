@@ -1,0 +1,133 @@
+"""`make run` as a person uses it: `feedbackloop run` starts the whole system on embedded
+infrastructure, the README's other commands find it with no settings, and Ctrl-C stops it in
+order. Without a running system, those commands say what to do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feedbackloop.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "services.cli.main"]
+PORTS = ("INGEST", "QUERY", "PROFILES", "LEARNER", "TRAINER", "METRICS",
+         "EMBEDDED_KAFKA", "EMBEDDED_POSTGRES")
+
+
+def _clean_env(data_dir: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("FEEDBACKLOOP_")}
+    return env | {"FEEDBACKLOOP_DATA_DIR": str(data_dir)}
+
+
+@dataclass
+class LocalSystem:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    output: list[str]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Only the data dir: everything else must come from the running system.
+        return subprocess.run([*CLI, *args], env=self.env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+    data_dir = tmp_path_factory.mktemp("make-run") / ".data"
+    run_env = _clean_env(data_dir) | {f"FEEDBACKLOOP_{name}_PORT": str(free_port())
+                                      for name in PORTS}
+    # Memory keeps the test quick; the durable broker log is tested in test_broker_restart.
+    run_env["FEEDBACKLOOP_EMBEDDED_BROKER_STORAGE"] = "memory"
+    process = subprocess.Popen([*CLI, "run"], env=run_env, cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            pytest.fail("feedbackloop run exited:\n" + "".join(output))
+        output.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    else:
+        process.kill()
+        pytest.fail("feedbackloop run was not ready in time:\n" + "".join(output))
+    try:
+        yield LocalSystem(process, _clean_env(data_dir), output)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _printed_key(output: list[str]) -> str:
+    line = next(line for line in output if line.strip().startswith("API key"))
+    return line.split()[2]
+
+
+def test_the_readme_commands_find_the_running_system(local_system: LocalSystem) -> None:
+    created = local_system.cli("keys", "create", "--tenant", "acme", "--name", "web",
+                               "--scopes", "ingest,read")
+    assert created.returncode == 0, created.stderr
+    key = next(line.split()[1] for line in created.stdout.splitlines() if line.startswith("key:"))
+    listed = local_system.cli("keys", "list")
+    assert listed.returncode == 0 and "acme" in listed.stdout, listed.stderr
+
+    ingest_url = next(line.split()[1] for line in local_system.output
+                      if line.split()[:1] == ["ingest"] and "http://" in line)
+    sent = httpx.post(f"{ingest_url}/v1/feedback", headers={"Authorization": f"Bearer {key}"},
+                      json={"response_id": "r1", "thumb": "up", "user_id": "u1"}, timeout=30)
+    assert sent.status_code == 202, sent.text
+    letters = local_system.cli("dead-letters", "list", "--topic", "feedback")
+    assert letters.returncode == 0 and "0 dead letter(s)" in letters.stdout, letters.stderr
+    export = local_system.cli("export", "--tenant", "acme", "--format", "trl-kto",
+                              "--out", str(Path(local_system.env["FEEDBACKLOOP_DATA_DIR"]) / "x"))
+    assert export.returncode == 0, export.stderr
+    assert _printed_key(local_system.output)
+
+
+def test_ctrl_c_stops_everything_in_order_and_forgets_the_system(
+    local_system: LocalSystem,
+) -> None:
+    data_dir = Path(local_system.env["FEEDBACKLOOP_DATA_DIR"])
+    assert (data_dir / "system.json").exists()
+    local_system.process.send_signal(signal.SIGINT)
+    rest, _ = local_system.process.communicate(timeout=120)
+    assert local_system.process.returncode == 0, rest
+    stopped = [line.split()[0] for line in rest.splitlines() if line.strip().endswith("stopped")]
+    assert stopped[0] == "ingest" and stopped[-1] == "postgres", rest
+    assert stopped.index("query") > stopped.index("metrics"), rest
+    assert not (data_dir / "system.json").exists()
+    after = local_system.cli("keys", "list")
+    assert after.returncode != 0
+    assert "make run" in after.stderr and "FEEDBACKLOOP_DATABASE_URL" in after.stderr
+
+
+def test_without_a_system_each_command_says_what_to_set(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path / ".data")
+    for args, variable in ((["keys", "list"], "FEEDBACKLOOP_DATABASE_URL"),
+                           (["export", "--tenant", "t", "--format", "trl-kto", "--out",
+                             str(tmp_path / "x")], "FEEDBACKLOOP_DATABASE_URL"),
+                           (["dead-letters", "list", "--topic", "feedback"],
+                            "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS")):
+        result = subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode != 0, args
+        assert variable in result.stderr and "make run" in result.stderr, result.stderr
