@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from feedbackloop.http.auth import ApiKeyVerifier
 from feedbackloop.http.cors import BrowserCors
+from feedbackloop.http.encoding import Utf8Bodies
 from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
 
+    # Inside the size limit, which bounds what it buffers.
+    app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     # Outside the size limit, so a 413 it answers is counted too.
     app.add_middleware(

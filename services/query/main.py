@@ -11,6 +11,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.http.auth import ApiKeyVerifier
+from feedbackloop.http.encoding import Utf8Bodies
 from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations_router)
     app.include_router(analytics_router(settings, registry))
     app.include_router(training_router)
+    # Inside the size limit, which bounds what it buffers.
+    app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
 
     @app.get("/healthz", tags=["ops"])

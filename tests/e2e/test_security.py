@@ -334,3 +334,82 @@ async def test_every_refusal_of_an_event_is_counted_by_its_outcome(edge: Edge) -
         ("feedback.submitted", "too_large"): 1,
         ("feedback.submitted", "accepted"): 1,
     }
+
+
+# --- JSON is UTF-8 --------------------------------------------------------------------------
+
+_SNEAKY = {"response_id": "r-enc", "thumb": "up", "user_id": "u1", "not_in_the_contract": 1}
+_ENCODINGS = {
+    "utf-16-le": lambda text: text.encode("utf-16-le"),
+    "utf-16-be": lambda text: text.encode("utf-16-be"),
+    "utf-16 with BOM": lambda text: text.encode("utf-16"),
+    "utf-32-le": lambda text: text.encode("utf-32-le"),
+    "utf-32-be": lambda text: text.encode("utf-32-be"),
+    "utf-32 with BOM": lambda text: text.encode("utf-32"),
+    "utf-8 with BOM": lambda text: text.encode("utf-8-sig"),
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(_ENCODINGS))
+@pytest.mark.parametrize("path", ["/v1/feedback", "/v1/events"])
+async def test_a_body_in_another_encoding_is_refused_before_parsing(
+    edge: Edge, encoding: str, path: str
+) -> None:
+    _, key = await edge.key(["ingest"])
+    document = _SNEAKY if path == "/v1/feedback" else {
+        "events": [_SNEAKY | {"type": "feedback.submitted"}]}
+    body = _ENCODINGS[encoding](orjson.dumps(document).decode())
+    async with edge.client("ingest", key) as client:
+        before = _ingest_counts((await client.get("/metrics")).text)
+        refused = await client.post(path, content=body,
+                                    headers={"Content-Type": "application/json"})
+        after = _ingest_counts((await client.get("/metrics")).text)
+    assert refused.status_code == 415, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "UTF-8" in refused.json()["detail"]
+    accepted = [k for k in after if k[1] == "accepted" and after[k] != before.get(k, 0.0)]
+    assert accepted == [], "nothing of a refused body may be published"
+
+
+async def test_a_charset_other_than_utf8_and_invalid_utf8_bytes_are_refused(edge: Edge) -> None:
+    _, key = await edge.key(["ingest"])
+    plain = orjson.dumps(_feedback())
+    async with edge.client("ingest", key) as ingest, edge.client("query", key) as query:
+        latin = await ingest.post("/v1/feedback", content=plain,
+                                  headers={"Content-Type": "application/json; charset=latin-1"})
+        assert latin.status_code == 415 and "charset=latin-1" in latin.json()["detail"]
+        broken = b'{"response_id": "r\xff", "thumb": "up"}'
+        invalid = await ingest.post("/v1/feedback", content=broken,
+                                    headers={"Content-Type": "application/json"})
+        assert invalid.status_code == 400 and "not valid UTF-8" in invalid.json()["detail"]
+        # Every service refuses such a body, whatever the route.
+        on_query = await query.post("/v1/analytics/approval", content="{}".encode("utf-16"),
+                                    headers={"Content-Type": "application/json"})
+        assert on_query.status_code == 415
+        # The same sneaky document in UTF-8 meets the contract's own answer, and a clean one
+        # is accepted with an explicit UTF-8 charset.
+        strict = await ingest.post("/v1/feedback", content=orjson.dumps(_SNEAKY),
+                                   headers={"Content-Type": "application/json"})
+        assert strict.status_code == 422
+        fine = await ingest.post("/v1/feedback", content=plain,
+                                 headers={"Content-Type": "application/json; charset=UTF-8"})
+        assert fine.status_code == 202, fine.text
+
+
+async def test_metadata_nested_too_deep_says_what_the_limit_is(edge: Edge) -> None:
+    _, key = await edge.key(["ingest"])
+    nested: dict[str, object] = {}
+    inner = nested
+    for _ in range(300):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    async with edge.client("ingest", key) as client:
+        refused = await client.post("/v1/feedback", json=_feedback() | {"metadata": nested})
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert error["loc"] == ["metadata"] and "at most 64" in error["msg"], error
+        ok = nested
+        for _ in range(300 - 63):
+            ok = ok["a"]  # type: ignore[assignment]
+        accepted = await client.post("/v1/feedback", json=_feedback() | {"metadata": ok})
+        assert accepted.status_code == 202, accepted.text

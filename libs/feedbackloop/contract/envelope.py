@@ -25,6 +25,40 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (a scalar is 0), without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _bounded_depth(value: dict[str, Any]) -> dict[str, Any]:
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(
+            f"objects and arrays nest more than {MAX_JSON_DEPTH} levels deep here; at most "
+            f"{MAX_JSON_DEPTH} are allowed"
+        )
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_depth)]
+"""Free-form JSON a client sends (metadata, action data), nested at most `MAX_JSON_DEPTH`."""
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 

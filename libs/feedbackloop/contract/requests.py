@@ -18,6 +18,7 @@ from feedbackloop.contract.envelope import (
     SCHEMA_VERSION,
     ContractModel,
     Identifier,
+    JsonObject,
     Label,
     UtcDatetime,
 )
@@ -55,7 +56,7 @@ class RequestEnvelope(ContractModel):
     session_id: Identifier | None = None
     experiment: Label | None = None
     variant: Label | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class _NeedsSession(RequestEnvelope):

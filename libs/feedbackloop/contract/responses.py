@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from feedbackloop.contract.envelope import ContractModel, Envelope, Identifier, Label
+from feedbackloop.contract.envelope import ContractModel, Envelope, Identifier, JsonObject, Label
 
 
 class ChatMessage(ContractModel):
@@ -29,7 +29,7 @@ class ResponsePayload(ContractModel):
     output: str = Field(min_length=1, max_length=200_000)
     model: Label
     action_type: Label = "unspecified"
-    action_data: dict[str, Any] | None = None
+    action_data: JsonObject | None = None
     feature: Label | None = None
     language: Label | None = None
     prompt_version: Label | None = None
