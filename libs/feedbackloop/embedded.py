@@ -40,6 +40,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 def _wait(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,6 +167,7 @@ class EmbeddedPostgres(_Process):
     def start(self, timeout: float = 60.0) -> None:
         as_user = _run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._end_leftovers_of_a_dead_postmaster()
         socket_dir = self.data_dir / "sockets"
         if as_user:
             _open_path_to(self.bin_dir.parent)
@@ -194,6 +210,28 @@ class EmbeddedPostgres(_Process):
         self._spawn(command, account=as_user)
         assert self.process is not None
         _wait(lambda: self._accepts_connections(), "PostgreSQL", self.process, timeout)
+
+    def _end_leftovers_of_a_dead_postmaster(self) -> None:
+        """A postmaster killed without its shutdown leaves `postmaster.pid` behind and its
+        backends running for a moment. PostgreSQL removes a lock file whose process is gone by
+        itself, but refuses to start while old backends hold the shared memory. Only when the
+        process named in the lock file is really gone (not running, or a zombie), end what is
+        left of its process group (it was started as its own session)."""
+        if self.process is not None:
+            self.process.poll()  # reap our own child, so it is not left a zombie
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if process_alive(pid):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
 
     def _accepts_connections(self) -> bool:
         result = subprocess.run(

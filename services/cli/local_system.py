@@ -19,8 +19,15 @@ from feedbackloop.settings import Settings
 SYSTEM_FILE = "system.json"
 
 
-def record(data_dir: Path, *, database_url: str, bootstrap: str, embedded_broker: bool) -> None:
-    """Note, for the other commands, where this process's system runs."""
+def record(
+    data_dir: Path,
+    *,
+    database_url: str,
+    bootstrap: str,
+    embedded_broker: bool,
+    parts: list[dict[str, object]] | None = None,
+) -> None:
+    """Note, for the other commands, where this process's system runs and how its parts are."""
     path = data_dir / SYSTEM_FILE
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps({
@@ -29,6 +36,7 @@ def record(data_dir: Path, *, database_url: str, bootstrap: str, embedded_broker
         "kafka_bootstrap_servers": bootstrap,
         # The embedded broker cannot issue producer ids.
         "kafka_enable_idempotence": not embedded_broker,
+        "parts": parts or [],
     }))
     temporary.chmod(0o600)
     temporary.replace(path)
@@ -73,6 +81,22 @@ def with_local_system(settings: Settings) -> Settings:
         update["kafka_bootstrap_servers"] = str(found["kafka_bootstrap_servers"])
         update["kafka_enable_idempotence"] = bool(found.get("kafka_enable_idempotence", True))
     return settings.model_copy(update=update)
+
+
+def status(settings: Settings) -> str | None:
+    """The parts of the running local system and their state, one line each; None when no
+    system started by `feedbackloop run` is running."""
+    try:
+        found = json.loads((settings.data_dir / SYSTEM_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not _running(found.get("pid")):
+        return None
+    lines = [f"feedbackloop run (pid {found['pid']})"]
+    for part in found.get("parts", []):
+        exited = f", last exit code {part['last_exit']}" if part.get("last_exit") is not None else ""
+        lines.append(f"  {part['name']:<10} {part['state']:<11} restarts {part['restarts']}{exited}")
+    return "\n".join(lines)
 
 
 def missing(what: str, variable: str, settings: Settings) -> str:

@@ -11,13 +11,14 @@ from services.cli import admin
 from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
 from services.cli.export import add_export_parser, run_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
-from services.cli.local_system import missing, with_local_system
+from services.cli.local_system import missing, status, with_local_system
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the whole system on this machine")
+    commands.add_parser("status", help="the parts of the system `feedbackloop run` started")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("create-topics", help="create the Kafka topics")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.stack import run
 
         return run(settings)
+    if arguments.command == "status":
+        report = status(settings)
+        if report is None:
+            raise SystemExit("no system started by `make run` is running")
+        print(report)
+        return 0
     settings = with_local_system(settings)
     if arguments.command == "export":
         return run_export(arguments, settings)

@@ -2,9 +2,11 @@
 
 Starts what is not configured externally (PostgreSQL, SeaweedFS and the Tansu broker as local
 processes), applies migrations, creates topics, registers the development API key, then runs
-the six services as child processes, restarting any that dies. Ctrl-C drains in order: ingest
-first, then the consumers (each finishes and commits its batch), then query, then the broker
-and the stores.
+the six services as child processes. Every part it started is supervised the same way: one that
+dies is reaped, reported, and restarted with backoff (1 s doubling to 30 s, reset once it has run
+for a minute); its state is kept in `<data dir>/system.json` for `feedbackloop status`. Ctrl-C
+drains in order: ingest first, then the consumers (each finishes and commits its batch), then
+query, then the broker and the stores.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,36 @@ from services.cli import admin, local_system
 SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "query")
 DRAIN_ORDER = (("ingest",), ("profiles", "learner", "trainer", "metrics"), ("query",))
 DEV_TENANT = "dev"
+STABLE_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class Part:
+    """One supervised process of the local system.
+
+    `restart` starts it again (blocking until it is ready, raising if it cannot start);
+    `exit_code` is None while it runs. `after_restart` runs once it is back.
+    """
+
+    name: str
+    exit_code: Callable[[], int | None]
+    restart: Callable[[], None]
+    log_path: Path
+    after_restart: Callable[[], str | None] | None = None
+    failures: int = 0
+    restarts: int = 0
+    up_since: float = field(default_factory=time.monotonic)
+    retry_at: float | None = None
+    last_exit: int | None = None
+
+    @property
+    def state(self) -> str:
+        return "up" if self.retry_at is None else "restarting"
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "state": self.state, "restarts": self.restarts,
+                "last_exit": self.last_exit, "log": str(self.log_path)}
 
 
 @dataclass
@@ -39,7 +72,6 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
@@ -98,6 +130,8 @@ class Stack:
         self.seaweed: SeaweedS3 | None = None
         self.broker: TansuBroker | None = None
         self.services: list[ServiceProcess] = []
+        self.parts: list[Part] = []
+        self.system: tuple[str, str, bool] | None = None  # database, bootstrap, embedded broker
         self.stopping = False
 
     def say(self, text: str) -> None:
@@ -156,22 +190,11 @@ class Stack:
         database_url, bootstrap, embedded_broker = self.start_infrastructure()
         if self.stopping:
             return 0
-        local_system.record(self.data_dir, database_url=database_url, bootstrap=bootstrap,
-                            embedded_broker=embedded_broker)
+        self.system = (database_url, bootstrap, embedded_broker)
+        self._record_state()
         applied = asyncio.run(admin.migrate(database_url))
         self.say(f"  migrations applied: {', '.join(applied) or 'none new'}")
-        connection = settings.model_copy(
-            update={"kafka_bootstrap_servers": bootstrap}
-        ).kafka_connection()
-        partitions = settings.kafka_partitions
-        created = asyncio.run(
-            admin.create_topics(
-                connection,
-                settings.topic_names(),
-                partitions=partitions,
-                replication_factor=settings.kafka_replication_factor,
-            )
-        )
+        created = self._create_topics(bootstrap)
         self.say(f"  topics created: {len(created)} (of {len(settings.topic_names().all_physical())})")
         local = _local_secrets(self.data_dir)
         hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
@@ -205,6 +228,10 @@ class Stack:
             )
             service.start()
             self.services.append(service)
+        self.parts = self._infrastructure_parts(bootstrap) + [
+            self._service_part(service) for service in self.services
+        ]
+        self._record_state()
         self._wait_ready()
         if self.stopping:
             return 0
@@ -232,6 +259,48 @@ class Stack:
         self.say("Press Ctrl-C to stop.")
         return self._supervise()
 
+    def _create_topics(self, bootstrap: str) -> list[str]:
+        settings = self.settings
+        connection = settings.model_copy(
+            update={"kafka_bootstrap_servers": bootstrap}
+        ).kafka_connection()
+        return asyncio.run(
+            admin.create_topics(
+                connection,
+                settings.topic_names(),
+                partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        )
+
+    def _infrastructure_parts(self, bootstrap: str) -> list[Part]:
+        """The embedded processes, in the order they depend on each other."""
+        parts = []
+        if self.postgres is not None:
+            postgres = self.postgres
+            parts.append(Part("postgres", lambda: _exit_code(postgres.process), postgres.start,
+                              postgres.log_path))
+        if self.seaweed is not None:
+            seaweed = self.seaweed
+            parts.append(Part("seaweedfs", lambda: _exit_code(seaweed.process), seaweed.start,
+                              seaweed.log_path))
+        if self.broker is not None:
+            broker = self.broker
+
+            def recreate_topics() -> str | None:
+                if broker.s3_endpoint:
+                    return "its log is in SeaweedFS: nothing lost"
+                created = self._create_topics(bootstrap)
+                return f"in memory: its log was lost; {len(created)} topics created again"
+
+            parts.append(Part("broker", lambda: _exit_code(broker.process), broker.start,
+                              broker.log_path, after_restart=recreate_topics))
+        return parts
+
+    def _service_part(self, service: ServiceProcess) -> Part:
+        return Part(service.name, lambda: _exit_code(service.process), service.start,
+                    service.log_path)
+
     def _wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         pending = {service.name for service in self.services}
@@ -250,19 +319,54 @@ class Stack:
 
     def _supervise(self) -> int:
         while not self.stopping:
-            for service in self.services:
-                if service.process is not None and service.process.poll() is not None:
-                    code = service.process.returncode
-                    delay = min(2 ** service.restarts, 30)
-                    self.say(f"  {service.name} exited with code {code}; "
-                             f"restarting in {delay}s (see {service.log_path})")
-                    time.sleep(delay)
-                    if self.stopping:
-                        break
-                    service.restarts += 1
-                    service.start()
+            changed = False
+            for part in self.parts:
+                if self.stopping:
+                    break
+                changed |= self._tend(part)
+            if changed:
+                self._record_state()
             time.sleep(0.5)
         return 0
+
+    def _tend(self, part: Part) -> bool:
+        """Notice a death, or restart when its backoff has passed; True when its state changed."""
+        now = time.monotonic()
+        if part.retry_at is None:
+            code = part.exit_code()
+            if code is None:
+                if now - part.up_since > STABLE_SECONDS:
+                    part.failures = 0
+                return False
+            part.last_exit = code
+            delay = min(2.0 ** part.failures, MAX_BACKOFF_SECONDS)
+            part.retry_at = now + delay
+            self.say(f"  {part.name} exited with code {code}; restarting in {delay:.0f}s "
+                     f"(see {part.log_path})")
+            return True
+        if now < part.retry_at:
+            return False
+        part.failures += 1
+        try:
+            part.restart()
+        except Exception as error:
+            delay = min(2.0 ** part.failures, MAX_BACKOFF_SECONDS)
+            part.retry_at = time.monotonic() + delay
+            self.say(f"  {part.name} did not start ({error}); retrying in {delay:.0f}s")
+            return True
+        part.restarts += 1
+        part.retry_at = None
+        part.up_since = time.monotonic()
+        note = part.after_restart() if part.after_restart else None
+        self.say(f"  {part.name} restarted" + (f" ({note})" if note else ""))
+        return True
+
+    def _record_state(self) -> None:
+        if self.system is not None:
+            database_url, bootstrap, embedded_broker = self.system
+            local_system.record(self.data_dir, database_url=database_url, bootstrap=bootstrap,
+                                embedded_broker=embedded_broker,
+                                parts=[part.describe() for part in self.parts])
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
@@ -288,6 +392,13 @@ class Stack:
                 self.say(f"  {label:<8} stopped")
         self.services = []
         self.broker = self.seaweed = self.postgres = None
+
+
+def _exit_code(process: subprocess.Popen[bytes] | None) -> int | None:
+    """None while `process` runs; its exit code once it has ended (reaping it)."""
+    if process is None:
+        return -1
+    return process.poll()
 
 
 def run(settings: Settings) -> int:

@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from feedbackloop.embedded import free_port
@@ -37,6 +39,7 @@ class LocalSystem:
     process: subprocess.Popen[str]
     env: dict[str, str]
     output: list[str]
+    reader: threading.Thread
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         # Only the data dir: everything else must come from the running system.
@@ -54,20 +57,20 @@ def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSyst
     process = subprocess.Popen([*CLI, "run"], env=run_env, cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output: list[str] = []
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
+    # Read all along, so the pipe never fills and blocks the supervisor's reports.
+    reader = threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")),
+                              daemon=True)
+    reader.start()
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            pytest.fail("feedbackloop run exited:\n" + "".join(output))
-        output.append(line)
-        if line.startswith("Press Ctrl-C"):
-            break
-    else:
-        process.kill()
-        pytest.fail("feedbackloop run was not ready in time:\n" + "".join(output))
+    while not any(line.startswith("Press Ctrl-C") for line in list(output)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("feedbackloop run did not become ready:\n" + "".join(output))
+        time.sleep(0.2)
     try:
-        yield LocalSystem(process, _clean_env(data_dir), output)
+        yield LocalSystem(process, _clean_env(data_dir), output, reader)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -103,14 +106,80 @@ def test_the_readme_commands_find_the_running_system(local_system: LocalSystem) 
     assert _printed_key(local_system.output)
 
 
+def _child(system: LocalSystem, marker: str) -> psutil.Process:
+    for child in psutil.Process(system.process.pid).children():
+        if any(marker in part for part in child.cmdline()):
+            return child
+    raise AssertionError(f"no child process of feedbackloop run matches {marker!r}")
+
+
+def _parts(system: LocalSystem) -> dict[str, tuple[str, int]]:
+    report = system.cli("status")
+    assert report.returncode == 0, report.stderr
+    return {line.split()[0]: (line.split()[1], int(line.split()[3].rstrip(",")))
+            for line in report.stdout.splitlines()[1:]}
+
+
+def test_every_part_that_dies_is_reaped_and_restarted(local_system: LocalSystem) -> None:
+    assert set(_parts(local_system)) == {"postgres", "broker", "ingest", "profiles", "learner",
+                                         "trainer", "metrics", "query"}
+    victims = {"postgres": psutil.Process(_postmaster_pid(local_system)),
+               "broker": _child(local_system, "tansu"),
+               "metrics": _child(local_system, "services.metrics.main")}
+    for victim in victims.values():
+        victim.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        parts = _parts(local_system)
+        if all(parts[name] == ("up", 1) for name in victims):
+            break
+        assert time.monotonic() < deadline, parts
+        time.sleep(0.5)
+    assert all(restarts == 0 for name, (_, restarts) in parts.items() if name not in victims)
+    for victim in victims.values():
+        assert not victim.is_running() or victim.status() != psutil.STATUS_ZOMBIE
+    # The restarted system takes and serves events again.
+    key = _printed_key(local_system.output)
+    ingest, query = (next(line.split()[1] for line in local_system.output
+                          if line.split()[:1] == [name] and "http://" in line)
+                     for name in ("ingest", "query"))
+    deadline = time.monotonic() + 120
+    while True:
+        sent = httpx.post(f"{ingest}/v1/feedback", headers={"Authorization": f"Bearer {key}"},
+                          json={"response_id": "after", "thumb": "down", "user_id": "u2",
+                                "action_type": "healed"}, timeout=30)
+        if sent.status_code == 202:
+            break
+        assert sent.status_code == 503 and time.monotonic() < deadline, sent.text
+        time.sleep(1)
+    deadline = time.monotonic() + 120
+    while True:
+        approval = httpx.get(f"{query}/v1/analytics/approval?group_by=action_type",
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        groups = {g["group"]: g for g in approval.json().get("groups", [])} \
+            if approval.status_code == 200 else {}
+        if groups.get("healed", {}).get("down") == 1:
+            break
+        assert time.monotonic() < deadline, approval.text
+        time.sleep(1)
+    restarted = "".join(local_system.output)
+    assert "postgres restarted" in restarted and "broker restarted" in restarted, restarted
+
+
+def _postmaster_pid(system: LocalSystem) -> int:
+    lock = Path(system.env["FEEDBACKLOOP_DATA_DIR"]) / "postgres" / "postmaster.pid"
+    return int(lock.read_text().split()[0])
+
+
 def test_ctrl_c_stops_everything_in_order_and_forgets_the_system(
     local_system: LocalSystem,
 ) -> None:
     data_dir = Path(local_system.env["FEEDBACKLOOP_DATA_DIR"])
     assert (data_dir / "system.json").exists()
     local_system.process.send_signal(signal.SIGINT)
-    rest, _ = local_system.process.communicate(timeout=120)
-    assert local_system.process.returncode == 0, rest
+    assert local_system.process.wait(timeout=120) == 0
+    local_system.reader.join(timeout=10)
+    rest = "".join(local_system.output)
     stopped = [line.split()[0] for line in rest.splitlines() if line.strip().endswith("stopped")]
     assert stopped[0] == "ingest" and stopped[-1] == "postgres", rest
     assert stopped.index("query") > stopped.index("metrics"), rest
