@@ -39,6 +39,12 @@ class IngestMetrics:
             ["event_type", "outcome"],
             registry=registry,
         )
+        self.otlp_spans = Counter(
+            "feedbackloop_ingest_otlp_spans_total",
+            "Spans received on /v1/traces: made an event, ignored (not GenAI) or rejected.",
+            ["outcome"],
+            registry=registry,
+        )
         self.publish_seconds = Histogram(
             "feedbackloop_ingest_publish_seconds",
             "Time from publish to broker acknowledgement, per request.",

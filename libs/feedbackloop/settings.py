@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(default=1_048_576, ge=1_024)
     max_event_bytes: int = Field(default=1_048_576, ge=1_024)
     api_key_cache_seconds: float = Field(default=2.0, ge=0)
+    # OTLP/HTTP traces on ingest: a GenAI span's response id is its span id, or this attribute.
+    otlp_response_id_attribute: str = ""
 
     # Query.
     query_port: int = 8001

@@ -30,6 +30,8 @@ class IngestState:
     hmac_secret: bytes
     retry_after_seconds: int
     max_batch_events: int
+    max_batch_bytes: int = 1_048_576
+    otlp_response_id_attribute: str = ""
 
     def count(self, event_type: str | None, outcome: str, amount: int = 1) -> None:
         """Count events of a request by outcome; the request is then not counted again."""

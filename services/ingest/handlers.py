@@ -37,6 +37,7 @@ _EVENT_TYPE_OF_PATH = {
     "/v1/recommendations/rank": "recommendation.session_started",
     "/v1/recommendations/interactions": "recommendation.interaction",
     "/v1/recommendations/choices": "recommendation.choice",
+    "/v1/traces": "response.logged",
 }
 
 

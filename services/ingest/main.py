@@ -23,6 +23,7 @@ from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.ingest.deps import IngestState
 from services.ingest.handlers import event_type_of_path, is_event_route, router
+from services.ingest.otlp import router as otlp_router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.refusals import RefusalCounter
 from services.ingest.settings import Settings, port
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
             retry_after_seconds=settings.retry_after_seconds,
             max_batch_events=settings.max_batch_events,
+            max_batch_bytes=settings.max_batch_bytes,
+            otlp_response_id_attribute=settings.otlp_response_id_attribute,
         )
         app.state.pool = pool
         try:
@@ -89,12 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(ranking_router)
+    app.include_router(otlp_router)
 
     def body_limit(path: str) -> int:
-        return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
+        batches = ("/v1/events", "/v1/traces")
+        return settings.max_batch_bytes if path in batches else settings.max_event_bytes
 
     # Inside the size limit, which bounds what it buffers.
-    app.add_middleware(Utf8Bodies)
+    app.add_middleware(Utf8Bodies, binary_types={"application/x-protobuf"})
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     # Outside the size limit, so a 413 it answers is counted too.
     app.add_middleware(

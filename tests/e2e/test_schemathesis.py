@@ -2,8 +2,10 @@
 documents: valid and invalid bodies, parameters and headers, with a valid API key.
 
 The promise checked: no 5xx ever, and every 4xx is an RFC 9457 problem document
-(`application/problem+json` with the same `status`). A bounded number of cases per operation
-keeps `make test` fast; `FEEDBACKLOOP_SCHEMATHESIS_MAX_EXAMPLES` raises it for a longer run.
+(`application/problem+json` with the same `status`), except on the OTLP receiver, which answers
+as OTLP/HTTP clients expect: a `google.rpc.Status` in protobuf or JSON. A bounded number of
+cases per operation keeps `make test` fast; `FEEDBACKLOOP_SCHEMATHESIS_MAX_EXAMPLES` raises it
+for a longer run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import pytest
 import schemathesis
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
@@ -41,10 +45,22 @@ def _check(case: Any, stack: Stack) -> None:
     assert response.status_code < 500, where
     if response.status_code >= 400:
         content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type")
+        if case.path == "/v1/traces" and response.status_code not in (401, 403, 429):
+            _check_otlp_status(response, content_type, where)
+            return
         assert content_type == ["application/problem+json"], where
         problem = response.json()
         assert problem["status"] == response.status_code, where
         assert problem["title"] and "detail" in problem, where
+
+
+def _check_otlp_status(response: Any, content_type: list[str] | None, where: str) -> None:
+    if content_type == ["application/json"]:
+        status = json_format.Parse(response.text, Status())
+    else:
+        assert content_type == ["application/x-protobuf"], where
+        status = Status.FromString(response.content)
+    assert status.code and status.message, where
 
 
 # schemathesis's own pytest integration (`from_fixture(...).parametrize()`) does not run under

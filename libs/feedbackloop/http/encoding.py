@@ -44,8 +44,9 @@ def encoding_problem(body: bytes, content_type: str) -> tuple[int, str] | None:
 class Utf8Bodies:
     """ASGI middleware: a request body that is not UTF-8 gets 415 (another encoding) or 400
     (invalid bytes) as a problem document, and the app never sees it. Bodies of the media types
-    in `binary_types` pass untouched. Place it inside the body size limit, which bounds what it
-    buffers."""
+    in `binary_types` pass untouched, and so do compressed bodies: a route that accepts a
+    `Content-Encoding` checks what it decompresses with `encoding_problem`. Place it inside the
+    body size limit, which bounds what it buffers."""
 
     def __init__(self, app: ASGIApp, binary_types: Collection[str] = ()) -> None:
         self.app = app
@@ -56,10 +57,14 @@ class Utf8Bodies:
             await self.app(scope, receive, send)
             return
         content_type = ""
+        compressed = False
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
                 content_type = value.decode("latin-1")
-        if content_type.partition(";")[0].strip().lower() in self.binary_types:
+            elif name == b"content-encoding":
+                compressed = value.strip().lower() not in (b"", b"identity")
+        # A compressed body is checked by the route that decompresses it (or refused there).
+        if compressed or content_type.partition(";")[0].strip().lower() in self.binary_types:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
