@@ -21,6 +21,7 @@ from feedbackloop.contract.feedback import (
     FeedbackRetracted,
     FeedbackSubmitted,
     RetractionPayload,
+    signal_digest,
     signal_order,
     signal_person,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "load_samples",
+    "signal_digest",
     "signal_order",
     "signal_person",
 ]

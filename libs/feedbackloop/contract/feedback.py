@@ -19,6 +19,7 @@ of arrival. Every read model follows this current state; re-sending an `event_id
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -115,6 +116,15 @@ def signal_person(user_id: str | None, feedback_key: str | None) -> str | None:
     if feedback_key is not None:
         return f"key:{feedback_key}"
     return None
+
+
+def signal_digest(tenant_id: str, response_id: str, person: str, kind: str) -> str:
+    """An opaque name of one signal identity (SHA-256, hex), for read models that must tell a
+    person's signals apart without knowing who gave them: it differs per response, so rows
+    holding it cannot be joined into a person's history, and it never contains the user's
+    hash, which erasure searches for."""
+    parts = "\x00".join((tenant_id, response_id, person, kind))
+    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def signal_order(occurred_at: datetime, event_id: UUID) -> tuple[datetime, UUID]:
