@@ -9,6 +9,7 @@ recount from the final state of the signals.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ from feedbackloop.contract import Event, FeedbackSubmitted, encode_event
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
+from services.profiles.handlers import SPEC as PROFILES
+from services.query import repository as query
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 from tests.ops.events import feedback, response, retraction
 
@@ -40,8 +43,6 @@ PROPERTY = settings(
 
 @pytest.fixture(scope="module")
 def database(postgres_url: str) -> str:
-    import asyncio
-
     return asyncio.run(create_database(postgres_url))
 
 
@@ -202,6 +203,39 @@ async def test_rollups_equal_a_recount_of_the_current_signals(
         assert await rollup(pool, tenant, unit) == recount_rollup(events, unit), unit
 
 
+def recount_verdicts(events: list[Event], user: str) -> Counter[tuple[str, str]]:
+    """(action_type, verdict) -> how many of the user's current signals have it."""
+    logged = {e.payload.response_id: e.payload.action_type  # type: ignore[union-attr]
+              for e in events if e.type == "response.logged"}
+    return Counter(
+        (logged.get(s.payload.response_id, "unknown"), s.payload.verdict)
+        for s in current_signals(events) if s.user_id == user
+    )
+
+
+@PROPERTY
+@given(history=histories())
+async def test_profiles_hold_the_current_verdicts_and_every_change(
+    pool: Any, history: tuple[str, list[Event], list[list[Event]]]
+) -> None:
+    tenant, events, batches = history
+    await _deliver(PROFILES, pool, batches)
+    for person in PERSONS[:2]:
+        user = person["user_id"]
+        rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+        held = Counter({(r["action_type"], verdict): r[verdict] for r in rows
+                        for verdict in ("accepted", "rejected", "neutral") if r[verdict]})
+        assert held == recount_verdicts(events, user)
+        current = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user,
+                                                    limit=500, current_only=True)
+        assert {r["event_id"] for r in current} == {
+            s.event_id for s in current_signals(events) if s.user_id == user}
+        everything = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user,
+                                                       limit=500)
+        assert {r["event_id"] for r in everything} == {
+            e.event_id for e in events if e.user_id == user and e.type != "response.logged"}
+
+
 # --- the story of one person, step by step ----------------------------------------------------
 
 
@@ -238,3 +272,32 @@ async def test_a_flip_moves_the_vote_and_a_late_older_event_never_wins(pool: Any
     facts = await pool.fetchval("SELECT count(*) FROM metrics.feedback_facts WHERE tenant_id = $1",
                                 tenant)
     assert facts == 1
+
+
+async def test_the_profile_shows_the_change_and_suppresses_by_current_verdicts(pool: Any) -> None:
+    """Three thumbs down on `todo` would avoid it; the user flips two of them, so it is not."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    user = "d" * 64
+    person = {"user_id": user, "tenant_id": tenant}
+    events: list[Event] = []
+    for n in range(3):
+        events.append(response(f"r{n}", T0, action_type="todo", model="m1", tenant_id=tenant))
+        events.append(feedback(f"r{n}", T0 + timedelta(minutes=n), thumb="down", **person))
+    await _deliver(PROFILES, pool, [events])
+    rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+    assert [(r["action_type"], r["rejected"], r["accepted"]) for r in rows] == [("todo", 3, 0)]
+
+    flips = [feedback("r0", T0 + timedelta(minutes=9), thumb="up", **person),
+             retraction("r1", T0 + timedelta(minutes=10), kind="thumb", **person)]
+    await _deliver(PROFILES, pool, [flips])
+    rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+    assert [(r["action_type"], r["rejected"], r["accepted"]) for r in rows] == [("todo", 1, 1)]
+    history = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user, limit=50)
+    assert [(r["response_id"], r["thumb"], r["current"], r["retraction"]) for r in history] == [
+        ("r1", None, False, True),
+        ("r0", "up", True, False),
+        ("r2", "down", True, False),
+        ("r1", "down", False, False),
+        ("r0", "down", False, False),
+    ]
+
