@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,11 +25,14 @@ from prometheus_client import CollectorRegistry
 
 from feedbackloop.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.contract import Event, FeedbackSubmitted, encode_event
+from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
 from services.query import repository as query
+from services.trainer.handlers import SPEC as TRAINER
+from services.trainer.relay import publish_pending_examples
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 from tests.ops.events import feedback, response, retraction
 
@@ -301,3 +305,113 @@ async def test_the_profile_shows_the_change_and_suppresses_by_current_verdicts(p
         ("r0", "down", False, False),
     ]
 
+
+def recount_examples(events: list[Event]) -> Counter[tuple[str, object]]:
+    """(kind, label) of the examples the current signals give: only r0 has a known prompt;
+    accepted -> SFT + KTO true, rejected -> KTO false, and one eval case if any rejected."""
+    examples: Counter[tuple[str, object]] = Counter()
+    low = False
+    for signal in current_signals(events):
+        if signal.payload.response_id != "r0" or signal.payload.verdict == "neutral":
+            continue
+        accepted = signal.payload.verdict == "accepted"
+        examples[("kto", accepted)] += 1
+        if accepted:
+            examples[("sft", None)] += 1
+        low = low or not accepted
+    if low:
+        examples[("eval", None)] += 1
+    return examples
+
+
+async def stored_examples(pool: Any, tenant: str) -> Counter[tuple[str, object]]:
+    rows = await pool.fetch("SELECT kind, record FROM trainer.examples WHERE tenant_id = $1",
+                            tenant)
+    return Counter((row["kind"], row["record"]["label"]) for row in rows)
+
+
+@PROPERTY
+@given(history=histories())
+async def test_training_examples_equal_those_of_the_current_signals(
+    pool: Any, history: tuple[str, list[Event], list[list[Event]]]
+) -> None:
+    tenant, events, batches = history
+    await _deliver(TRAINER, pool, batches)
+    assert await stored_examples(pool, tenant) == recount_examples(events)
+
+
+class TrainingTopic:
+    """The training-examples topic as a list: what the relay published, in order."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.documents += [orjson.loads(message.value) for message in messages]
+
+    async def drain(self, pool: Any, tenant: str) -> list[tuple[object, ...]]:
+        """Relay what is pending; the new messages of `tenant` as (type, kind, label, id)."""
+        start = len(self.documents)
+        while await publish_pending_examples(pool, self.publish, topic="t", batch_size=500):
+            pass
+        return [
+            (d["type"], d.get("kind"), d.get("label"), d["example_id"])
+            for d in self.documents[start:] if d["tenant_id"] == tenant
+        ]
+
+
+async def test_a_flip_flips_the_kto_label_and_a_retraction_retracts_the_examples(
+    pool: Any,
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    person = {"user_id": "e" * 64, "tenant_id": tenant}
+    topic = TrainingTopic()
+    logged = response("r0", T0, action_type="todo", model="m1", tenant_id=tenant)
+    await _deliver(TRAINER, pool, [[logged, feedback("r0", T0, thumb="down", **person)]])
+    down = await topic.drain(pool, tenant)
+    assert sorted(item[:3] for item in down) == [
+        ("training_example", "eval", None), ("training_example", "kto", False)]
+    kto_id = next(item[3] for item in down if item[1] == "kto")
+    eval_id = next(item[3] for item in down if item[1] == "eval")
+
+    await _deliver(TRAINER, pool, [[feedback("r0", T0 + timedelta(minutes=1), thumb="up",
+                                             **person)]])
+    up = await topic.drain(pool, tenant)
+    # The same KTO example, revised with the other label; the eval case had only that vote.
+    assert ("training_example", "kto", True, kto_id) in up
+    assert ("training_example.retracted", None, None, eval_id) in up
+    sft_id = next(item[3] for item in up if item[1] == "sft")
+    assert len(up) == 3
+    revision = await pool.fetchval("SELECT revision FROM trainer.examples WHERE example_id = $1",
+                                   uuid.UUID(kto_id))
+    assert revision == 2
+
+    await _deliver(TRAINER, pool, [[retraction("r0", T0 + timedelta(minutes=2), kind="thumb",
+                                               **person)]])
+    retracted = await topic.drain(pool, tenant)
+    assert sorted(retracted) == sorted([("training_example.retracted", None, None, kto_id),
+                                        ("training_example.retracted", None, None, sft_id)])
+    assert await stored_examples(pool, tenant) == Counter()
+
+
+async def test_an_edited_correction_revises_its_preference_pair(pool: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    person = {"user_id": "f" * 64, "tenant_id": tenant}
+    logged = response("r0", T0, action_type="todo", model="m1", tenant_id=tenant)
+    first = feedback("r0", T0, correction={"text": "Added oat milk to the groceries list."},
+                     **person)
+    edited = feedback("r0", T0 + timedelta(minutes=1),
+                      correction={"text": "Added oat milk and eggs to the shared list."}, **person)
+    await _deliver(TRAINER, pool, [[logged, first]])
+    before = {row["kind"]: row for row in await pool.fetch(
+        "SELECT example_id, kind, record, revision FROM trainer.examples WHERE tenant_id = $1",
+        tenant)}
+    await _deliver(TRAINER, pool, [[edited], [first]])  # and the first again, late
+    after = {row["kind"]: row for row in await pool.fetch(
+        "SELECT example_id, kind, record, revision FROM trainer.examples WHERE tenant_id = $1",
+        tenant)}
+    assert set(after) == set(before) == {"preference", "sft"}
+    pair = after["preference"]
+    assert pair["example_id"] == before["preference"]["example_id"]
+    assert pair["record"]["chosen"] == "Added oat milk and eggs to the shared list."
+    assert pair["revision"] == 2
