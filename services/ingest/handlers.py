@@ -20,6 +20,7 @@ from feedbackloop.contract.requests import (
     InteractionRequest,
     RequestEnvelope,
     ResponseRequest,
+    RetractionRequest,
     SessionStartedRequest,
 )
 from feedbackloop.http.auth import Scope
@@ -144,6 +145,20 @@ async def log_response(body: ResponseRequest, state: State, caller: Caller) -> A
 async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -> Accepted:
     """Submit one feedback signal on a response (`feedback.submitted`)."""
     return await _accept_one(state, caller, "feedback.submitted", body)
+
+
+@router.post(
+    "/feedback/retractions",
+    status_code=202,
+    dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(RetractionRequest)],
+)
+async def retract_feedback(body: RetractionRequest, state: State, caller: Caller) -> Accepted:
+    """Take back the person's signal of one `kind` on a response (`feedback.retracted`).
+
+    The person is the `user_id` or, for anonymous feedback, the `feedback_key` the signal was
+    sent with (one of them is required). The retraction wins over that person's earlier events
+    of the kind by `occurred_at` and loses to later ones."""
+    return await _accept_one(state, caller, "feedback.retracted", body)
 
 
 @router.post(

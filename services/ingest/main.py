@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: refusals by the inner layers carry CORS headers too.
     app.add_middleware(
         BrowserCors,
-        paths={"/v1/feedback"},
+        paths={"/v1/feedback", "/v1/feedback/retractions"},
         origins=settings.cors_allowed_origins,
         max_age=settings.cors_max_age_seconds,
     )
