@@ -2,13 +2,14 @@
 (the broker's log in SeaweedFS), under a stream of events while its infrastructure is SIGKILLed.
 
 In turn, while clients stream `FEEDBACKLOOP_LOCAL_FAULTS_EVENTS` events (responses and thumbs,
-4,000 by default) with known ids, retrying 5xx and connection errors with the same ids: the
-broker, SeaweedFS and the PostgreSQL postmaster are SIGKILLed (the postmaster is a child of
-`feedbackloop run`, so a supervisor that does not reap it leaves a zombie whose lock file stops
-PostgreSQL from starting again), and bodies in UTF-16 and UTF-32 carrying a field the contract
-does not define are sent. Nothing is restarted by the test. Then every part is up again with one
-restart, the refused bodies changed nothing, and profiles, trainer and metrics each materialized
-exactly the ids that got a 2xx, once, with rollups equal to a recount.
+with flips and retractions among them, 4,000 by default) with known ids, retrying 5xx and
+connection errors with the same ids: the broker, SeaweedFS and the PostgreSQL postmaster are
+SIGKILLed (the postmaster is a child of `feedbackloop run`, so a supervisor that does not reap it
+leaves a zombie whose lock file stops PostgreSQL from starting again), and bodies in UTF-16 and
+UTF-32 carrying a field the contract does not define are sent. Nothing is restarted by the test.
+Then every part is up again with one restart, the refused bodies changed nothing, and profiles,
+trainer and metrics each materialized exactly the ids that got a 2xx, once, with rollups equal
+to a recount of the current signals.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pytest
 
 from feedbackloop.embedded import free_port
 from tests.e2e.test_broker_restart import _free_port_block
-from tests.faults.test_faults import Ledger, _send, _stream
+from tests.faults.test_faults import Ledger, _send, _stream, current_thumbs
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -217,7 +218,7 @@ async def test_feedbackloop_run_heals_its_infrastructure_and_loses_nothing(
             assert len(processed) == len(set(processed)), f"{name}: an id twice"
             assert set(processed) == ledger.accepted, f"{name}: ids differ"
             assert not set(processed) & set(refused), f"{name}: a refused body was applied"
-        expected = Counter(e["thumb"] for e in events if e["type"] == "feedback.submitted")
+        expected = Counter(e["thumb"] for e in current_thumbs(events))
         for table in ("feedback_minute", "feedback_hour", "feedback_day"):
             row = await connection.fetchrow(
                 f"SELECT sum(thumbs_up) AS up, sum(thumbs_down) AS down FROM metrics.{table} "
