@@ -234,6 +234,13 @@ async def _responses_of_users(
 
 # The prompt and the AI reply a down-vote is about: the logged response's, else what the
 # feedback carried inline (a replay carries the customer message and the AI reply).
+# Neither the person who voted nor the one whose conversation it was has opted out of training
+# use, now: consent is read at the time of the query, so an opt-out after the vote hides it too.
+_NOBODY_OPTED_OUT = """NOT EXISTS (
+    SELECT 1 FROM trainer.consent c
+    WHERE c.tenant_id = f.tenant_id AND NOT c.training_allowed
+      AND c.user_id IN (f.user_id, r.user_id))"""
+
 _REPLY_COLUMNS = """COALESCE(r.prompt, f.inline_prompt,
         CASE WHEN f.replay ->> 'message' IS NOT NULL THEN jsonb_build_array(
             jsonb_build_object('role', 'user', 'content', f.replay ->> 'message'))
@@ -663,7 +670,8 @@ async def failures_to_explain(
     connection: asyncpg.Connection, *, limit: int, max_attempts: int
 ) -> list[FailureToExplain]:
     """Thumbs-down and not-useful replays whose prompt and reply are known, not explained yet
-    and not failed `max_attempts` times, of users who did not opt out; oldest first."""
+    and not failed `max_attempts` times, where neither the voter nor the conversation's user
+    opted out; oldest first."""
     rows = await connection.fetch(
         f"""
         SELECT * FROM (
@@ -676,10 +684,9 @@ async def failures_to_explain(
             LEFT JOIN trainer.responses r USING (tenant_id, response_id)
             LEFT JOIN trainer.failure_explanations e
                 ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
-            LEFT JOIN trainer.consent c ON c.tenant_id = f.tenant_id AND c.user_id = f.user_id
             WHERE (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
               AND (e.status IS NULL OR (e.status = 'failed' AND e.attempts < $2))
-              AND COALESCE(c.training_allowed, true)
+              AND {_NOBODY_OPTED_OUT}
         ) AS pending
         -- One whose prompt or reply is not known yet waits for the response.
         WHERE prompt IS NOT NULL AND output IS NOT NULL
@@ -730,7 +737,8 @@ async def down_voted_replies(
     limit: int,
 ) -> list[asyncpg.Record]:
     """The tenant's down-voted replies in `[since, until)`, newest first, with the prompt,
-    the reply and the explanation when there is one."""
+    the reply and the explanation when there is one; none of a voter or a conversation's user
+    who has opted out of training use (erased users' rows are gone already)."""
     return await connection.fetch(
         f"""
         SELECT f.event_id, f.response_id, f.occurred_at,
@@ -745,6 +753,7 @@ async def down_voted_replies(
         WHERE f.tenant_id = $1 AND f.occurred_at >= $2 AND f.occurred_at < $3
           AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
           AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
+          AND {_NOBODY_OPTED_OUT}
         ORDER BY f.occurred_at DESC
         LIMIT $5
         """,

@@ -281,7 +281,8 @@ async def test_failure_patterns_group_near_duplicates_with_explanations(
             "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z", "min_count": 2})
     assert response.status_code == 200
     report = response.json()
-    assert report["down_votes_read"] == 9  # r1, r2, r4, r5 (no prompt: not grouped), p0-p4
+    # r1, r2, r5 (no prompt: not grouped), p0-p4; not r4, the down-vote of a user who opted out.
+    assert report["down_votes_read"] == 8
     [pattern] = report["patterns"]
     assert (pattern["action_type"], pattern["count"]) == ("todo", 3)
     assert sorted(pattern["response_ids"]) == ["p0", "p1", "p2"]
@@ -289,6 +290,57 @@ async def test_failure_patterns_group_near_duplicates_with_explanations(
         "The reply confirmed the wrong list; the user asked for groceries."
     ]
     assert [p["count"] for p in two.json()["patterns"]] == [3, 2]
+
+
+async def _patterns(pool: Any, database: str) -> list[str]:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(router)
+    app.state.query = QueryState(pool=pool, verifier=ApiKeyVerifier(pool, cache_seconds=0),
+                                 hmac_secret=b"x" * 32)
+    _, key = await create_key(database, tenant_id="acme", name="ml", scopes=["read"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q",
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        response = await http.get("/v1/training/failure-patterns", params={
+            "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z", "min_count": 1})
+    assert response.status_code == 200, response.text
+    return sorted(i for pattern in response.json()["patterns"] for i in pattern["response_ids"])
+
+
+async def test_failure_patterns_forget_whoever_opts_out_before_or_after(
+    database: str, provider: OpenAICompatibleServer
+) -> None:
+    voter, owner = "d" * 64, "e" * 64
+    pool = await create_pool(database, min_size=1, max_size=2)
+    try:
+        await _apply(pool, [
+            _response("kept", "Add milk", "Added milk to work."),
+            _doc("feedback.submitted", USER, {"response_id": "kept", "thumb": "down"}, 1),
+            # A voter who opts out after voting.
+            _response("voted", "Add jam", "Added jam to work."),
+            _doc("feedback.submitted", voter, {"response_id": "voted", "thumb": "down"}, 2),
+            # A conversation whose user opts out after someone else down-voted it.
+            _doc("response.logged", owner, {
+                "response_id": "owned", "model": "m", "action_type": "todo", "output": "No.",
+                "prompt": [{"role": "user", "content": "Add tea for my mother Ann"}]}),
+            _doc("feedback.submitted", USER, {"response_id": "owned", "thumb": "down"}, 3),
+        ])
+        client = build_client(base_url=provider.base_url, api_key="k", timeout_seconds=5)
+        await explain_pending_failures(pool, client, model="m", limiter=RateLimiter(6_000))
+        assert await _patterns(pool, database) == ["kept", "owned", "voted"]
+        await _apply(pool, [
+            _doc("user.consent_changed", voter, {"training_allowed": False}, 30),
+            _doc("user.consent_changed", owner, {"training_allowed": False}, 31),
+        ])
+        assert await _patterns(pool, database) == ["kept"]
+        # Nothing of theirs is sent for explanation either.
+        await _apply(pool, [
+            _doc("feedback.submitted", USER, {"response_id": "owned", "thumb": "down"}, 40)])
+        before = len(provider.requests)
+        await explain_pending_failures(pool, client, model="m", limiter=RateLimiter(6_000))
+        assert len(provider.requests) == before
+    finally:
+        await pool.close()
 
 
 AGENT_REPLIES = [
