@@ -17,9 +17,13 @@ preference). The OpenAI rules checked are the fine-tuning guide's: every message
 of system, user or assistant and non-empty string content; a supervised example ends with an
 assistant message and has one; a preference example has a non-empty input conversation and
 exactly one assistant message on each side; a file holds at least 10 examples. OpenAI lines
-carry no other keys (the API rejects unknown ones). Prompt messages with empty content are
-dropped; an example whose prompt has a `tool` message (no `tool_call_id` is recorded) or no
-user message left cannot be written for OpenAI and is skipped, counted by the caller.
+carry no other keys (the API rejects unknown ones). In an SFT line, every assistant message of
+the history carries `"weight": 0` (the example's own reply keeps the default, 1): OpenAI trains
+on every assistant turn by default, and an earlier reply in the history may be one the person
+down-voted or corrected; only the reply the example is about is known to be wanted. Prompt
+messages with empty content are dropped; an example whose prompt has a `tool` message (no
+`tool_call_id` is recorded) or no user message left cannot be written for OpenAI and is
+skipped, counted by the caller.
 """
 
 from __future__ import annotations
@@ -76,7 +80,9 @@ def format_example(document: dict[str, Any], export_format: str) -> dict[str, An
         return None
     match export_format:
         case "openai-sft":
-            return {"messages": prompt + _assistant(document["completion"])}
+            history = [message | {"weight": 0} if message["role"] == "assistant" else message
+                       for message in prompt]
+            return {"messages": history + _assistant(document["completion"])}
         case "openai-preference":
             return {
                 "input": {"messages": prompt},
@@ -107,14 +113,23 @@ def format_example(document: dict[str, Any], export_format: str) -> dict[str, An
     raise ValueError(f"unknown export format {export_format!r}")
 
 
-def _messages_errors(messages: Any, where: str, roles: frozenset[str]) -> list[str]:
+def _messages_errors(
+    messages: Any, where: str, roles: frozenset[str], *, weights: bool = False
+) -> list[str]:
+    """`weights`: assistant messages may carry a `weight` of 0 or 1 (OpenAI's chat SFT)."""
     if not isinstance(messages, list) or not messages:
         return [f"{where}: must be a non-empty list of messages"]
     errors = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            errors.append(f"{where}[{index}]: must have exactly `role` and `content`")
+        weighted = weights and isinstance(message, dict) and message.get("role") == "assistant"
+        allowed = ({"role", "content"}, {"role", "content", "weight"}) if weighted else (
+            {"role", "content"},)
+        if not isinstance(message, dict) or set(message) not in allowed:
+            errors.append(f"{where}[{index}]: must have exactly `role` and `content`"
+                          + (" (and an optional `weight`)" if weighted else ""))
             continue
+        if "weight" in message and message["weight"] not in (0, 1):
+            errors.append(f"{where}[{index}]: weight must be 0 or 1")
         if message["role"] not in roles:
             errors.append(f"{where}[{index}]: role {message['role']!r} is not allowed")
         if not isinstance(message["content"], str) or not message["content"].strip():
@@ -143,7 +158,7 @@ def line_errors(line: Any, export_format: str) -> list[str]:
         case "openai-sft":
             errors = _keys_errors(line, {"messages"})
             messages: Any = line.get("messages")
-            errors += _messages_errors(messages, "messages", _OPENAI_ROLES)
+            errors += _messages_errors(messages, "messages", _OPENAI_ROLES, weights=True)
             if not errors:
                 if messages[-1]["role"] != "assistant":
                     errors.append("messages: the last message must be from the assistant")

@@ -170,3 +170,24 @@ def test_every_format_loads_as_a_hugging_face_dataset(export_format: str, tmp_pa
     assert dataset.num_rows == len(lines) >= 6
     assert _simple(dict(dataset.features)) == EXPECTED_FEATURES[export_format]
     assert dataset[0] == lines[0]
+
+
+def test_openai_sft_trains_only_on_the_example_reply_not_on_the_history() -> None:
+    document = {
+        "kind": "sft", "completion": "Booked for Tuesday at 10.",
+        "prompt": [
+            {"role": "system", "content": "You book appointments."},
+            {"role": "user", "content": "Book me in"},
+            {"role": "assistant", "content": "Booked for Monday."},  # down-voted earlier
+            {"role": "user", "content": "No, Tuesday"},
+        ],
+    }
+    line = format_example(document, "openai-sft")
+    assert line is not None
+    assert [(m["role"], m.get("weight")) for m in line["messages"]] == [
+        ("system", None), ("user", None), ("assistant", 0), ("user", None), ("assistant", None)]
+    assert line_errors(line, "openai-sft") == []
+    line["messages"][2]["weight"] = 2
+    assert line_errors(line, "openai-sft") == ["messages[2]: weight must be 0 or 1"]
+    line["messages"][1]["weight"] = 0
+    assert "messages[1]" in line_errors(line, "openai-sft")[0]
