@@ -346,7 +346,6 @@ def _example(
     sources = list(sources or [feedback])
     if kind == "eval":
         identity = f"{context.tenant_id}/{context.response_id}/eval"
-        split: Split = "eval"
     else:
         if feedback.person is not None:
             # One example per signal identity: a flipped thumb is a new revision of the same
@@ -356,7 +355,10 @@ def _example(
         else:
             label = f"/{fields['label']}" if kind == "kto" else ""
             identity = f"{context.tenant_id}/{feedback.event_id}/{kind}{label}"
-        split = stable_split(context.tenant_id, context.conversation_id, context.eval_fraction)
+    # Every example of a conversation, its eval case included, lands in the conversation's
+    # split: an eval case held out while its conversation's SFT, KTO and preference rows train
+    # would score the model on what it was trained on.
+    split = stable_split(context.tenant_id, context.conversation_id, context.eval_fraction)
     example_id = uuid.uuid5(_EXAMPLE_NAMESPACE, identity)
     redactions = dict(sorted((context.redactions + redactor.counts).items()))
     response = context.response

@@ -109,7 +109,8 @@ def test_low_rating_eval_case_takes_the_correction_as_reference_in_either_order(
     backward = build(response(), fix, down)
     assert [e.example_id for e in forward] == [e.example_id for e in backward]
     eval_case = next(e for e in forward if e.kind == "eval")
-    assert eval_case.split == "eval"
+    # In its conversation's split, like the conversation's other examples.
+    assert {e.split for e in forward} == {stable_split("acme", "r1", 0.1)}
     assert eval_case.record["output"] == "Added milk to your list."
     assert eval_case.record["reference"] == "Added oat milk to the groceries list."
     assert eval_case.record["provenance"]["source_event_ids"] == [
@@ -174,6 +175,19 @@ def test_ids_and_records_are_deterministic() -> None:
     first, second = build(response(), *items), build(response(), *items)
     assert [(e.example_id, e.record) for e in first] == [(e.example_id, e.record) for e in second]
     assert len({e.example_id for e in first}) == len(first)
+
+
+def test_no_conversation_has_examples_in_both_splits_eval_cases_included() -> None:
+    splits: dict[str, set[str]] = {}
+    for n in range(200):
+        conversation = f"chat-{n}"
+        examples = build(response(session_id=conversation), feedback(2, thumb="down"),
+                         feedback(3, kind="correction", correction=f"Oat milk, take {n}."))
+        assert "eval" in {e.kind for e in examples}
+        splits[conversation] = {e.split for e in examples}
+    assert all(len(found) == 1 for found in splits.values()), splits
+    held_out = sum(found == {"eval"} for found in splits.values())
+    assert 5 <= held_out <= 40, held_out  # about a tenth
 
 
 def test_split_is_stable_and_follows_the_conversation() -> None:
