@@ -1,13 +1,20 @@
-"""`feedbackloop export`: training examples to a JSONL file an ML engineer can train on.
+"""`feedbackloop export`: training examples to a file an ML engineer can train on.
 
     feedbackloop export --tenant acme --format openai-sft --split train --since 2026-11-01 \\
         --out train.jsonl
+    feedbackloop export --tenant acme --format trl-kto --out kto.parquet
+    feedbackloop export --tenant acme --format trl-preference --as hf-dataset --out dpo/
+    feedbackloop export --tenant acme --format eval-cases --split eval --out eval.jsonl \\
+        --url http://query:8001 --key $READ_KEY
 
 Writes the tenant's stored examples (PII already redacted, duplicates and opted-out users
-already left out) in the chosen format, with a progress bar on stderr, then checks the file
-against the format's rules (see `services.trainer.exports`). Exit status 0 when the file is
-valid, 1 when it was written but breaks a rule (say, fewer than 10 examples for OpenAI), 2 on
-bad arguments.
+already left out) in the chosen format, as JSONL, Parquet or a Hugging Face dataset directory,
+with a progress bar on stderr, and a manifest beside it (per line: the example id, revision,
+split, quality and source events; the filters, counts, sha256 of every file, KTO balance and
+warnings; see `services.trainer.export_manifest`). Then checks every line against the format's
+rules (see `services.trainer.exports`). Reads the database, or with `--url` and `--key` the
+query service's API from another machine. Exit status 0 when the file is valid, 1 when it was
+written but breaks a rule (say, fewer than 10 examples for OpenAI), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -16,18 +23,28 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
 import orjson
 
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
+from services.cli.export_files import OUTPUT_KINDS, open_output
 from services.cli.local_system import missing
 from services.trainer import repository
-from services.trainer.export_stream import ExportTally, jsonl_lines, selection_for
-from services.trainer.exports import EXPORT_FORMATS, file_errors, line_errors
+from services.trainer.export_manifest import ExportManifest
+from services.trainer.export_stream import ExportTally, selection_for
+from services.trainer.exports import (
+    EXPORT_FORMATS,
+    FORMAT_KINDS,
+    file_errors,
+    format_example,
+    line_errors,
+)
 
 
 def _timestamp(value: str) -> datetime:
@@ -45,7 +62,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "export", help="export training examples as JSONL",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tenant", required=True, help="the tenant whose examples to export")
+    parser.add_argument("--tenant", default=None,
+                        help="the tenant whose examples to export (with --url: the key's)")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
     parser.add_argument("--split", choices=("train", "eval"), default=None,
                         help="train or eval (default: both)")
@@ -57,7 +75,14 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None)
     parser.add_argument("--min-quality", type=float, default=None,
                         help="minimum signal strength, 0-1 (0.75: thumbs and ratings 2 and 4)")
-    parser.add_argument("--out", required=True, type=Path, help="the JSONL file to write")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="the file (or, with --as hf-dataset, the directory) to write")
+    parser.add_argument("--as", choices=OUTPUT_KINDS, default=None, dest="output_kind",
+                        help="jsonl (default), parquet (default for a .parquet --out) or "
+                        "hf-dataset (a datasets.save_to_disk directory with a dataset card)")
+    parser.add_argument("--url", default=None,
+                        help="export through this query service's API instead of the database")
+    parser.add_argument("--key", default=None, help="a read key for --url")
     return parser
 
 
@@ -76,8 +101,11 @@ class ProgressBar:
 
     def draw(self) -> None:
         self._drawn_at = time.monotonic()
-        share = self.done / self.total if self.total else 1.0
-        filled = round(self.width * min(share, 1.0))
+        if not self.total:  # not known ahead (through the API)
+            self.stream.write(f"\r{self.done} examples")
+            self.stream.flush()
+            return
+        filled = round(self.width * min(self.done / self.total, 1.0))
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(f"\r[{bar}] {self.done}/{self.total} examples")
         self.stream.flush()
@@ -87,45 +115,101 @@ class ProgressBar:
         self.stream.write("\n")
 
 
+async def _documents_from_database(
+    database_url: str, selection: repository.ExampleFilter, export_format: str,
+    progress: ProgressBar, tally: ExportTally,
+) -> AsyncIterator[dict[str, Any]]:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            narrowed = selection_for(selection, export_format)
+            progress.total = await repository.count_examples(connection, selection=narrowed)
+            async with connection.transaction(readonly=True):
+                async for document in repository.stream_examples(connection, selection=narrowed):
+                    tally.read += 1
+                    yield document
+    finally:
+        await pool.close()
+
+
+async def _documents_from_api(
+    arguments: argparse.Namespace, export_format: str, tally: ExportTally
+) -> AsyncIterator[dict[str, Any]]:
+    """The examples as the query service exports them raw, narrowed here to the format's kinds."""
+    params = {name: value for name, value in {
+        "format": "raw", "split": arguments.split,
+        "from": arguments.since.isoformat() if arguments.since else None,
+        "to": arguments.until.isoformat() if arguments.until else None,
+        "action_type": arguments.action_type, "model": arguments.model,
+        "min_quality": arguments.min_quality,
+    }.items() if value is not None}
+    kinds = FORMAT_KINDS[export_format]
+    headers = {"Authorization": f"Bearer {arguments.key}"}
+    async with httpx.AsyncClient(base_url=arguments.url, headers=headers, timeout=60) as client:
+        async with client.stream("GET", "/v1/training/export", params=params) as response:
+            if response.status_code != 200:
+                body = (await response.aread()).decode(errors="replace")
+                raise ExportFailed(f"the query service answered {response.status_code}: {body[:500]}")
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                document = orjson.loads(line)
+                if kinds and document.get("kind") not in kinds:
+                    continue
+                tally.read += 1
+                yield document
+
+
+class ExportFailed(Exception):
+    pass
+
+
 async def _export(arguments: argparse.Namespace, database_url: str, stderr: TextIO) -> int:
+    export_format = arguments.export_format
     selection = repository.ExampleFilter(
         tenant_id=arguments.tenant, split=arguments.split, since=arguments.since,
         until=arguments.until, action_type=arguments.action_type, model=arguments.model,
         min_quality=arguments.min_quality,
     )
-    pool = await create_pool(database_url, min_size=1, max_size=1)
     tally = ExportTally()
+    progress = ProgressBar(0, stderr)
+    documents = (
+        _documents_from_api(arguments, export_format, tally) if arguments.url
+        else _documents_from_database(database_url, selection, export_format, progress, tally)
+    )
+    output = open_output(arguments.output_kind, arguments.out)
+    manifest = ExportManifest(export_format, filters=_filters(arguments))
     errors: list[str] = []
-    written = 0
     try:
-        async with pool.acquire() as connection:
-            total = await repository.count_examples(
-                connection, selection=selection_for(selection, arguments.export_format)
-            )
-            progress = ProgressBar(total, stderr)
-            with arguments.out.open("wb") as out:
-                async for line in jsonl_lines(
-                    connection, selection=selection, export_format=arguments.export_format,
-                    tally=tally,
-                ):
-                    out.write(line)
-                    written += 1
-                    errors += [
-                        f"line {written}: {error}"
-                        for error in line_errors(orjson.loads(line), arguments.export_format)
-                    ]
-                    progress.advance()
-            progress.done = tally.read
-            progress.close()
-    finally:
-        await pool.close()
-    errors += file_errors(written, arguments.export_format)
+        async for document in documents:
+            line = format_example(document, export_format)
+            progress.advance()
+            if line is None:
+                tally.skipped += 1
+                continue
+            manifest.add(document)
+            output.add(document, line)
+            errors += [f"line {len(manifest.examples)}: {error}"
+                       for error in line_errors(line, export_format)]
+    except ExportFailed as failure:
+        stderr.write(f"\n{failure}\n")
+        return 2
+    progress.close()
+    written = len(manifest.examples)
+    manifest.skipped = tally.skipped
+    described = manifest.describe(created_at=datetime.now(UTC), files=output.close())
+    output.describe(described)
+    manifest_path = output.manifest_path
+    errors += file_errors(written, export_format)
     stderr.write(
         f"wrote {written} examples to {arguments.out}"
-        + (f" ({tally.skipped} not representable in {arguments.export_format})"
-           if tally.skipped else "")
-        + "\n"
+        + (f" ({tally.skipped} not representable in {export_format})" if tally.skipped else "")
+        + f"; manifest {manifest_path}\n"
     )
+    if "kto" in described:
+        stderr.write(f"KTO balance: {orjson.dumps(described['kto']).decode()}\n")
+    for warning in described["warnings"]:
+        stderr.write(f"warning: {warning}\n")
     if errors:
         stderr.write("the file breaks the format's rules:\n")
         for error in errors[:20]:
@@ -134,10 +218,29 @@ async def _export(arguments: argparse.Namespace, database_url: str, stderr: Text
     return 0
 
 
+def _filters(arguments: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tenant": arguments.tenant, "split": arguments.split,
+        "since": arguments.since.isoformat() if arguments.since else None,
+        "until": arguments.until.isoformat() if arguments.until else None,
+        "action_type": arguments.action_type, "model": arguments.model,
+        "min_quality": arguments.min_quality,
+        "source": arguments.url or "database",
+    }
+
+
 def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
     """Runs `feedbackloop export` with parsed arguments; returns the exit status."""
+    if bool(arguments.url) != bool(arguments.key):
+        sys.stderr.write("--url and --key go together: the query service and a read key\n")
+        return 2
+    arguments.output_kind = arguments.output_kind or (
+        "parquet" if arguments.out.suffix == ".parquet" else "jsonl")
+    if not arguments.url and not arguments.tenant:
+        sys.stderr.write("--tenant is needed when exporting from the database\n")
+        return 2
     url = settings.database_url.get_secret_value()
-    if not url:
+    if not url and not arguments.url:
         sys.stderr.write(missing("database", "FEEDBACKLOOP_DATABASE_URL", settings) + "\n")
         return 2
     if arguments.since and arguments.until and arguments.since >= arguments.until:

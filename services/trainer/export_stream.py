@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 import orjson
@@ -26,17 +27,17 @@ def selection_for(selection: repository.ExampleFilter, export_format: str) -> re
     return replace(selection, kinds=FORMAT_KINDS[export_format])
 
 
-async def jsonl_lines(
+async def export_rows(
     connection: asyncpg.Connection,
     *,
     selection: repository.ExampleFilter,
     export_format: str,
     tally: ExportTally | None = None,
-) -> AsyncIterator[bytes]:
-    """Yields one newline-terminated JSON line per exportable example, oldest first.
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Yields (published document, line of the format) per exportable example, oldest first.
 
     Opens its own read-only transaction on `connection` (a cursor needs one); the caller owns
-    the connection. `tally`, when given, is updated as lines are produced.
+    the connection. `tally`, when given, is updated as rows are produced.
     """
     tally = tally or ExportTally()
     async with connection.transaction(readonly=True):
@@ -48,4 +49,18 @@ async def jsonl_lines(
             if line is None:
                 tally.skipped += 1
                 continue
-            yield orjson.dumps(line) + b"\n"
+            yield document, line
+
+
+async def jsonl_lines(
+    connection: asyncpg.Connection,
+    *,
+    selection: repository.ExampleFilter,
+    export_format: str,
+    tally: ExportTally | None = None,
+) -> AsyncIterator[bytes]:
+    """`export_rows`' lines, each one newline-terminated JSON object."""
+    async for _, line in export_rows(
+        connection, selection=selection, export_format=export_format, tally=tally
+    ):
+        yield orjson.dumps(line) + b"\n"

@@ -152,3 +152,118 @@ async def test_endpoint_streams_the_tenants_jsonl_with_filters(
     backwards = await client.get("/v1/training/export", params={
         "format": "raw", "from": "2026-11-05T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
     assert backwards.status_code == 422
+
+
+def _manifest_checks(manifest: dict[str, Any], lines: int, data_files: list[Path],
+                     root: Path) -> None:
+    import hashlib
+
+    assert manifest["counts"]["examples"] == lines == len(manifest["examples"])
+    assert [e["line"] for e in manifest["examples"]] == list(range(1, lines + 1))
+    assert len({e["example_id"] for e in manifest["examples"]}) == lines
+    assert all(e["source_event_ids"] and e["revision"] >= 1 for e in manifest["examples"])
+    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    for path in data_files:
+        assert listed[str(path.relative_to(root))] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_parquet_and_a_manifest_with_the_kto_balance(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "kto.parquet"
+    status = run_export(_cli_arguments("--tenant", "acme", "--format", "trl-kto", "--out",
+                                       str(out)), Settings(database_url=database))
+    err = capsys.readouterr().err
+    assert status == 0, err
+    table = pq.read_table(out).to_pylist()
+    manifest = orjson.loads((tmp_path / "kto.parquet.manifest.json").read_bytes())
+    _manifest_checks(manifest, len(table), [out], tmp_path)
+    labels = [row["label"] for row in table]
+    # Ratings 5 on 18 responses are desirable, ratings 2 on 6 undesirable.
+    assert manifest["kto"]["desirable"] == labels.count(True) == 18
+    assert manifest["kto"]["undesirable"] == labels.count(False) == 6
+    weights = manifest["kto"]["trl"]
+    assert weights["desirable_weight"] * 18 / (weights["undesirable_weight"] * 6) == 1.0
+    assert [e["label"] for e in manifest["examples"]] == labels
+    evaluated = manifest["counts"]["by_split"].get("eval", 0)
+    assert evaluated < 100 and any("eval split holds" in w for w in manifest["warnings"]) \
+        == bool(evaluated)
+    assert "KTO balance" in err
+
+
+def test_a_hugging_face_dataset_directory_with_a_card(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datasets import load_from_disk
+
+    out = tmp_path / "dataset"
+    status = run_export(_cli_arguments("--tenant", "acme", "--format", "trl-kto", "--as",
+                                       "hf-dataset", "--out", str(out)),
+                        Settings(database_url=database))
+    assert status == 0, capsys.readouterr().err
+    loaded = load_from_disk(str(out))
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert {split: len(loaded[split]) for split in loaded} == manifest["counts"]["by_split"]
+    assert set(loaded[next(iter(loaded))].column_names) == {"prompt", "completion", "label"}
+    data = [path for path in out.rglob("*") if path.is_file()
+            and path.name not in ("manifest.json", "README.md")]
+    _manifest_checks(manifest, sum(len(loaded[s]) for s in loaded), data, out)
+    card = (out / "README.md").read_text()
+    assert "trl-kto" in card and "Personal data" in card and "names are not detected" in card
+
+
+def test_export_through_the_api_from_another_machine_gives_the_same_file(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    import uvicorn
+
+    from feedbackloop.embedded import free_port
+
+    async def build() -> tuple[FastAPI, str]:
+        pool = await create_pool(database, min_size=1, max_size=2)
+        app = FastAPI()
+        install_problem_handlers(app)
+        app.include_router(router)
+        app.state.query = QueryState(pool=pool, verifier=ApiKeyVerifier(pool, cache_seconds=0),
+                                     hmac_secret=b"x" * 32)
+        _, key = await create_key(database, tenant_id="acme", name="remote", scopes=["read"])
+        return app, key
+
+    port = free_port()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        app, holder["key"] = loop.run_until_complete(build())
+        holder["server"] = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                         log_level="warning"))
+        loop.run_until_complete(holder["server"].serve())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (holder.get("server") and holder["server"].started):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+        settings = Settings(database_url=database)
+        assert run_export(_cli_arguments("--tenant", "acme", "--format", "openai-sft", "--out",
+                                         str(local)), settings) == 0
+        assert run_export(_cli_arguments("--format", "openai-sft", "--out", str(remote),
+                                         "--url", f"http://127.0.0.1:{port}",
+                                         "--key", holder["key"]), Settings()) == 0
+        assert remote.read_bytes() == local.read_bytes()
+        wrong = run_export(_cli_arguments("--format", "openai-sft", "--out", str(remote),
+                                          "--url", f"http://127.0.0.1:{port}", "--key", "nope"),
+                           Settings())
+        assert wrong == 2 and "answered 401" in capsys.readouterr().err
+    finally:
+        holder["server"].should_exit = True
+        thread.join(10)
