@@ -39,6 +39,7 @@ from services.trainer import repository
 from services.trainer.export_manifest import ExportManifest
 from services.trainer.export_stream import ExportTally, selection_for
 from services.trainer.exports import (
+    CONTEXT_MODES,
     EXPORT_FORMATS,
     FORMAT_KINDS,
     file_errors,
@@ -80,6 +81,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--as", choices=OUTPUT_KINDS, default=None, dest="output_kind",
                         help="jsonl (default), parquet (default for a .parquet --out) or "
                         "hf-dataset (a datasets.save_to_disk directory with a dataset card)")
+    parser.add_argument("--context", choices=CONTEXT_MODES, default="none",
+                        help="system: put the retrieved documents in a system message of the "
+                        "prompt (chat formats)")
     parser.add_argument("--url", default=None,
                         help="export through this query service's API instead of the database")
     parser.add_argument("--key", default=None, help="a read key for --url")
@@ -182,7 +186,7 @@ async def _export(arguments: argparse.Namespace, database_url: str, stderr: Text
     errors: list[str] = []
     try:
         async for document in documents:
-            line = format_example(document, export_format)
+            line = format_example(document, export_format, context=arguments.context)
             progress.advance()
             if line is None:
                 tally.skipped += 1
@@ -224,7 +228,7 @@ def _filters(arguments: argparse.Namespace) -> dict[str, Any]:
         "since": arguments.since.isoformat() if arguments.since else None,
         "until": arguments.until.isoformat() if arguments.until else None,
         "action_type": arguments.action_type, "model": arguments.model,
-        "min_quality": arguments.min_quality,
+        "min_quality": arguments.min_quality, "context": arguments.context,
         "source": arguments.url or "database",
     }
 

@@ -46,10 +46,12 @@ async def export_training_examples(
     action_type: Annotated[str | None, Query(max_length=100)] = None,
     model: Annotated[str | None, Query(max_length=100)] = None,
     min_quality: Annotated[float | None, Query(ge=0, le=1)] = None,
+    context: Literal["none", "system"] = "none",
 ) -> StreamingResponse:
     """The caller's tenant's examples (PII redacted, duplicates and opted-out users left out)
     whose feedback occurred in `[from, to)`, oldest first, one JSON object a line. Filters:
-    split, action type, model, minimum quality (the strength of the human signal, 0-1)."""
+    split, action type, model, minimum quality (the strength of the human signal, 0-1).
+    `context=system` puts the retrieved documents in a system message (chat formats)."""
     start, end = aware(start), aware(end)
     check_order(start, end)
     selection = ExampleFilter(
@@ -60,7 +62,7 @@ async def export_training_examples(
     async def body() -> AsyncIterator[bytes]:
         async with state.pool.acquire() as connection:
             async for line in jsonl_lines(
-                connection, selection=selection, export_format=export_format
+                connection, selection=selection, export_format=export_format, context=context
             ):
                 yield line
 

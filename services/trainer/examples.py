@@ -151,7 +151,17 @@ class _Redactor:
         return result.text
 
     def messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [message | {"content": self.text(message.get("content", ""))} for message in messages]
+        return [self._message(message) for message in messages]
+
+    def _message(self, message: dict[str, Any]) -> dict[str, Any]:
+        redacted = message | {"content": self.text(message.get("content") or "")}
+        if message.get("tool_calls"):
+            redacted["tool_calls"] = [
+                call | {"function": call["function"]
+                        | {"arguments": self.text(str(call["function"].get("arguments", "")))}}
+                for call in message["tool_calls"]
+            ]
+        return redacted
 
     def json(self, value: Any) -> Any:
         if isinstance(value, str):

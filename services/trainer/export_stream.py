@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from services.trainer import repository
-from services.trainer.exports import FORMAT_KINDS, format_example
+from services.trainer.exports import FORMAT_KINDS, ContextMode, format_example
 
 
 @dataclass
@@ -33,6 +33,7 @@ async def export_rows(
     selection: repository.ExampleFilter,
     export_format: str,
     tally: ExportTally | None = None,
+    context: ContextMode = "none",
 ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Yields (published document, line of the format) per exportable example, oldest first.
 
@@ -45,7 +46,7 @@ async def export_rows(
             connection, selection=selection_for(selection, export_format)
         ):
             tally.read += 1
-            line = format_example(document, export_format)
+            line = format_example(document, export_format, context=context)
             if line is None:
                 tally.skipped += 1
                 continue
@@ -58,9 +59,11 @@ async def jsonl_lines(
     selection: repository.ExampleFilter,
     export_format: str,
     tally: ExportTally | None = None,
+    context: ContextMode = "none",
 ) -> AsyncIterator[bytes]:
     """`export_rows`' lines, each one newline-terminated JSON object."""
     async for _, line in export_rows(
-        connection, selection=selection, export_format=export_format, tally=tally
+        connection, selection=selection, export_format=export_format, tally=tally,
+        context=context,
     ):
         yield orjson.dumps(line) + b"\n"

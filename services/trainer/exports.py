@@ -20,10 +20,13 @@ exactly one assistant message on each side; a file holds at least 10 examples. O
 carry no other keys (the API rejects unknown ones). In an SFT line, every assistant message of
 the history carries `"weight": 0` (the example's own reply keeps the default, 1): OpenAI trains
 on every assistant turn by default, and an earlier reply in the history may be one the person
-down-voted or corrected; only the reply the example is about is known to be wanted. Prompt
-messages with empty content are dropped; an example whose prompt has a `tool` message (no
-`tool_call_id` is recorded) or no user message left cannot be written for OpenAI and is
-skipped, counted by the caller.
+down-voted or corrected; only the reply the example is about is known to be wanted. Tool
+calls are written in OpenAI's shape (an assistant message's `tool_calls`, a `tool` message's
+`tool_call_id`); an example with a tool answer that follows no call cannot be written for
+OpenAI and is skipped, counted by the caller, as is one with no user message. Prompt messages
+with empty content (and no tool calls) are dropped. TRL lines keep plain `role`/`content`
+messages. With `context="system"` the retrieved documents become a numbered system message
+after the prompt's own system messages.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ FORMAT_KINDS: dict[str, tuple[str, ...]] = {
 }
 EXPORT_FORMATS: tuple[str, ...] = tuple(FORMAT_KINDS)
 OPENAI_MIN_EXAMPLES = 10
-_OPENAI_ROLES = frozenset({"system", "user", "assistant"})
+_OPENAI_ROLES = frozenset({"system", "user", "assistant", "tool"})
 _TRL_ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -54,28 +57,85 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _prompt(document: dict[str, Any], *, openai: bool) -> list[dict[str, str]] | None:
-    messages = [
-        {"role": str(message["role"]), "content": str(message["content"])}
-        for message in document["prompt"]
-        if str(message.get("content", "")).strip()
-    ]
-    if not any(message["role"] == "user" for message in messages):
+ContextMode = Literal["none", "system"]
+CONTEXT_MODES: tuple[str, ...] = ("none", "system")
+
+
+def _context_message(document: dict[str, Any]) -> dict[str, str] | None:
+    """The retrieved documents as one system message, numbered, with their sources."""
+    documents = [d for d in document.get("context") or [] if str(d.get("text", "")).strip()]
+    if not documents:
         return None
-    if openai and any(message["role"] not in _OPENAI_ROLES for message in messages):
+    lines = ["Context:"] + [
+        f"[{n}] {d['text']}" + (f" (source: {d['source']})" if d.get("source") else "")
+        for n, d in enumerate(documents, start=1)
+    ]
+    return {"role": "system", "content": "\n".join(lines)}
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A prompt message in OpenAI's chat shape, tool calls and tool answers included; None
+    when it has nothing to say, or is a tool answer without the call it answers."""
+    content = str(message.get("content") or "")
+    if message.get("tool_calls") and message["role"] == "assistant":
+        return {"role": "assistant", "content": content, "tool_calls": [
+            {"id": call["id"], "type": "function",
+             "function": {"name": call["function"]["name"],
+                          "arguments": call["function"].get("arguments", "{}")}}
+            for call in message["tool_calls"]]}
+    if message["role"] == "tool":
+        if not message.get("tool_call_id"):
+            return None
+        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": content}
+    if not content.strip():
+        return None
+    return {"role": str(message["role"]), "content": content}
+
+
+def _prompt(
+    document: dict[str, Any], *, openai: bool, context: ContextMode = "none"
+) -> list[dict[str, Any]] | None:
+    raw = list(document["prompt"])
+    if context == "system" and (extra := _context_message(document)) is not None:
+        leading = next((i for i, m in enumerate(raw) if m.get("role") != "system"), len(raw))
+        raw.insert(leading, extra)
+    if openai:
+        messages: list[dict[str, Any]] = []
+        calls: set[str] = set()
+        for message in raw:
+            converted = _openai_message(message)
+            if message.get("role") == "tool" and (
+                converted is None or converted["tool_call_id"] not in calls
+            ):
+                return None  # a tool answer OpenAI cannot tie to its call
+            if converted is not None:
+                calls |= {call["id"] for call in converted.get("tool_calls", [])}
+                messages.append(converted)
+        if any(message["role"] not in _OPENAI_ROLES for message in messages):
+            return None
+    else:
+        messages = [
+            {"role": str(message["role"]), "content": str(message.get("content") or "")}
+            for message in raw
+            if str(message.get("content") or "").strip()
+        ]
+    if not any(message["role"] == "user" for message in messages):
         return None
     return messages
 
 
-def format_example(document: dict[str, Any], export_format: str) -> dict[str, Any] | None:
+def format_example(
+    document: dict[str, Any], export_format: str, *, context: ContextMode = "none"
+) -> dict[str, Any] | None:
     """One published example document as one line of `export_format`; None when the example
-    is of another kind or cannot be written in that format."""
+    is of another kind or cannot be written in that format. `context="system"` puts the
+    retrieved documents in a system message of the prompt (chat formats)."""
     kinds = FORMAT_KINDS[export_format]
     if export_format == "raw":
         return document
     if document["kind"] not in kinds:
         return None
-    prompt = _prompt(document, openai=export_format.startswith("openai"))
+    prompt = _prompt(document, openai=export_format.startswith("openai"), context=context)
     if prompt is None:
         return None
     match export_format:
@@ -113,27 +173,57 @@ def format_example(document: dict[str, Any], export_format: str) -> dict[str, An
     raise ValueError(f"unknown export format {export_format!r}")
 
 
+def _allowed_keys(message: dict[str, Any], *, openai: bool, weights: bool) -> set[str]:
+    keys = {"role", "content"}
+    if openai and message.get("role") == "assistant":
+        keys |= {"tool_calls"} | ({"weight"} if weights else set())
+    if openai and message.get("role") == "tool":
+        keys |= {"tool_call_id"}
+    return keys
+
+
 def _messages_errors(
-    messages: Any, where: str, roles: frozenset[str], *, weights: bool = False
+    messages: Any, where: str, roles: frozenset[str], *, openai: bool = False,
+    weights: bool = False,
 ) -> list[str]:
-    """`weights`: assistant messages may carry a `weight` of 0 or 1 (OpenAI's chat SFT)."""
+    """`openai`: OpenAI's chat shape, where an assistant message may make `tool_calls` and a
+    tool message answers one by `tool_call_id`; `weights`: assistant messages may also carry a
+    `weight` of 0 or 1 (chat SFT)."""
     if not isinstance(messages, list) or not messages:
         return [f"{where}: must be a non-empty list of messages"]
     errors = []
+    calls: set[str] = set()
     for index, message in enumerate(messages):
-        weighted = weights and isinstance(message, dict) and message.get("role") == "assistant"
-        allowed = ({"role", "content"}, {"role", "content", "weight"}) if weighted else (
-            {"role", "content"},)
-        if not isinstance(message, dict) or set(message) not in allowed:
-            errors.append(f"{where}[{index}]: must have exactly `role` and `content`"
-                          + (" (and an optional `weight`)" if weighted else ""))
+        here = f"{where}[{index}]"
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message):
+            errors.append(f"{here}: must have `role` and `content`")
             continue
-        if "weight" in message and message["weight"] not in (0, 1):
-            errors.append(f"{where}[{index}]: weight must be 0 or 1")
+        extra = set(message) - _allowed_keys(message, openai=openai, weights=weights)
+        if extra:
+            errors.append(f"{here}: keys {sorted(extra)} are not allowed")
+            continue
         if message["role"] not in roles:
-            errors.append(f"{where}[{index}]: role {message['role']!r} is not allowed")
-        if not isinstance(message["content"], str) or not message["content"].strip():
-            errors.append(f"{where}[{index}]: content must be a non-empty string")
+            errors.append(f"{here}: role {message['role']!r} is not allowed")
+        if "weight" in message and message["weight"] not in (0, 1):
+            errors.append(f"{here}: weight must be 0 or 1")
+        if "tool_calls" in message:
+            made = message["tool_calls"]
+            if not isinstance(made, list) or not made or not all(
+                isinstance(c, dict) and c.get("type") == "function" and c.get("id")
+                and isinstance(c.get("function"), dict) and c["function"].get("name")
+                and isinstance(c["function"].get("arguments"), str) for c in made
+            ):
+                errors.append(f"{here}: tool_calls must be function calls with an id, a name "
+                              "and arguments")
+            else:
+                calls |= {str(call["id"]) for call in made}
+        if message["role"] == "tool" and openai and message.get("tool_call_id") not in calls:
+            errors.append(f"{here}: answers no earlier tool call")
+        empty_allowed = "tool_calls" in message or message["role"] == "tool"
+        if not isinstance(message["content"], str) or (
+            not message["content"].strip() and not empty_allowed
+        ):
+            errors.append(f"{here}: content must be a non-empty string")
     return errors
 
 
@@ -158,7 +248,8 @@ def line_errors(line: Any, export_format: str) -> list[str]:
         case "openai-sft":
             errors = _keys_errors(line, {"messages"})
             messages: Any = line.get("messages")
-            errors += _messages_errors(messages, "messages", _OPENAI_ROLES, weights=True)
+            errors += _messages_errors(messages, "messages", _OPENAI_ROLES, openai=True,
+                                       weights=True)
             if not errors:
                 if messages[-1]["role"] != "assistant":
                     errors.append("messages: the last message must be from the assistant")
@@ -170,7 +261,8 @@ def line_errors(line: Any, export_format: str) -> list[str]:
             conversation = line.get("input")
             if not isinstance(conversation, dict) or "messages" not in conversation:
                 return [*errors, "input: must be an object with `messages`"]
-            errors += _messages_errors(conversation["messages"], "input.messages", _OPENAI_ROLES)
+            errors += _messages_errors(conversation["messages"], "input.messages", _OPENAI_ROLES,
+                                       openai=True)
             errors += _single_assistant(
                 line.get("preferred_output"), "preferred_output", _OPENAI_ROLES
             )

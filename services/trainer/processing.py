@@ -91,7 +91,7 @@ def process_message(event: Event) -> TrainerEffect | None:
                 response_id=p.response_id,
                 event_id=event.event_id,
                 user_id=event.user_id,
-                prompt=[message.model_dump(mode="json") for message in p.prompt],
+                prompt=[message.model_dump(mode="json", exclude_none=True) for message in p.prompt],
                 context=[document.model_dump(mode="json") for document in p.context],
                 output=p.output,
                 model=p.model,
@@ -117,7 +117,10 @@ def process_message(event: Event) -> TrainerEffect | None:
                 comment=p.comment.model_dump(mode="json") if p.comment else None,
                 correction=p.correction.text if p.correction else None,
                 replay=p.replay.model_dump(mode="json") if p.replay else None,
-                inline_prompt=[m.model_dump(mode="json") for m in p.prompt] if p.prompt else None,
+                inline_prompt=(
+                    [m.model_dump(mode="json", exclude_none=True) for m in p.prompt]
+                    if p.prompt else None
+                ),
                 inline_output=p.output,
                 inline_model=p.model,
                 inline_action_type=p.action_type,

@@ -111,7 +111,8 @@ def test_validators_reject_what_the_providers_reject() -> None:
     empty = {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}]}
     assert line_errors(empty, "openai-sft") == ["messages[0]: content must be a non-empty string"]
     tool = {"messages": [{"role": "tool", "content": "x"}, *good["messages"]]}
-    assert line_errors(tool, "openai-sft") == ["messages[0]: role 'tool' is not allowed"]
+    # A tool message is OpenAI's only as the answer to an earlier call.
+    assert line_errors(tool, "openai-sft") == ["messages[0]: answers no earlier tool call"]
     assert line_errors(good | {"metadata": {}}, "openai-sft")
     two = {"input": {"messages": good["messages"][:1]},
            "preferred_output": good["messages"], "non_preferred_output": good["messages"][1:]}
@@ -191,3 +192,34 @@ def test_openai_sft_trains_only_on_the_example_reply_not_on_the_history() -> Non
     assert line_errors(line, "openai-sft") == ["messages[2]: weight must be 0 or 1"]
     line["messages"][1]["weight"] = 0
     assert "messages[1]" in line_errors(line, "openai-sft")[0]
+
+
+def test_tool_calls_and_retrieved_context_in_the_chat_formats() -> None:
+    document = {
+        "kind": "sft", "completion": "Your order ships Tuesday.",
+        "context": [{"text": "Orders ship within 2 days.", "source": "faq.md"}],
+        "prompt": [
+            {"role": "system", "content": "You are support."},
+            {"role": "user", "content": "Where is order 42?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1",
+             "type": "function", "function": {"name": "order", "arguments": "{\"id\": 42}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"status\": \"packed\"}"},
+        ],
+    }
+    line = format_example(document, "openai-sft", context="system")
+    assert line is not None and line_errors(line, "openai-sft") == []
+    roles = [m["role"] for m in line["messages"]]
+    assert roles == ["system", "system", "user", "assistant", "tool", "assistant"]
+    assert line["messages"][1]["content"] == "Context:\n[1] Orders ship within 2 days. (source: faq.md)"
+    assert line["messages"][3]["tool_calls"][0]["function"]["name"] == "order"
+    assert line["messages"][3]["weight"] == 0
+    assert line["messages"][4] == {"role": "tool", "tool_call_id": "call_1",
+                                   "content": "{\"status\": \"packed\"}"}
+    # Without asking for it, no context; TRL keeps plain messages.
+    plain = format_example(document, "openai-sft")
+    assert plain is not None and [m["role"] for m in plain["messages"]][:2] == ["system", "user"]
+    trl = format_example(document, "trl-sft")
+    assert trl is not None and line_errors(trl, "trl-sft") == []
+    # A tool answer without its call cannot be written for OpenAI.
+    orphan = document | {"prompt": [document["prompt"][1], document["prompt"][3]]}
+    assert format_example(orphan, "openai-sft") is None

@@ -207,3 +207,18 @@ def test_trainer_processing_keeps_the_session() -> None:
     effect = processing.process_message(decode_event(orjson.dumps(doc)))
     assert isinstance(effect, processing.ResponseStored)
     assert effect.session_id == "s-9"
+
+
+def test_tool_calls_are_kept_with_their_arguments_redacted() -> None:
+    prompt = [
+        {"role": "user", "content": "Where is order 42?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+         "function": {"name": "lookup", "arguments": '{"email": "jo@example.com"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "shipped to jo@example.com"},
+    ]
+    [sft, _] = build(response(prompt=prompt), feedback(2, thumb="up"))
+    stored = sft.record["prompt"]
+    assert stored[1]["tool_calls"][0]["function"] == {"name": "lookup",
+                                                      "arguments": '{"email": "[EMAIL]"}'}
+    assert stored[2] == {"role": "tool", "tool_call_id": "call_1", "content": "shipped to [EMAIL]"}
+    assert sft.record["provenance"]["redactions"] == {"EMAIL": 2}
