@@ -138,6 +138,22 @@ class Settings(BaseSettings):
     retraining_api_key: SecretStr | None = None
     retraining_model: str = "gpt-4o-mini-2024-07-18"
 
+    # Exports to S3-compatible object storage (the trainer): training examples and the feedback
+    # events and responses they came from, as JSONL and Parquet with a manifest, incremental by
+    # the time they were stored. Off without an endpoint; `feedbackloop run` points it at its
+    # SeaweedFS. `_interval_seconds` 0: on demand only (`feedbackloop export-objects`).
+    object_export_endpoint: str = ""
+    object_export_bucket: str = "feedbackloop"
+    object_export_prefix: str = "exports"
+    object_export_region: str = "us-east-1"
+    object_export_access_key_id: SecretStr = SecretStr("")
+    object_export_secret_access_key: SecretStr = SecretStr("")
+    object_export_allow_http: bool = False
+    object_export_interval_seconds: float = Field(default=3_600.0, ge=0)
+    # Only what was stored at least this long ago is exported, so a transaction still open
+    # when an increment is cut cannot commit rows into a stretch already exported.
+    object_export_settle_seconds: float = Field(default=60.0, ge=0)
+
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
         if self.environment != "production":

@@ -24,7 +24,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -251,3 +251,39 @@ def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("--since must be before --until\n")
         return 2
     return asyncio.run(_export(arguments, url, sys.stderr))
+
+
+def run_object_export(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`feedbackloop export-objects`: one export run to object storage now, what is due."""
+    from services.trainer.object_exports import export_due, object_store
+
+    database_url = settings.database_url.get_secret_value()
+    if not database_url:
+        sys.stderr.write(missing("database", "FEEDBACKLOOP_DATABASE_URL", settings) + "\n")
+        return 2
+    store = object_store(settings)
+    if store is None:
+        sys.stderr.write("no object storage: set FEEDBACKLOOP_OBJECT_EXPORT_ENDPOINT (make run "
+                         "exports to its SeaweedFS)\n")
+        return 2
+
+    async def run() -> int:
+        pool = await create_pool(database_url, min_size=1, max_size=2)
+        try:
+            done = await export_due(
+                pool, store, now=datetime.now(UTC),
+                settle=timedelta(seconds=settings.object_export_settle_seconds),
+                tenants=arguments.tenant,
+            )
+        finally:
+            await pool.close()
+        if done is None:
+            sys.stderr.write("another export is running; nothing done\n")
+            return 1
+        for increment in done:
+            print(f"{increment.tenant_id:<16} {increment.stream:<10} {increment.rows:>7} rows  "
+                  f"s3://{store.bucket}/{increment.keys[-1]}")
+        print(f"{len(done)} increment(s) exported")
+        return 0
+
+    return asyncio.run(run())

@@ -26,6 +26,7 @@ def record(
     bootstrap: str,
     embedded_broker: bool,
     parts: list[dict[str, object]] | None = None,
+    object_export: dict[str, object] | None = None,
 ) -> None:
     """Note, for the other commands, where this process's system runs and how its parts are."""
     path = data_dir / SYSTEM_FILE
@@ -37,6 +38,8 @@ def record(
         # The embedded broker cannot issue producer ids.
         "kafka_enable_idempotence": not embedded_broker,
         "parts": parts or [],
+        # Where exports to object storage go: the embedded SeaweedFS, when it runs.
+        "object_export": object_export or {},
     }))
     temporary.chmod(0o600)
     temporary.replace(path)
@@ -80,6 +83,12 @@ def with_local_system(settings: Settings) -> Settings:
     if not settings.kafka_bootstrap_servers and found.get("kafka_bootstrap_servers"):
         update["kafka_bootstrap_servers"] = str(found["kafka_bootstrap_servers"])
         update["kafka_enable_idempotence"] = bool(found.get("kafka_enable_idempotence", True))
+    if not settings.object_export_endpoint and isinstance(found.get("object_export"), dict):
+        for name, value in found["object_export"].items():
+            if name in ("endpoint", "bucket", "prefix", "allow_http"):
+                update[f"object_export_{name}"] = value
+            elif name in ("access_key_id", "secret_access_key"):
+                update[f"object_export_{name}"] = SecretStr(str(value))
     return settings.model_copy(update=update)
 
 

@@ -9,7 +9,7 @@ import sys
 from feedbackloop.settings import Settings
 from services.cli import admin
 from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
-from services.cli.export import add_export_parser, run_export
+from services.cli.export import add_export_parser, run_export, run_object_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
 
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     add_loadgen_parser(commands)
     add_dead_letter_parser(commands)
     add_export_parser(commands)
+    objects = commands.add_parser(
+        "export-objects", help="export to object storage now: examples, feedback, responses")
+    objects.add_argument("--tenant", action="append", default=None,
+                         help="only this tenant (repeatable; default: every tenant)")
     return parser
 
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = with_local_system(settings)
     if arguments.command == "export":
         return run_export(arguments, settings)
+    if arguments.command == "export-objects":
+        return run_object_export(arguments, settings)
     if arguments.command == "dead-letters":
         return run_dead_letters(arguments, settings)
     if arguments.command == "loadgen":

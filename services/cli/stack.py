@@ -222,6 +222,9 @@ class Stack:
         if embedded_broker:
             # The embedded broker cannot issue producer ids; consumers are idempotent instead.
             env["FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE"] = "false"
+        env |= {f"FEEDBACKLOOP_OBJECT_EXPORT_{name.upper()}": str(value).lower()
+                if isinstance(value, bool) else str(value)
+                for name, value in self._object_export().items()}
         for name in SERVICE_ORDER:
             service = ServiceProcess(
                 name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
@@ -366,7 +369,17 @@ class Stack:
             database_url, bootstrap, embedded_broker = self.system
             local_system.record(self.data_dir, database_url=database_url, bootstrap=bootstrap,
                                 embedded_broker=embedded_broker,
-                                parts=[part.describe() for part in self.parts])
+                                parts=[part.describe() for part in self.parts],
+                                object_export=self._object_export())
+
+    def _object_export(self) -> dict[str, object]:
+        """Exports to object storage go to the embedded SeaweedFS (its broker's bucket, under
+        `exports/`) unless the settings name a store."""
+        if self.settings.object_export_endpoint or self.seaweed is None:
+            return {}
+        return {"endpoint": self.seaweed.endpoint, "bucket": self.seaweed.bucket,
+                "prefix": self.settings.object_export_prefix, "allow_http": True,
+                "access_key_id": "feedbackloop", "secret_access_key": "feedbackloop"}
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:

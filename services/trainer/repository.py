@@ -167,9 +167,10 @@ async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackStored
 async def _retract(
     connection: asyncpg.Connection, *, deleted: Sequence[asyncpg.Record], reason: str
 ) -> None:
-    """After examples were deleted: queues a retraction for each one that had been published,
-    so consumers of the topic delete it too (unpublished ones simply never leave), and makes
-    the oldest duplicate of each deleted original the new original (queued for publishing)."""
+    """After examples were deleted: records a retraction of each, queued for the topic when it
+    had been published there (so consumers of the topic delete it too; unpublished ones never
+    reach it), and makes the oldest duplicate of each deleted original the new original (queued
+    for publishing)."""
     if not deleted:
         return
     await connection.execute(
@@ -186,18 +187,20 @@ async def _retract(
         """,
         [row["example_id"] for row in deleted],
     )
-    published = [row for row in deleted if row["published_revision"] > 0]
-    if published:
-        await connection.executemany(
-            """
-            INSERT INTO trainer.example_retractions (example_id, tenant_id, conversation_id, reason)
-            VALUES ($1, $2, $3, $4)
-            """,
-            [
-                (row["example_id"], row["tenant_id"], row["conversation_id"], reason)
-                for row in published
-            ],
-        )
+    # Every deletion is recorded, for exports to object storage that may hold the example; one
+    # that never reached the topic is marked published at once, so the relay sends nothing.
+    await connection.executemany(
+        """
+        INSERT INTO trainer.example_retractions
+            (example_id, tenant_id, conversation_id, reason, published_at)
+        VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN NULL ELSE now() END)
+        """,
+        [
+            (row["example_id"], row["tenant_id"], row["conversation_id"], reason,
+             row["published_revision"] > 0)
+            for row in deleted
+        ],
+    )
 
 
 async def _remove_user_examples(

@@ -1,6 +1,7 @@
 """The trainer's background work beside its consumer, as one coroutine to run for the life of
-the service: the training-examples relay (always), the failure explainer and the retraining
-job (each only when enabled in settings: when off, no model is ever called)."""
+the service: the training-examples relay (always), exports to object storage (when an endpoint
+is set), the failure explainer and the retraining job (each only when enabled in settings:
+when off, no model is ever called)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from feedbackloop.contract import Topic
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.settings import Settings
 from services.trainer.explanations import build_client, explain_failures_forever
+from services.trainer.object_exports import export_forever, object_store
 from services.trainer.relay import relay_forever
 from services.trainer.retraining import RetrainingConfig, retrain_forever
 
@@ -37,6 +39,12 @@ async def run_training_tasks(pool: asyncpg.Pool, settings: Settings) -> None:
                 idle_seconds=settings.training_relay_interval_seconds,
                 retry_max_seconds=settings.consumer_retry_max_seconds,
             ))
+            store = object_store(settings)
+            if store is not None and settings.object_export_interval_seconds > 0:
+                tasks.create_task(export_forever(
+                    pool, store, interval=settings.object_export_interval_seconds,
+                    settle=timedelta(seconds=settings.object_export_settle_seconds),
+                ))
             if settings.failure_explanations_enabled:
                 key = settings.failure_explanations_api_key
                 tasks.create_task(explain_failures_forever(

@@ -224,6 +224,21 @@ async def test_feedbackloop_run_heals_its_infrastructure_and_loses_nothing(
                 f"SELECT sum(thumbs_up) AS up, sum(thumbs_down) AS down FROM metrics.{table} "
                 "WHERE tenant_id = 'dev'")
             assert (row["up"], row["down"]) == (expected["up"], expected["down"]), table
+        # The same data, on demand, to the system's own S3 store (SeaweedFS).
+        # No settle time: the stream has just ended, and everything stored is to go.
+        exported = await asyncio.to_thread(
+            subprocess.run, [*CLI, "export-objects"], cwd=ROOT, capture_output=True, text=True,
+            env=running.env | {"FEEDBACKLOOP_OBJECT_EXPORT_SETTLE_SECONDS": "0"}, timeout=300)
+        assert exported.returncode == 0, exported.stderr
+        rows = {line.split()[1]: int(line.split()[2]) for line in exported.stdout.splitlines()
+                if line.startswith("dev ")}
+        responses = await connection.fetchval(
+            "SELECT count(*) FROM trainer.responses WHERE tenant_id = 'dev'")
+        feedback = await connection.fetchval(
+            "SELECT count(*) FROM trainer.feedback WHERE tenant_id = 'dev'")
+        assert rows == {"examples": rows["examples"], "feedback": feedback,
+                        "responses": responses}, exported.stdout
+        print(f"{len(ledger.accepted)} events' data exported to SeaweedFS: {rows}")
         print(f"each of {', '.join(STREAM_CONSUMERS)} materialized {len(ledger.accepted)}; "
               f"rollups up {expected['up']} / down {expected['down']} equal a recount; "
               f"parts {parts}")

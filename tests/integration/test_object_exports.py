@@ -1,0 +1,181 @@
+"""Exports to object storage against a real S3 store (SeaweedFS) and real PostgreSQL: each
+tenant's examples, feedback and responses as JSONL and Parquet with a manifest, incremental by
+the time rows were stored, opted-out users left out, credentials never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import obstore
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from feedbackloop.contract import decode_event
+from feedbackloop.embedded import SeaweedS3, free_port
+from feedbackloop.postgres import create_pool
+from services.trainer.object_exports import ObjectStore, export_due, export_forever
+from services.trainer.processing import process_message
+from services.trainer.repository import write_effects
+from tests.e2e.test_broker_restart import _free_port_block
+from tests.infra import create_database
+
+pytestmark = pytest.mark.integration
+SECRET = "s3-secret-that-must-never-be-logged"
+OPTED_OUT = "f" * 64
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    store = SeaweedS3(tmp_path_factory.mktemp("s3") / "seaweed", s3_port=free_port(),
+                      port_base=_free_port_block(), bucket="exports")
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+def _store(seaweed: SeaweedS3, prefix: str) -> ObjectStore:
+    return ObjectStore(endpoint=seaweed.endpoint, bucket=seaweed.bucket, prefix=prefix,
+                       region="us-east-1", access_key_id="feedbackloop", secret_access_key=SECRET,
+                       allow_http=True)
+
+
+def _doc(kind: str, tenant: str, user: str, payload: dict[str, Any], minute: int) -> dict:
+    return {"event_id": str(uuid.uuid4()), "type": kind, "tenant_id": tenant,
+            "occurred_at": f"2026-11-20T10:{minute:02d}:00Z",
+            "received_at": "2026-11-20T11:00:00Z", "user_id": user, "payload": payload}
+
+
+def _conversation(tenant: str, n: int, user: str, vote: str = "up") -> list[dict]:
+    return [
+        _doc("response.logged", tenant, user, {
+            "response_id": f"r{n}", "model": "m", "action_type": "todo",
+            "prompt": [{"role": "user", "content": f"Add item {n}"}],
+            "output": f"Added item {n}."}, n),
+        _doc("feedback.submitted", tenant, user, {"response_id": f"r{n}", "thumb": vote}, n + 1),
+    ]
+
+
+async def _apply(pool: Any, docs: list[dict]) -> None:
+    effects = [process_message(decode_event(orjson.dumps(doc))) for doc in docs]
+    async with pool.acquire() as connection, connection.transaction():
+        await write_effects(connection, [e for e in effects if e is not None])
+
+
+@pytest.fixture
+async def pool(postgres_url: str) -> AsyncIterator[Any]:
+    pool = await create_pool(await create_database(postgres_url), min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def _objects(store: ObjectStore) -> dict[str, bytes]:
+    client = store.client()
+    keys = [item["path"] for batch in obstore.list(client, prefix=store.prefix) for item in batch]
+    return {key: bytes(obstore.get(client, key).bytes()) for key in keys}
+
+
+def _later() -> datetime:
+    # Every row committed so far was stored before now (PostgreSQL's now() is its
+    # transaction's start); with no settle time, the cut is the present.
+    return datetime.now(UTC)
+
+
+async def test_increments_hold_each_stream_once_as_jsonl_and_parquet_with_a_manifest(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    await _apply(pool, [
+        *(doc for n in range(6) for doc in _conversation("acme", n, "a" * 64)),
+        *_conversation("globex", 0, "b" * 64),
+        _doc("user.consent_changed", "acme", OPTED_OUT, {"training_allowed": False}, 30),
+        *_conversation("acme", 40, OPTED_OUT),
+    ])
+    first = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert first is not None
+    assert sorted((i.tenant_id, i.stream, i.rows) for i in first) == [
+        ("acme", "examples", 12), ("acme", "feedback", 6), ("acme", "responses", 6),
+        ("globex", "examples", 2), ("globex", "feedback", 1), ("globex", "responses", 1),
+    ]
+    objects = _objects(store)
+    assert len(objects) == 6 * 3
+    for increment in first:
+        jsonl, parquet, manifest_key = increment.keys
+        lines = [orjson.loads(line) for line in objects[jsonl].splitlines()]
+        table = pq.read_table(io.BytesIO(objects[parquet])).to_pylist()
+        manifest = orjson.loads(objects[manifest_key])
+        assert len(lines) == len(table) == manifest["rows"] == increment.rows
+        assert {f["key"]: f["sha256"] for f in manifest["files"]} == {
+            key: hashlib.sha256(objects[key]).hexdigest() for key in (jsonl, parquet)}
+        assert all(line["tenant_id"] == increment.tenant_id for line in lines)
+        assert OPTED_OUT not in objects[jsonl].decode(), "an opted-out user's rows were exported"
+    feedback = next(i for i in first if (i.tenant_id, i.stream) == ("acme", "feedback"))
+    assert {row["type"] for row in (orjson.loads(x) for x in objects[feedback.keys[0]].splitlines())
+            } == {"feedback.submitted"}
+
+    # Nothing new: nothing written. A flip and a retraction: only they, in the next increment.
+    assert await export_due(pool, store, now=_later(), settle=timedelta(0)) == []
+    await _apply(pool, [
+        _doc("feedback.submitted", "acme", "a" * 64, {"response_id": "r1", "thumb": "down"}, 50),
+        _doc("feedback.retracted", "acme", "a" * 64, {"response_id": "r2", "kind": "thumb"}, 51),
+    ])
+    second = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert second is not None
+    by_stream = {i.stream: i for i in second if i.tenant_id == "acme"}
+    assert set(by_stream) == {"examples", "feedback"}
+    assert by_stream["feedback"].rows == 2
+    # The empty run moved the watermark too: increments follow one another without a gap.
+    assert by_stream["examples"].since > next(
+        i.until for i in first if (i.tenant_id, i.stream) == ("acme", "examples"))
+    objects = _objects(store)
+    revised = [orjson.loads(x) for x in objects[by_stream["examples"].keys[0]].splitlines()]
+    assert {(d["response_id"], d["kind"], d["label"], d["revision"]) for d in revised} >= {
+        ("r1", "kto", False, 2)}
+    manifest = orjson.loads(objects[by_stream["examples"].keys[-1]])
+    assert {r["conversation_id"] for r in manifest["retracted"]} >= {"r2"}
+
+
+async def test_a_store_that_refuses_is_retried_and_its_secret_never_logged(
+    pool: Any, seaweed: SeaweedS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _apply(pool, _conversation("acme", 1, "a" * 64))
+    gone = ObjectStore(endpoint=f"http://127.0.0.1:{free_port()}", bucket="exports",
+                       prefix="x", region="us-east-1", access_key_id="feedbackloop",
+                       secret_access_key=SECRET, allow_http=True)
+    assert SECRET not in repr(gone)
+    with caplog.at_level(logging.INFO):
+        running = asyncio.create_task(export_forever(pool, gone, interval=0.2,
+                                                     settle=timedelta(0)))
+        deadline = asyncio.get_running_loop().time() + 90
+        while len([r for r in caplog.records if "export to" in r.getMessage()]) < 2:
+            assert not running.done(), "a refusing store must not end the export job"
+            assert asyncio.get_running_loop().time() < deadline, "no failure was reported"
+            await asyncio.sleep(0.1)
+        running.cancel()
+    assert all(SECRET not in record.getMessage() for record in caplog.records)
+    # The watermark did not move: the same rows go out once the store answers.
+    done = await export_due(pool, _store(seaweed, f"t-{uuid.uuid4().hex[:8]}"), now=_later(),
+                            settle=timedelta(0))
+    assert done is not None and {(i.stream, i.rows) for i in done} == {
+        ("examples", 2), ("feedback", 1), ("responses", 1)}
+
+
+async def test_rows_stored_within_the_settle_time_wait_for_the_next_increment(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    await _apply(pool, _conversation("acme", 1, "a" * 64))
+    assert await export_due(pool, store, now=datetime.now(UTC), settle=timedelta(hours=1)) == []
+    assert _objects(store) == {}
+    done = await export_due(pool, store, now=datetime.now(UTC), settle=timedelta(0))
+    assert done is not None and {(i.stream, i.rows) for i in done} == {
+        ("examples", 2), ("feedback", 1), ("responses", 1)}
