@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.export_files import OUTPUT_KINDS, open_output
 from services.cli.local_system import missing
-from services.trainer import repository
+from services.trainer import repository, snapshots
 from services.trainer.export_manifest import ExportManifest
 from services.trainer.export_stream import ExportTally, selection_for
 from services.trainer.exports import (
@@ -65,7 +66,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--tenant", default=None,
                         help="the tenant whose examples to export (with --url: the key's)")
-    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, dest="export_format",
+                        help="the export format (with --from-snapshot: the snapshot's)")
     parser.add_argument("--split", choices=("train", "eval"), default=None,
                         help="train or eval (default: both)")
     parser.add_argument("--since", type=_timestamp, default=None,
@@ -84,6 +86,12 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--context", choices=CONTEXT_MODES, default="none",
                         help="system: put the retrieved documents in a system message of the "
                         "prompt (chat formats)")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="keep what this export writes as a snapshot (its id is in the "
+                        "manifest) that --from-snapshot exports again, byte for byte")
+    parser.add_argument("--from-snapshot", type=uuid.UUID, default=None,
+                        help="export a snapshot again: its format, filters and examples, less "
+                        "those of users who opted out or were erased since")
     parser.add_argument("--url", default=None,
                         help="export through this query service's API instead of the database")
     parser.add_argument("--key", default=None, help="a read key for --url")
@@ -169,20 +177,33 @@ class ExportFailed(Exception):
 
 
 async def _export(arguments: argparse.Namespace, database_url: str, stderr: TextIO) -> int:
-    export_format = arguments.export_format
-    selection = repository.ExampleFilter(
-        tenant_id=arguments.tenant, split=arguments.split, since=arguments.since,
-        until=arguments.until, action_type=arguments.action_type, model=arguments.model,
-        min_quality=arguments.min_quality,
-    )
     tally = ExportTally()
     progress = ProgressBar(0, stderr)
-    documents = (
-        _documents_from_api(arguments, export_format, tally) if arguments.url
-        else _documents_from_database(database_url, selection, export_format, progress, tally)
-    )
+    snapshot: dict[str, Any] | None = None
+    documents: AsyncIterator[dict[str, Any]]
+    if arguments.from_snapshot:
+        loaded = await _snapshot_documents(database_url, arguments.from_snapshot)
+        if loaded is None:
+            stderr.write(f"no snapshot {arguments.from_snapshot}\n")
+            return 2
+        header, kept, removed = loaded
+        arguments.export_format = header.export_format
+        arguments.context = header.filters.get("context", "none")
+        filters = header.filters
+        snapshot = {"id": str(header.snapshot_id), "created_at": header.created_at.isoformat(),
+                    "lines": header.lines, "removed": removed}
+        documents = _replayed(kept, progress, tally)
+    else:
+        filters = _filters(arguments)
+        documents = (
+            _documents_from_api(arguments, arguments.export_format, tally) if arguments.url
+            else _documents_from_database(database_url, _selection(arguments),
+                                          arguments.export_format, progress, tally)
+        )
+    export_format = arguments.export_format
     output = open_output(arguments.output_kind, arguments.out)
-    manifest = ExportManifest(export_format, filters=_filters(arguments))
+    manifest = ExportManifest(export_format, filters=filters)
+    written: list[dict[str, Any]] = []
     errors: list[str] = []
     try:
         async for document in documents:
@@ -193,23 +214,34 @@ async def _export(arguments: argparse.Namespace, database_url: str, stderr: Text
                 continue
             manifest.add(document)
             output.add(document, line)
-            errors += [f"line {len(manifest.examples)}: {error}"
-                       for error in line_errors(line, export_format)]
+            written.append(document)
+            errors += [f"line {len(written)}: {error}" for error in line_errors(line, export_format)]
     except ExportFailed as failure:
         stderr.write(f"\n{failure}\n")
         return 2
     progress.close()
-    written = len(manifest.examples)
+    if arguments.snapshot:
+        snapshot = await _keep_snapshot(database_url, filters, export_format, written)
     manifest.skipped = tally.skipped
-    described = manifest.describe(created_at=datetime.now(UTC), files=output.close())
+    described = manifest.describe(created_at=datetime.now(UTC), files=output.close(),
+                                  snapshot=snapshot)
     output.describe(described)
-    manifest_path = output.manifest_path
-    errors += file_errors(written, export_format)
+    return _report(arguments, described, output.manifest_path,
+                   errors + file_errors(len(written), export_format), stderr)
+
+
+def _report(arguments: argparse.Namespace, described: dict[str, Any], manifest_path: Path,
+            errors: list[str], stderr: TextIO) -> int:
+    skipped = described["counts"]["skipped"]
     stderr.write(
-        f"wrote {written} examples to {arguments.out}"
-        + (f" ({tally.skipped} not representable in {export_format})" if tally.skipped else "")
+        f"wrote {described['counts']['examples']} examples to {arguments.out}"
+        + (f" ({skipped} not representable in {described['format']})" if skipped else "")
         + f"; manifest {manifest_path}\n"
     )
+    if described.get("snapshot"):
+        snapshot = described["snapshot"]
+        stderr.write(f"snapshot {snapshot['id']} ({len(snapshot['removed'])} line(s) of it "
+                     "left out since: opted out or erased)\n")
     if "kto" in described:
         stderr.write(f"KTO balance: {orjson.dumps(described['kto']).decode()}\n")
     for warning in described["warnings"]:
@@ -220,6 +252,50 @@ async def _export(arguments: argparse.Namespace, database_url: str, stderr: Text
             stderr.write(f"  {error}\n")
         return 1
     return 0
+
+
+def _selection(arguments: argparse.Namespace) -> repository.ExampleFilter:
+    return repository.ExampleFilter(
+        tenant_id=arguments.tenant, split=arguments.split, since=arguments.since,
+        until=arguments.until, action_type=arguments.action_type, model=arguments.model,
+        min_quality=arguments.min_quality,
+    )
+
+
+async def _replayed(
+    documents: list[dict[str, Any]], progress: ProgressBar, tally: ExportTally
+) -> AsyncIterator[dict[str, Any]]:
+    progress.total = len(documents)
+    for document in documents:
+        tally.read += 1
+        yield document
+
+
+async def _snapshot_documents(
+    database_url: str, snapshot_id: uuid.UUID
+) -> tuple[snapshots.Snapshot, list[dict[str, Any]], list[dict[str, Any]]] | None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            return await snapshots.load_snapshot(connection, snapshot_id)
+    finally:
+        await pool.close()
+
+
+async def _keep_snapshot(
+    database_url: str, filters: dict[str, Any], export_format: str,
+    documents: list[dict[str, Any]],
+) -> dict[str, Any]:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            kept = await snapshots.create_snapshot(
+                connection, tenant_id=str(filters["tenant"]), export_format=export_format,
+                filters=filters, documents=documents)
+    finally:
+        await pool.close()
+    return {"id": str(kept.snapshot_id), "created_at": kept.created_at.isoformat(),
+            "lines": kept.lines, "removed": []}
 
 
 def _filters(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -240,7 +316,13 @@ def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
         return 2
     arguments.output_kind = arguments.output_kind or (
         "parquet" if arguments.out.suffix == ".parquet" else "jsonl")
-    if not arguments.url and not arguments.tenant:
+    if arguments.from_snapshot is None and arguments.export_format is None:
+        sys.stderr.write("--format is needed (unless exporting --from-snapshot)\n")
+        return 2
+    if (arguments.snapshot or arguments.from_snapshot) and arguments.url:
+        sys.stderr.write("snapshots are kept in the database: not with --url\n")
+        return 2
+    if not arguments.url and not arguments.tenant and arguments.from_snapshot is None:
         sys.stderr.write("--tenant is needed when exporting from the database\n")
         return 2
     url = settings.database_url.get_secret_value()

@@ -48,8 +48,12 @@ class ExportManifest:
             "source_event_ids": document.get("provenance", {}).get("source_event_ids", []),
         })
 
-    def describe(self, *, created_at: datetime, files: list[dict[str, Any]]) -> dict[str, Any]:
-        """The manifest document; `files` names each written file with its sha256 and size."""
+    def describe(
+        self, *, created_at: datetime, files: list[dict[str, Any]],
+        snapshot: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The manifest document; `files` names each written file with its sha256 and size;
+        `snapshot` the snapshot kept or exported again, with the lines left out since."""
         splits = Counter(example["split"] for example in self.examples)
         manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
@@ -64,6 +68,7 @@ class ExportManifest:
                 "by_kind": dict(sorted(Counter(e["kind"] for e in self.examples).items())),
             },
             "pii": PII_POLICY,
+            "snapshot": snapshot,
             "warnings": self.warnings(),
             "examples": self.examples,
         }

@@ -111,6 +111,12 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 [(e.tenant_id, e.user_id, e.erased_at) for e in run],
             )
             await _remove_user_examples(connection, users=users, reason="erasure")
+            # Snapshots of exports keep nothing of an erased user either.
+            await connection.executemany(
+                "DELETE FROM trainer.snapshot_examples "
+                "WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]",
+                users,
+            )
             # Explanations quote the prompt: they go with the user's responses too.
             await connection.executemany(
                 """

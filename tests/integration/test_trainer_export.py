@@ -267,3 +267,61 @@ def test_export_through_the_api_from_another_machine_gives_the_same_file(
     finally:
         holder["server"].should_exit = True
         thread.join(10)
+
+
+def test_a_snapshot_exports_the_same_bytes_later_less_opt_outs_and_erasures(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from tests.infra import create_database
+
+    async def seed(docs: list[dict[str, Any]], url: str | None = None) -> str:
+        url = url or await create_database(postgres_url)
+        pool = await create_pool(url, min_size=1, max_size=1)
+        effects = [process_message(decode_event(orjson.dumps(doc))) for doc in docs]
+        async with pool.acquire() as connection, connection.transaction():
+            await write_effects(connection, [e for e in effects if e is not None])
+        await pool.close()
+        return url
+
+    events = _events("acme", 12)
+    database = asyncio.run(seed(events))
+    settings = Settings(database_url=database)
+    for export_format in ("raw", "trl-kto"):
+        first = tmp_path / f"{export_format}-first.jsonl"
+        assert run_export(_cli_arguments("--tenant", "acme", "--format", export_format,
+                                         "--snapshot", "--out", str(first)), settings) == 0
+        manifest = orjson.loads((tmp_path / f"{first.name}.manifest.json").read_bytes())
+        snapshot_id = manifest["snapshot"]["id"]
+        assert manifest["snapshot"]["lines"] == manifest["counts"]["examples"] > 0
+        again = tmp_path / f"{export_format}-again.jsonl"
+        assert run_export(_cli_arguments("--from-snapshot", snapshot_id, "--out", str(again)),
+                          settings) == 0
+        assert again.read_bytes() == first.read_bytes()
+
+    # New feedback, an opt-out and an erasure later, the snapshot gives the same lines less
+    # the two users', and its manifest says which and why.
+    opted, erased = events[2]["user_id"], events[4]["user_id"]
+    asyncio.run(seed([
+        events[0] | {"event_id": str(uuid.uuid4()), "type": "feedback.submitted",
+                     "occurred_at": "2026-11-30T10:00:00Z",
+                     "payload": {"response_id": "r0", "rating": 1}},
+        {"event_id": str(uuid.uuid4()), "type": "user.consent_changed", "tenant_id": "acme",
+         "occurred_at": "2026-11-30T10:00:00Z", "received_at": "2026-11-30T10:00:00Z",
+         "user_id": opted, "payload": {"training_allowed": False}},
+        {"event_id": str(uuid.uuid4()), "type": "user.erasure_requested", "tenant_id": "acme",
+         "occurred_at": "2026-11-30T10:00:00Z", "received_at": "2026-11-30T10:00:00Z",
+         "user_id": erased, "payload": {}},
+    ], database))
+    later = tmp_path / "later.jsonl"
+    assert run_export(_cli_arguments("--from-snapshot", snapshot_id, "--out", str(later)),
+                      settings) == 0
+    original = (tmp_path / "trl-kto-first.jsonl").read_bytes().splitlines()
+    removed = orjson.loads((tmp_path / "later.jsonl.manifest.json").read_bytes())["snapshot"][
+        "removed"]
+    assert sorted(r["reason"] for r in removed) == ["erasure", "opt_out"]
+    gone = {r["line"] for r in removed}
+    assert later.read_bytes().splitlines() == [
+        line for number, line in enumerate(original, start=1) if number not in gone]
+    assert "left out since" in capsys.readouterr().err
