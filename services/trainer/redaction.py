@@ -5,22 +5,26 @@
 of each it replaced, so every training example can say which redactions were applied.
 
 Detection favours precision where a checksum or a registry rule exists, so that look-alikes
-(order numbers, versions, dates, times) survive:
+(order numbers, versions, dates, times) survive; the rules come from maintained libraries where
+one does the job:
 
 - payment cards: 12-19 digits (spaces or dashes allowed) with an issuer prefix (Visa,
   Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro), a length that issuer uses, and
-  the Luhn check;
-- IBANs: a known country's exact length and the ISO 13616 mod-97 check;
+  the Luhn check (python-stdnum);
+- IBANs: the country's registered structure and length and the ISO 13616 mod-97 check
+  (python-stdnum);
 - IPv4/IPv6: whatever `ipaddress` accepts (so 999.1.1.1 and 10:30:00 are not addresses), not
   preceded by a letter (so `v1.2.3.4` stays a version);
-- US SSNs: AAA-GG-SSSS with separators and the SSA's never-issued ranges excluded (000, 666 and
-  9xx areas, 00 groups, 0000 serials); UK National Insurance numbers with HMRC's prefix rules;
+- US SSNs: AAA-GG-SSSS with dashes or spaces that python-stdnum accepts (no 000, 666 or 9xx
+  area, 00 group or 0000 serial, and not the numbers printed on sample cards and in ads); UK
+  National Insurance numbers with HMRC's prefix rules;
 - URLs with credentials: the `user:password@` part of `scheme://user:password@host`;
-- phone numbers have no checksum: an international number (`+` and 8-15 digits), or a national
-  one written in groups (`(415) 555-0132`, `415-555-0132`, `030 1234 5678`), 9-15 digits; a bare
-  run of digits is not taken for a phone number (it is usually an order or ticket number).
+- phone numbers: what Google's libphonenumber (`phonenumbers`) finds valid and written in its
+  country's grouping, with a country code from anywhere or without one in `PHONE_REGIONS`; not
+  a bare run of digits (usually an order or ticket number), not an SSN's shape, and not one
+  group of a longer run of digit groups.
 
-Names are not detected: no dependency does that well offline without a language model.
+Names are not detected by default (see `names`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import phonenumbers
+from stdnum import iban, luhn
+from stdnum.us import ssn
 
 Span = tuple[int, int, str]  # start, end, kind
 
@@ -61,28 +69,16 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:])"
 )
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w])")
-_PHONE_NATIONAL = re.compile(
-    r"(?<![\w-])(?:\(\d{2,5}\) ?\d{3,4}[ .-]?\d{3,4}"
-    r"|\d{3}[.-]\d{3}[.-]\d{4}"
-    r"|\d{3} \d{3} \d{4}"
-    r"|0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4})(?![\w-])"
-)
-
 _DIGIT_BEFORE = re.compile(r"\d[ .-]$")
 _DIGIT_AFTER = re.compile(r"[ .-]\d")
+# A US SSN's shape (3-2-4 digits, one separator): never taken for a phone number, valid or not.
+_SSN_SHAPE = re.compile(r"^\d{3}([- ])\d{2}\1\d{4}$")
+# Where a number written without a country code is looked up. A number counts when it is valid
+# in one of these and written with that country's grouping.
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "IE", "AU", "CA",
+                 "IN", "JP", "BR", "MX")
+_PHONE_MIN_DIGITS = 7
 
-# ISO 13616 registry lengths of the countries whose IBANs are most often seen.
-IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
-    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
-    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
-    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
-    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
-    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
-    "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
-}
 # Issuer prefixes and the card lengths each issues (first match wins).
 _CARD_BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
     (re.compile(r"^4"), frozenset({13, 16, 19})),  # Visa
@@ -97,22 +93,14 @@ _CARD_BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
 
 
 def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+    return bool(luhn.is_valid(digits))
 
 
 def iban_valid(compact: str) -> bool:
-    """ISO 13616: the country's length, and the rearranged number is 1 modulo 97."""
-    compact = compact.upper()
-    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+    """ISO 13616 as python-stdnum checks it: the country's registered structure and length,
+    and the mod-97 check (not each country's own bank-code rules, which would miss the IBANs of
+    banks its registry does not list)."""
+    return bool(iban.is_valid(compact, check_country=False))
 
 
 def _emails(text: str) -> Iterator[Span]:
@@ -142,27 +130,24 @@ def _cards(text: str) -> Iterator[Span]:
 def _ibans(text: str) -> Iterator[Span]:
     position = 0
     while match := _IBAN.search(text, position):
-        # The pattern may run on into the next word (or IBAN): cut at the country's length,
-        # and search on from where the IBAN really ends.
+        # The pattern may run on into the next word (or IBAN): the IBAN is the shortest run of
+        # it that validates (a country's length is fixed), and the search goes on after it.
         position = match.start() + 1
-        expected = IBAN_LENGTHS.get(match.group()[:2].upper())
-        if expected is None:
-            continue
-        compact, end = "", match.start()
+        compact = ""
         for index in range(match.start(), match.end()):
-            if text[index] != " ":
-                compact += text[index]
-                end = index + 1
-                if len(compact) == expected:
-                    break
-        if iban_valid(compact):
-            position = end
-            yield match.start(), end, "IBAN"
+            if text[index] == " ":
+                continue
+            compact += text[index]
+            if len(compact) >= 15 and iban_valid(compact):
+                position = index + 1
+                yield match.start(), index + 1, "IBAN"
+                break
 
 
 def _ssns(text: str) -> Iterator[Span]:
     for match in _SSN.finditer(text):
-        yield match.start(), match.end(), "SSN"
+        if ssn.is_valid(match.group().replace(" ", "-")):
+            yield match.start(), match.end(), "SSN"
 
 
 def _ninos(text: str) -> Iterator[Span]:
@@ -186,16 +171,30 @@ def _ip_addresses(text: str) -> Iterator[Span]:
 
 
 def _phones(text: str) -> Iterator[Span]:
-    for pattern in (_PHONE_INTERNATIONAL, _PHONE_NATIONAL):
-        for match in pattern.finditer(text):
-            digits = sum(char.isdigit() for char in match.group())
-            low = 8 if pattern is _PHONE_INTERNATIONAL else 9
-            # A phone number stands alone: digit groups that run on are an account or a card.
-            runs_on = _DIGIT_BEFORE.search(text, 0, match.start()) or _DIGIT_AFTER.match(
-                text, match.end()
-            )
-            if low <= digits <= 15 and not runs_on:
-                yield match.start(), match.end(), "PHONE"
+    """Numbers Google's libphonenumber finds valid, in their country's grouping: one with a
+    country code wherever it is from, one without in any of `PHONE_REGIONS`."""
+    if sum(char.isdigit() for char in text) < _PHONE_MIN_DIGITS:
+        return
+    seen: set[tuple[int, int]] = set()
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(
+            text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING
+        ):
+            where = (match.start, match.end)
+            raw = match.raw_string
+            if where in seen or not _stands_alone(text, match.start, match.end, raw):
+                continue
+            seen.add(where)
+            yield match.start, match.end, "PHONE"
+
+
+def _stands_alone(text: str, start: int, end: int, raw: str) -> bool:
+    """A phone number is written as one: not a bare run of digits (usually an order or ticket
+    number), not an SSN's shape, and not one group of a longer run of digit groups (an account
+    or a card)."""
+    if raw.isdigit() or _SSN_SHAPE.match(raw):
+        return False
+    return not (_DIGIT_BEFORE.search(text, 0, start) or _DIGIT_AFTER.match(text, end))
 
 
 # Earlier detectors win overlaps: a checksum-validated card beats the phone pattern that
