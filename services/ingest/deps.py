@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Header, Request
@@ -13,6 +13,7 @@ from feedbackloop.contract import TopicNames
 from feedbackloop.contract.requests import RequestEnvelope
 from feedbackloop.http.auth import ApiKeyVerifier, Principal, Scope
 from feedbackloop.http.problems import ProblemException
+from feedbackloop.http.tokens import FeedbackTokenSigner
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import IngestMetrics
 from services.ingest.processing import Tenancy, strict_errors
@@ -29,6 +30,9 @@ class IngestState:
     hmac_secret: bytes
     retry_after_seconds: int
     max_batch_events: int
+    tokens: FeedbackTokenSigner | None = None
+    token_default_ttl_seconds: int = 3_600
+    token_max_ttl_seconds: int = 86_400
 
 
 def _state(request: Request) -> IngestState:
@@ -56,14 +60,14 @@ def tenancy_of(state: IngestState, principal: Principal) -> Tenancy:
     return Tenancy(principal.tenant_id, datetime.now(UTC), state.hmac_secret)
 
 
-def requires(*scopes: Scope) -> object:
+def requires(*scopes: Scope) -> Any:
     async def check(principal: Caller) -> None:
         principal.require(*scopes)
 
     return Depends(check)
 
 
-def strict(model: type[RequestEnvelope]) -> object:
+def strict(model: type[RequestEnvelope]) -> Any:
     """Reject fields the contract does not define, with their locations (422)."""
 
     async def check(request: Request) -> None:

@@ -118,7 +118,9 @@ async def log_response(body: ResponseRequest, state: State, caller: Caller) -> A
     dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(FeedbackRequest)],
 )
 async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -> Accepted:
-    """Submit one feedback signal on a response (`feedback.submitted`)."""
+    """Submit one feedback signal on a response (`feedback.submitted`). A signed feedback token
+    may be used instead of a key, on its own response only."""
+    caller.require_response(body.response_id)
     return await _accept_one(state, caller, "feedback.submitted", body)
 
 
