@@ -16,6 +16,7 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
+from feedbackloop.http.tokens import FeedbackTokenSigner
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
@@ -24,6 +25,11 @@ from services.ingest.deps import IngestState
 from services.ingest.handlers import router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.settings import Settings, port
+from services.ingest.tokens import router as tokens_router
+from services.ingest.widget import widget_router
+
+# Routes a web page may call with a browser-safe key or a signed feedback token (CORS).
+BROWSER_PATHS = {"/v1/feedback", "/v1/feedback/retractions"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.publish_timeout_seconds,
         )
         starting = asyncio.create_task(publisher.start_when_reachable())
+        token_secret = settings.feedback_token_secret.get_secret_value().encode()
+        tokens = FeedbackTokenSigner(token_secret) if token_secret else None
         verifier = ApiKeyVerifier(
             pool,
             cache_seconds=settings.api_key_cache_seconds,
@@ -53,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 rate_per_second=settings.rate_limit_requests_per_second,
                 burst=settings.rate_limit_burst,
             ),
+            tokens=tokens,
         )
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
         listening = asyncio.create_task(key_changes.run())
@@ -64,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
             retry_after_seconds=settings.retry_after_seconds,
             max_batch_events=settings.max_batch_events,
+            tokens=tokens,
+            token_default_ttl_seconds=settings.feedback_token_default_ttl_seconds,
+            token_max_ttl_seconds=settings.feedback_token_max_ttl_seconds,
         )
         app.state.pool = pool
         try:
@@ -86,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(ranking_router)
+    app.include_router(tokens_router)
+    app.include_router(widget_router(settings.widget_dir, settings.widget_demo_tenant))
 
     def body_limit(path: str) -> int:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
@@ -94,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: refusals by the inner layers carry CORS headers too.
     app.add_middleware(
         BrowserCors,
-        paths={"/v1/feedback"},
+        paths=BROWSER_PATHS,
         origins=settings.cors_allowed_origins,
         max_age=settings.cors_max_age_seconds,
     )

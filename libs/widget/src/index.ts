@@ -49,10 +49,12 @@ export const mount = guard((element: Element, options: MountOptions = {}): Widge
   return mounted.get(element) as WidgetHandle;
 }, null);
 
-/** Mounts a widget on every element under `root` that holds a response id. */
+/** Mounts a widget on every element under `root` that holds a response id (but those marked
+ * `data-feedbackloop-auto="false"`). */
 export const attach = guard((root: ParentNode = document, options: MountOptions = {}): WidgetHandle[] => {
   const handles: WidgetHandle[] = [];
   root.querySelectorAll(`[${RESPONSE_ID_ATTRIBUTE}]`).forEach((element) => {
+    if (element.getAttribute("data-feedbackloop-auto") === "false") return;
     const handle = mount(element, options);
     if (handle) handles.push(handle);
   });
