@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, params
 
 from feedbackloop.contract import TopicNames
 from feedbackloop.contract.requests import RequestEnvelope
@@ -60,14 +60,14 @@ def tenancy_of(state: IngestState, principal: Principal) -> Tenancy:
     return Tenancy(principal.tenant_id, datetime.now(UTC), state.hmac_secret)
 
 
-def requires(*scopes: Scope) -> Any:
+def requires(*scopes: Scope) -> params.Depends:
     async def check(principal: Caller) -> None:
         principal.require(*scopes)
 
     return Depends(check)
 
 
-def strict(model: type[RequestEnvelope]) -> Any:
+def strict(model: type[RequestEnvelope]) -> params.Depends:
     """Reject fields the contract does not define, with their locations (422)."""
 
     async def check(request: Request) -> None:
