@@ -23,6 +23,8 @@ label{font-weight:600}
 .fbl-status{font-size:.875em;color:var(--feedbackloop-muted,#57606a);min-height:1em}
 .fbl-stars{display:inline-flex;gap:.125em;margin-left:.5em}
 .fbl-stars button{padding:.125em .375em}
+.fbl-stars .fbl-lit{color:var(--feedbackloop-star,#9a6700);border-color:var(--feedbackloop-star,#9a6700)}
+.fbl-stars button[aria-pressed=true]{color:var(--feedbackloop-accent-fg,#fff);background:var(--feedbackloop-star,#9a6700)}
 .fbl-replay{display:grid;grid-template-columns:1fr 1fr;gap:.5em;flex-basis:100%}
 .fbl-replay section{border:1px solid var(--feedbackloop-border,#8c959f);border-radius:.5em;padding:.5em;white-space:pre-wrap;overflow-wrap:anywhere}
 .fbl-replay h3{margin:0 0 .25em;font-size:.875em}

@@ -86,7 +86,10 @@ export function mountThumbs(element: Element, options: MountOptions, responseId:
   function render(): void {
     pressed(up, remembered.thumb === "up");
     pressed(down, remembered.thumb === "down");
-    stars.forEach((star, index) => pressed(star, remembered.rating === index + 1));
+    stars.forEach((star, index) => {
+      pressed(star, remembered.rating === index + 1);
+      star.classList.toggle("fbl-lit", (remembered.rating || 0) > index);
+    });
   }
 
   function remember(): void {
