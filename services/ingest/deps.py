@@ -34,6 +34,11 @@ class IngestState:
     token_default_ttl_seconds: int = 3_600
     token_max_ttl_seconds: int = 86_400
 
+    @property
+    def token_ttl_seconds(self) -> int:
+        """The lifetime of a token minted without one asked: the default, within the maximum."""
+        return min(self.token_default_ttl_seconds, self.token_max_ttl_seconds)
+
 
 def _state(request: Request) -> IngestState:
     state: IngestState = request.app.state.ingest

@@ -21,7 +21,9 @@ class TokenRequest(BaseModel):
 
     response_id: Identifier
     ttl_seconds: int | None = Field(
-        default=None, ge=10, description="Lifetime; the server's default when absent, at most its maximum."
+        default=None,
+        ge=10,
+        description="Lifetime in seconds; the server's default when absent, at most its maximum.",
     )
 
 
@@ -39,7 +41,7 @@ async def mint_feedback_token(body: TokenRequest, state: State, caller: Caller) 
         raise ProblemException(
             503, "feedback tokens are not enabled: set FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET"
         )
-    ttl = body.ttl_seconds or state.token_default_ttl_seconds
+    ttl = body.ttl_seconds or state.token_ttl_seconds
     if ttl > state.token_max_ttl_seconds:
         raise ProblemException(
             422,

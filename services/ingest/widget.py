@@ -88,7 +88,7 @@ def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter
         await _log_demo_responses(state, demo_tenant)
         tokens = {
             reply.response_id: state.tokens.mint(demo_tenant, reply.response_id,
-                                                 state.token_default_ttl_seconds)[0]
+                                                 state.token_ttl_seconds)[0]
             for reply in DEMO_CHAT
         }
         page = render_demo(tokens)

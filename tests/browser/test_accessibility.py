@@ -17,8 +17,9 @@ async def test_no_serious_or_critical_violations(browser_stack: BrowserStack, br
     try:
         page = await context.new_page()
         await page.goto(browser_stack.ingest_url + "/widget/demo")
-        await page.locator('[data-feedbackloop-response-id="demo-r2"] [data-fbl="down"]').click()
-        await expect(page.locator('[data-feedbackloop-response-id="demo-r2"] [data-fbl="reasons"]')).to_be_visible()
+        second = page.locator('[data-feedbackloop-response-id="demo-r2"]')
+        await second.locator('[data-fbl="down"]').click()
+        await expect(second.locator('[data-fbl="reasons"]')).to_be_visible()
         await page.locator('[data-feedbackloop-response-id="demo-r1"] [data-fbl="star-4"]').click()
         await page.get_by_role("button", name="Send reply").click()
         await expect(page.locator('#assist-replay [data-fbl="useful"]')).to_be_visible()
@@ -30,7 +31,8 @@ async def test_no_serious_or_critical_violations(browser_stack: BrowserStack, br
         }""")
         await browser_stack.screenshot(page, "axe-scanned-demo")
         for violation in results:
-            print(f"axe: {violation['impact']}: {violation['id']}: {violation['help']} {violation['targets']}")
+            print(f"axe: {violation['impact']}: {violation['id']}: {violation['help']}",
+                  violation["targets"])
         serious = [v for v in results if v["impact"] in ("serious", "critical")]
         assert serious == [], serious
         checked = await page.evaluate("document.querySelectorAll('[data-feedbackloop-widget]').length")

@@ -36,7 +36,8 @@ async def test_a_host_page_that_throws_still_gets_a_working_widget(
 <p id="host-alive">not yet</p>
 <script>throw new Error("host bug before the widget");</script>
 <script type="module">
-  import {{ configure, mount, attach, mountReplay, captureCorrection }} from "{ingest}/widget/v1/feedbackloop.mjs";
+  import {{ configure, mount, mountReplay, captureCorrection }}
+    from "{ingest}/widget/v1/feedbackloop.mjs";
   configure({{ endpoint: "{ingest}" }});
   mount(null);
   mount(document.body);
