@@ -40,7 +40,7 @@ async def test_busy_ingest_is_retried_with_the_same_event_id(
     await page.route("**/v1/feedback", busy_then_through)
     await page.goto(browser_stack.ingest_url + "/widget/demo")
     await part(page, "demo-r3", "star-2").click()
-    await expect(status(page, "demo-r3")).to_have_text("Saved. It will be sent when you are back online.")
+    await expect(status(page, "demo-r3")).to_have_text("Saved. It will be sent again shortly.")
     await expect(status(page, "demo-r3")).to_have_text("Thanks for your feedback.", timeout=20_000)
     assert len(attempts) == 3 and len(set(attempts)) == 1, attempts
 

@@ -14,6 +14,7 @@ export const DEFAULT_LABELS: Labels = {
   send: "Send feedback",
   sent: "Thanks for your feedback.",
   queued: "Saved. It will be sent when you are back online.",
+  retrying: "Saved. It will be sent again shortly.",
   failed: "Your feedback could not be sent.",
   retracted: "Feedback removed.",
   useful: "Useful",

@@ -7,7 +7,7 @@ import { submit } from "./client";
 import { labels as labelsOf, resolve, sender as senderOf } from "./config";
 import { button, el, pressed } from "./dom";
 import { report } from "./safe";
-import { FEEDBACK_PATH, shell, statusLine } from "./thumbs";
+import { FEEDBACK_PATH, outcomeText, shell, statusLine } from "./thumbs";
 import type { MountOptions, WidgetHandle } from "./types";
 
 export interface CorrectionOptions extends MountOptions {
@@ -111,7 +111,7 @@ export function mountReplay(element: Element, given: ReplayOptions): WidgetHandl
       { path: FEEDBACK_PATH, responseId: responseId as string, kind: "replay", retraction: false,
         token: options.token, fields: { replay } },
       (outcome) => {
-        status.textContent = outcome === "sent" ? labels.sent : outcome === "queued" ? labels.queued : labels.failed;
+        status.textContent = outcomeText(outcome, labels);
       },
     ).catch(report);
   }

@@ -10,7 +10,7 @@ import { button, el, icon, pressed, shown } from "./dom";
 import { report } from "./safe";
 import { read, write } from "./storage";
 import { applyStyles } from "./styles";
-import type { FeedbackError, MountOptions, SignalKind, Thumb, WidgetHandle } from "./types";
+import type { FeedbackError, Labels, MountOptions, SignalKind, Thumb, WidgetHandle } from "./types";
 
 interface Remembered {
   thumb?: Thumb;
@@ -32,6 +32,14 @@ export function shell(element: Element, nonce?: string): { host: HTMLElement; ro
   applyStyles(root, nonce);
   element.appendChild(host);
   return { host, root };
+}
+
+/** What a person reads about their feedback's delivery. */
+export function outcomeText(outcome: Outcome, labels: Labels, retraction = false): string {
+  if (outcome === "sent") return retraction ? labels.retracted : labels.sent;
+  if (outcome === "failed") return labels.failed;
+  const offline = typeof navigator !== "undefined" && navigator.onLine === false;
+  return offline ? labels.queued : labels.retrying;
 }
 
 export function statusLine(): HTMLElement {
@@ -98,10 +106,7 @@ export function mountThumbs(element: Element, options: MountOptions, responseId:
   }
 
   function say(outcome: Outcome, error: FeedbackError | undefined, retraction: boolean): void {
-    status.textContent =
-      outcome === "sent" ? (retraction ? labels.retracted : labels.sent)
-      : outcome === "queued" ? labels.queued
-      : labels.failed;
+    status.textContent = outcomeText(outcome, labels, retraction);
     const hook = outcome === "failed" ? options.onError : undefined;
     if (hook && error) {
       try {

@@ -14,6 +14,7 @@ export interface Labels {
   send: string;
   sent: string;
   queued: string;
+  retrying: string;
   failed: string;
   retracted: string;
   useful: string;
