@@ -9,13 +9,15 @@ recount from the final state of the signals.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,9 +25,14 @@ from prometheus_client import CollectorRegistry
 
 from feedbackloop.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.contract import Event, FeedbackSubmitted, encode_event
+from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
+from services.profiles.handlers import SPEC as PROFILES
+from services.query import repository as query
+from services.trainer.handlers import SPEC as TRAINER
+from services.trainer.relay import publish_pending_examples
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 from tests.ops.events import feedback, response, retraction
 
@@ -40,8 +47,6 @@ PROPERTY = settings(
 
 @pytest.fixture(scope="module")
 def database(postgres_url: str) -> str:
-    import asyncio
-
     return asyncio.run(create_database(postgres_url))
 
 
@@ -202,6 +207,39 @@ async def test_rollups_equal_a_recount_of_the_current_signals(
         assert await rollup(pool, tenant, unit) == recount_rollup(events, unit), unit
 
 
+def recount_verdicts(events: list[Event], user: str) -> Counter[tuple[str, str]]:
+    """(action_type, verdict) -> how many of the user's current signals have it."""
+    logged = {e.payload.response_id: e.payload.action_type  # type: ignore[union-attr]
+              for e in events if e.type == "response.logged"}
+    return Counter(
+        (logged.get(s.payload.response_id, "unknown"), s.payload.verdict)
+        for s in current_signals(events) if s.user_id == user
+    )
+
+
+@PROPERTY
+@given(history=histories())
+async def test_profiles_hold_the_current_verdicts_and_every_change(
+    pool: Any, history: tuple[str, list[Event], list[list[Event]]]
+) -> None:
+    tenant, events, batches = history
+    await _deliver(PROFILES, pool, batches)
+    for person in PERSONS[:2]:
+        user = person["user_id"]
+        rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+        held = Counter({(r["action_type"], verdict): r[verdict] for r in rows
+                        for verdict in ("accepted", "rejected", "neutral") if r[verdict]})
+        assert held == recount_verdicts(events, user)
+        current = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user,
+                                                    limit=500, current_only=True)
+        assert {r["event_id"] for r in current} == {
+            s.event_id for s in current_signals(events) if s.user_id == user}
+        everything = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user,
+                                                       limit=500)
+        assert {r["event_id"] for r in everything} == {
+            e.event_id for e in events if e.user_id == user and e.type != "response.logged"}
+
+
 # --- the story of one person, step by step ----------------------------------------------------
 
 
@@ -238,3 +276,142 @@ async def test_a_flip_moves_the_vote_and_a_late_older_event_never_wins(pool: Any
     facts = await pool.fetchval("SELECT count(*) FROM metrics.feedback_facts WHERE tenant_id = $1",
                                 tenant)
     assert facts == 1
+
+
+async def test_the_profile_shows_the_change_and_suppresses_by_current_verdicts(pool: Any) -> None:
+    """Three thumbs down on `todo` would avoid it; the user flips two of them, so it is not."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    user = "d" * 64
+    person = {"user_id": user, "tenant_id": tenant}
+    events: list[Event] = []
+    for n in range(3):
+        events.append(response(f"r{n}", T0, action_type="todo", model="m1", tenant_id=tenant))
+        events.append(feedback(f"r{n}", T0 + timedelta(minutes=n), thumb="down", **person))
+    await _deliver(PROFILES, pool, [events])
+    rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+    assert [(r["action_type"], r["rejected"], r["accepted"]) for r in rows] == [("todo", 3, 0)]
+
+    flips = [feedback("r0", T0 + timedelta(minutes=9), thumb="up", **person),
+             retraction("r1", T0 + timedelta(minutes=10), kind="thumb", **person)]
+    await _deliver(PROFILES, pool, [flips])
+    rows = await query.user_verdicts_by_action_type(pool, tenant_id=tenant, user_id=user)
+    assert [(r["action_type"], r["rejected"], r["accepted"]) for r in rows] == [("todo", 1, 1)]
+    history = await query.user_feedback_history(pool, tenant_id=tenant, user_id=user, limit=50)
+    assert [(r["response_id"], r["thumb"], r["current"], r["retraction"]) for r in history] == [
+        ("r1", None, False, True),
+        ("r0", "up", True, False),
+        ("r2", "down", True, False),
+        ("r1", "down", False, False),
+        ("r0", "down", False, False),
+    ]
+
+
+def recount_examples(events: list[Event]) -> Counter[tuple[str, object]]:
+    """(kind, label) of the examples the current signals give: only r0 has a known prompt;
+    accepted -> SFT + KTO true, rejected -> KTO false, and one eval case if any rejected."""
+    examples: Counter[tuple[str, object]] = Counter()
+    low = False
+    for signal in current_signals(events):
+        if signal.payload.response_id != "r0" or signal.payload.verdict == "neutral":
+            continue
+        accepted = signal.payload.verdict == "accepted"
+        examples[("kto", accepted)] += 1
+        if accepted:
+            examples[("sft", None)] += 1
+        low = low or not accepted
+    if low:
+        examples[("eval", None)] += 1
+    return examples
+
+
+async def stored_examples(pool: Any, tenant: str) -> Counter[tuple[str, object]]:
+    rows = await pool.fetch("SELECT kind, record FROM trainer.examples WHERE tenant_id = $1",
+                            tenant)
+    return Counter((row["kind"], row["record"]["label"]) for row in rows)
+
+
+@PROPERTY
+@given(history=histories())
+async def test_training_examples_equal_those_of_the_current_signals(
+    pool: Any, history: tuple[str, list[Event], list[list[Event]]]
+) -> None:
+    tenant, events, batches = history
+    await _deliver(TRAINER, pool, batches)
+    assert await stored_examples(pool, tenant) == recount_examples(events)
+
+
+class TrainingTopic:
+    """The training-examples topic as a list: what the relay published, in order."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.documents += [orjson.loads(message.value) for message in messages]
+
+    async def drain(self, pool: Any, tenant: str) -> list[tuple[object, ...]]:
+        """Relay what is pending; the new messages of `tenant` as (type, kind, label, id)."""
+        start = len(self.documents)
+        while await publish_pending_examples(pool, self.publish, topic="t", batch_size=500):
+            pass
+        return [
+            (d["type"], d.get("kind"), d.get("label"), d["example_id"])
+            for d in self.documents[start:] if d["tenant_id"] == tenant
+        ]
+
+
+async def test_a_flip_flips_the_kto_label_and_a_retraction_retracts_the_examples(
+    pool: Any,
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    person = {"user_id": "e" * 64, "tenant_id": tenant}
+    topic = TrainingTopic()
+    logged = response("r0", T0, action_type="todo", model="m1", tenant_id=tenant)
+    await _deliver(TRAINER, pool, [[logged, feedback("r0", T0, thumb="down", **person)]])
+    down = await topic.drain(pool, tenant)
+    assert sorted(item[:3] for item in down) == [
+        ("training_example", "eval", None), ("training_example", "kto", False)]
+    kto_id = next(item[3] for item in down if item[1] == "kto")
+    eval_id = next(item[3] for item in down if item[1] == "eval")
+
+    await _deliver(TRAINER, pool, [[feedback("r0", T0 + timedelta(minutes=1), thumb="up",
+                                             **person)]])
+    up = await topic.drain(pool, tenant)
+    # The same KTO example, revised with the other label; the eval case had only that vote.
+    assert ("training_example", "kto", True, kto_id) in up
+    assert ("training_example.retracted", None, None, eval_id) in up
+    sft_id = next(item[3] for item in up if item[1] == "sft")
+    assert len(up) == 3
+    revision = await pool.fetchval("SELECT revision FROM trainer.examples WHERE example_id = $1",
+                                   uuid.UUID(kto_id))
+    assert revision == 2
+
+    await _deliver(TRAINER, pool, [[retraction("r0", T0 + timedelta(minutes=2), kind="thumb",
+                                               **person)]])
+    retracted = await topic.drain(pool, tenant)
+    assert sorted(retracted) == sorted([("training_example.retracted", None, None, kto_id),
+                                        ("training_example.retracted", None, None, sft_id)])
+    assert await stored_examples(pool, tenant) == Counter()
+
+
+async def test_an_edited_correction_revises_its_preference_pair(pool: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    person = {"user_id": "f" * 64, "tenant_id": tenant}
+    logged = response("r0", T0, action_type="todo", model="m1", tenant_id=tenant)
+    first = feedback("r0", T0, correction={"text": "Added oat milk to the groceries list."},
+                     **person)
+    edited = feedback("r0", T0 + timedelta(minutes=1),
+                      correction={"text": "Added oat milk and eggs to the shared list."}, **person)
+    await _deliver(TRAINER, pool, [[logged, first]])
+    before = {row["kind"]: row for row in await pool.fetch(
+        "SELECT example_id, kind, record, revision FROM trainer.examples WHERE tenant_id = $1",
+        tenant)}
+    await _deliver(TRAINER, pool, [[edited], [first]])  # and the first again, late
+    after = {row["kind"]: row for row in await pool.fetch(
+        "SELECT example_id, kind, record, revision FROM trainer.examples WHERE tenant_id = $1",
+        tenant)}
+    assert set(after) == set(before) == {"preference", "sft"}
+    pair = after["preference"]
+    assert pair["example_id"] == before["preference"]["example_id"]
+    assert pair["record"]["chosen"] == "Added oat milk and eggs to the shared list."
+    assert pair["revision"] == 2
