@@ -198,7 +198,8 @@ class Settings(BaseSettings):
     cors_max_age_seconds: int = Field(default=600, ge=0)
     # Signed feedback tokens (ingest): a product's backend mints one per response with an
     # `ingest` key (POST /v1/feedback/tokens); a page sends feedback on that response only, until
-    # it expires. Verified statelessly with this HMAC key; empty: tokens are not accepted.
+    # it expires. Verified statelessly with this HMAC key; empty: a key derived from the user-id
+    # HMAC secret.
     feedback_token_secret: SecretStr = SecretStr("")
     feedback_token_default_ttl_seconds: int = Field(default=3_600, ge=10)
     feedback_token_max_ttl_seconds: int = Field(default=86_400, ge=10)

@@ -80,11 +80,10 @@ def _local_secrets(data_dir: Path) -> dict[str, str]:
     """The HMAC secret and development key kept in the data directory, so that a restart
     hashes user ids the same way and the printed key keeps working."""
     path = data_dir / "local-secrets.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if "user_id_hmac_secret" in stored and "feedback_token_secret" in stored:
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
         return stored
-    stored.setdefault("user_id_hmac_secret", secrets.token_urlsafe(48))
-    stored.setdefault("feedback_token_secret", secrets.token_urlsafe(48))
+    stored = {"user_id_hmac_secret": secrets.token_urlsafe(48)}
     path.write_text(json.dumps(stored))
     path.chmod(0o600)
     return stored
@@ -190,14 +189,10 @@ class Stack:
         if not settings.dev_api_key and local.get("dev_api_key") != dev_key:
             local["dev_api_key"] = dev_key
             (self.data_dir / "local-secrets.json").write_text(json.dumps(local))
-        token_secret = settings.feedback_token_secret.get_secret_value() or local[
-            "feedback_token_secret"
-        ]
         env = dict(os.environ) | {
             "FEEDBACKLOOP_DATABASE_URL": database_url,
             "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "FEEDBACKLOOP_USER_ID_HMAC_SECRET": hmac_secret,
-            "FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET": token_secret,
         }
         if settings.environment == "development":
             # The widget's demo page, a sample chat of the development tenant.

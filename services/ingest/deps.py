@@ -30,7 +30,7 @@ class IngestState:
     hmac_secret: bytes
     retry_after_seconds: int
     max_batch_events: int
-    tokens: FeedbackTokenSigner | None = None
+    tokens: FeedbackTokenSigner
     token_default_ttl_seconds: int = 3_600
     token_max_ttl_seconds: int = 86_400
 

@@ -16,7 +16,7 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
-from feedbackloop.http.tokens import FeedbackTokenSigner
+from feedbackloop.http.tokens import FeedbackTokenSigner, derived_token_secret
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
@@ -52,8 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.publish_timeout_seconds,
         )
         starting = asyncio.create_task(publisher.start_when_reachable())
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value().encode()
         token_secret = settings.feedback_token_secret.get_secret_value().encode()
-        tokens = FeedbackTokenSigner(token_secret) if token_secret else None
+        tokens = FeedbackTokenSigner(token_secret or derived_token_secret(hmac_secret))
         verifier = ApiKeyVerifier(
             pool,
             cache_seconds=settings.api_key_cache_seconds,

@@ -37,10 +37,6 @@ class FeedbackToken(BaseModel):
 async def mint_feedback_token(body: TokenRequest, state: State, caller: Caller) -> FeedbackToken:
     """A signed token for feedback on `response_id` only, until it expires. Put it in the page
     (e.g. `data-feedbackloop-token`) instead of a key that works on any response."""
-    if state.tokens is None:
-        raise ProblemException(
-            503, "feedback tokens are not enabled: set FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET"
-        )
     ttl = body.ttl_seconds or state.token_ttl_seconds
     if ttl > state.token_max_ttl_seconds:
         raise ProblemException(

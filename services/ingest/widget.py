@@ -67,7 +67,8 @@ def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter
 
     bundles: dict[str, Asset] = {}
 
-    @router.get("/widget/v1/{name}", include_in_schema=True)
+    # Static files, not API operations: kept out of the OpenAPI document.
+    @router.get("/widget/v1/{name}", include_in_schema=False)
     async def widget_bundle(name: str, request: Request) -> Response:
         """The widget: `feedbackloop.js` for a `<script>` tag, `feedbackloop.mjs` to import."""
         if name not in BUNDLES:
@@ -83,8 +84,6 @@ def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter
     @router.get("/widget/demo", include_in_schema=False)
     async def demo_page(state: State) -> Response:
         """A sample chat with the widget on each answer, as a product's page would have it."""
-        if state.tokens is None:
-            raise ProblemException(503, "the demo needs FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET")
         await _log_demo_responses(state, demo_tenant)
         tokens = {
             reply.response_id: state.tokens.mint(demo_tenant, reply.response_id,

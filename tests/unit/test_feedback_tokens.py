@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from feedbackloop.http.tokens import TOKEN_PREFIX, FeedbackTokenSigner, InvalidFeedbackToken
+from feedbackloop.http.tokens import (
+    TOKEN_PREFIX,
+    FeedbackTokenSigner,
+    InvalidFeedbackToken,
+    derived_token_secret,
+)
 
 SECRET = b"unit-secret-0123456789abcdef0123456789"
 
@@ -49,3 +54,8 @@ def test_another_secret_signs_tokens_this_one_refuses() -> None:
 def test_no_secret_no_signer() -> None:
     with pytest.raises(ValueError):
         FeedbackTokenSigner(b"")
+
+
+def test_the_derived_key_is_stable_and_not_the_user_id_key() -> None:
+    assert derived_token_secret(SECRET) == derived_token_secret(SECRET)
+    assert derived_token_secret(SECRET) not in (SECRET, derived_token_secret(SECRET + b"x"))

@@ -34,6 +34,12 @@ class FeedbackGrant:
     expires_at: int
 
 
+def derived_token_secret(user_id_hmac_secret: bytes) -> bytes:
+    """The token key when none is configured: derived from the user-id HMAC secret under a label
+    of its own, so neither key reveals the other and tokens work wherever ingest runs."""
+    return hmac.new(user_id_hmac_secret, b"feedbackloop feedback tokens v1", hashlib.sha256).digest()
+
+
 def _encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
