@@ -40,7 +40,9 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 ## run: the whole system on this machine (embedded broker and PostgreSQL unless configured)
-run: $(STAMP) $(WIDGET_BUILT)
+run: $(STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory widget; \
+	else echo "npm not found: the widget and its demo page are not built (Node.js 20+ needed)"; fi
 	$(BIN)/feedbackloop run
 
 ## test: install what is needed and run the whole suite

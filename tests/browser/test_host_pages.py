@@ -32,7 +32,7 @@ async def test_a_host_page_that_throws_still_gets_a_working_widget(
     url = browser_stack.host.put("/throws.html", f"""<!doctype html>
 <html lang="en"><head><title>A page with bugs</title></head><body><main>
 <h1>A page with bugs</h1>
-<div id="answer"><p>An AI answer.</p></div>
+<div id="answer" style="--feedbackloop-accent: rgb(200, 0, 0)"><p>An AI answer.</p></div>
 <p id="host-alive">not yet</p>
 <script>throw new Error("host bug before the widget");</script>
 <script type="module">
@@ -60,6 +60,8 @@ async def test_a_host_page_that_throws_still_gets_a_working_widget(
     down = page.locator('#answer [data-fbl="down"]')
     await down.click()
     await expect(down).to_have_attribute("aria-pressed", "true")
+    # Themed by the host's CSS variable, which reaches into the shadow root.
+    assert await down.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
     await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
     await browser_stack.approval_becomes("host_throws", (0, 1))
     assert len(errors) == 2, errors
@@ -98,6 +100,15 @@ async def test_strict_csp_page_with_the_script_tag(browser_stack: BrowserStack, 
     await up.click()
     await expect(page.locator(f'[data-feedbackloop-response-id="{rid}"] [role=status]')).to_have_text(
         "Thanks for your feedback.")
+    # An answer added later (a chat streaming in) gets its widget too.
+    await page.evaluate("""() => {
+      const later = document.createElement('div');
+      later.setAttribute('data-feedbackloop-response-id', 'later-answer');
+      later.textContent = 'A later answer.';
+      document.querySelector('main').appendChild(later);
+    }""")
+    later = page.locator('[data-feedbackloop-response-id="later-answer"] [data-fbl="up"]')
+    await expect(later).to_be_visible()
     await page.locator(f'[data-feedbackloop-response-id="{rid}"] [data-fbl="star-4"]').click()
     await browser_stack.approval_becomes("host_csp", (1, 0))
     assert violations == []
