@@ -159,10 +159,13 @@ export function flush(): Promise<void> {
     return flushing;
   }
   flushing = (async () => {
+    let waiting = false;
     do {
       again = false;
-      await drain();
-    } while (again);
+      waiting = await drain();
+    } while (again && !waiting);
+    // Events queued while the head was failing wait for its retry instead of hammering now.
+    if (again) queued().forEach((item) => emit(item.id, "queued"));
   })()
     .catch(report)
     .finally(() => {
@@ -171,13 +174,14 @@ export function flush(): Promise<void> {
   return flushing;
 }
 
-async function drain(): Promise<void> {
+/** Sends the queue in order; true when it stopped at an event that must wait for a retry. */
+async function drain(): Promise<boolean> {
   for (const item of queued()) {
     const verdict = await deliver(item);
     if (verdict.result === "retry") {
       queued().forEach((waiting) => emit(waiting.id, "queued"));
       schedule(verdict.afterMs);
-      return;
+      return true;
     }
     dequeue(item.id);
     backoffMs = 1000;
@@ -190,6 +194,7 @@ async function drain(): Promise<void> {
       report(`feedback ${item.id} on ${item.responseId} refused: ${verdict.message}`);
     }
   }
+  return false;
 }
 
 function schedule(afterMs: number): void {
