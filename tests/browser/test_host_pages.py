@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import uuid
+from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
@@ -140,6 +141,9 @@ async def test_hostile_text_is_shown_as_text_and_runs_nothing(
 </script></main></body></html>""")
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda request: sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/v1/feedback") else None)
     await page.goto(url)
     await page.wait_for_function("window.mounted === true")
     await page.locator('#answer [data-fbl="down"]').click()
@@ -151,6 +155,9 @@ async def test_hostile_text_is_shown_as_text_and_runs_nothing(
     await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
     await expect(page.locator("#replay section").first).to_contain_text(XSS)
 
+    # Sent as typed, for the platform to keep as text.
+    assert [body["comment"] for body in sent if "comment" in body] == [
+        {"text": XSS, "reasons": ["xss"]}]
     assert await page.evaluate("window.__pwned") is None
     assert dialogs == []
     counts = await page.evaluate("""() => {
