@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import html
 import json
+import time
 import uuid
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser.conftest import BrowserStack
+from feedbackloop.http.tokens import FeedbackTokenSigner
+from tests.browser.conftest import TENANT, TOKEN_SECRET, BrowserStack
 
 pytestmark = pytest.mark.browser
 
@@ -194,3 +196,32 @@ async def test_a_token_for_another_response_is_refused_and_said(
     assert [refusal["status"] for refusal in refusals] == [403]
     assert other in refusals[0]["message"] and rid in refusals[0]["message"]
     assert await page.evaluate("JSON.parse(localStorage.getItem('feedbackloop:v1:queue'))") == []
+
+
+async def test_an_expired_token_is_replaced_once_from_get_token(
+    browser_stack: BrowserStack, page: Page
+) -> None:
+    rid = response_id()
+    await browser_stack.log_response(rid, "host_refresh")
+    expired, _ = FeedbackTokenSigner(TOKEN_SECRET.encode(), clock=lambda: time.time() - 7_200).mint(
+        TENANT, rid, 60)
+    fresh = await browser_stack.token(rid)
+    ingest = browser_stack.ingest_url
+    url = browser_stack.host.put("/refresh.html", f"""<!doctype html>
+<html lang="en"><head><title>Token refresh</title></head><body><main><h1>Token refresh</h1>
+<div id="answer"><p>An AI answer.</p></div>
+<script type="module">
+  import {{ mount }} from "{ingest}/widget/v1/feedbackloop.mjs";
+  window.asked = 0;
+  mount(document.getElementById("answer"), {{ endpoint: "{ingest}", responseId: "{rid}",
+    getToken: async () => (window.asked++ === 0 ? "{expired}" : "{fresh}") }});
+</script></main></body></html>""")
+    statuses: list[int] = []
+    page.on("response", lambda answer: statuses.append(answer.status)
+            if answer.url.endswith("/v1/feedback") and answer.request.method == "POST" else None)
+    await page.goto(url)
+    await page.locator('#answer [data-fbl="up"]').click()
+    await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
+    assert await page.evaluate("window.asked") == 2
+    assert statuses == [401, 202]
+    await browser_stack.approval_becomes("host_refresh", (1, 0))
