@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from feedbackloop.embedded import free_port
 from feedbackloop.http.auth import ALL_SCOPES
@@ -40,6 +40,8 @@ AXE = ROOT / "libs" / "widget" / "node_modules" / "axe-core" / "axe.min.js"
 TOKEN_SECRET = "browser-token-secret-0123456789abcdef0123456789"
 TENANT = "acme"
 TAKEN: list[Path] = []  # every screenshot of the session, listed in the terminal summary
+# Assertions wait up to 10 s: two cores shared with the rest of the suite can be slow.
+expect.set_options(timeout=10_000)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
