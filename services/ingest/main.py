@@ -17,6 +17,7 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
+from feedbackloop.http.tokens import FeedbackTokenSigner, derived_token_secret
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
@@ -27,6 +28,11 @@ from services.ingest.otlp import router as otlp_router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.refusals import RefusalCounter
 from services.ingest.settings import Settings, port
+from services.ingest.tokens import router as tokens_router
+from services.ingest.widget import widget_router
+
+# Routes a web page may call with a browser-safe key or a signed feedback token (CORS).
+BROWSER_PATHS = {"/v1/feedback", "/v1/feedback/retractions"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.publish_timeout_seconds,
         )
         starting = asyncio.create_task(publisher.start_when_reachable())
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value().encode()
+        token_secret = settings.feedback_token_secret.get_secret_value().encode()
+        tokens = FeedbackTokenSigner(token_secret or derived_token_secret(hmac_secret))
         verifier = ApiKeyVerifier(
             pool,
             cache_seconds=settings.api_key_cache_seconds,
@@ -57,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 rate_per_second=settings.rate_limit_requests_per_second,
                 burst=settings.rate_limit_burst,
             ),
+            tokens=tokens,
         )
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
         listening = asyncio.create_task(key_changes.run())
@@ -65,11 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publisher=publisher,
             topics=settings.topic_names(),
             metrics=metrics,
-            hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
+            hmac_secret=hmac_secret,
             retry_after_seconds=settings.retry_after_seconds,
             max_batch_events=settings.max_batch_events,
             max_batch_bytes=settings.max_batch_bytes,
             otlp_response_id_attribute=settings.otlp_response_id_attribute,
+            tokens=tokens,
+            token_default_ttl_seconds=settings.feedback_token_default_ttl_seconds,
+            token_max_ttl_seconds=settings.feedback_token_max_ttl_seconds,
         )
         app.state.pool = pool
         try:
@@ -93,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(ranking_router)
     app.include_router(otlp_router)
+    app.include_router(tokens_router)
+    app.include_router(widget_router(settings.widget_dir, settings.widget_demo_tenant))
 
     def body_limit(path: str) -> int:
         batches = ("/v1/events", "/v1/traces")
@@ -109,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: refusals by the inner layers carry CORS headers too.
     app.add_middleware(
         BrowserCors,
-        paths={"/v1/feedback", "/v1/feedback/retractions"},
+        paths=BROWSER_PATHS,
         origins=settings.cors_allowed_origins,
         max_age=settings.cors_max_age_seconds,
     )
