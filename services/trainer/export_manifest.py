@@ -21,8 +21,10 @@ EVAL_MIN_EXAMPLES = 100
 PII_POLICY = (
     "Redacted when an example is built: e-mail addresses, phone numbers, payment cards (Luhn), "
     "IBANs (mod 97), IP addresses, credentials in URLs, US SSNs and UK National Insurance "
-    "numbers, each replaced by a placeholder naming its kind; names are not detected. Users "
-    "who opted out of training use or were erased are left out; near duplicates are kept once."
+    "numbers, each replaced by a placeholder naming its kind; names where the text says they "
+    "are names (greetings, sign-offs, titles, 'my name is', 'my wife ...'), not every name. "
+    "Users who opted out of training use or were erased are left out; near duplicates are "
+    "kept once."
 )
 
 

@@ -1,7 +1,7 @@
 """PII redaction: every text is redacted before it leaves the trainer. Pure.
 
 `redact(text)` replaces each detected span with a placeholder naming its kind (`[EMAIL]`,
-`[PHONE]`, `[CARD]`, `[IBAN]`, `[IP]`, `[CREDENTIALS]`, `[SSN]`, `[NINO]`) and reports how many
+`[PHONE]`, `[CARD]`, `[IBAN]`, `[IP]`, `[CREDENTIALS]`, `[SSN]`, `[NINO]`, `[NAME]`) and reports how many
 of each it replaced, so every training example can say which redactions were applied.
 
 Detection favours precision where a checksum or a registry rule exists, so that look-alikes
@@ -24,11 +24,18 @@ one does the job:
   a bare run of digits (usually an order or ticket number), not an SSN's shape, and not one
   group of a longer run of digit groups.
 
-Names are not detected by default (see `names`).
+- names: only where the text says it is a person's name, by the cues support chats use
+  ("my name is ...", "this is ...", "I'm ...", "Hi ...,", "Dear ...", sign-offs such as
+  "Regards, ...", titles such as "Mrs. ...", "my husband ...", "spoke with ...", "under the
+  name ..."). No dependency does this well offline: a statistical English model (spaCy's small
+  English pipeline) found 0.81 of the names with 0.81 precision on the labeled set and cost
+  500 times as much per text; the cues find most of the names people write about themselves
+  and others in a support chat, and leave brands, products and places alone (see the tests).
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -57,7 +64,7 @@ _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])"
 )
-_URL_USERINFO = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^\s/?#@:]+:[^\s/?#@]*)@")
+_URL_USERINFO = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,31}://(?P<userinfo>[^\s/?#@:]+:[^\s/?#@]*)@")
 _CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-])")
 _IBAN = re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}")
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])")
@@ -78,6 +85,11 @@ _SSN_SHAPE = re.compile(r"^\d{3}([- ])\d{2}\1\d{4}$")
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "IE", "AU", "CA",
                  "IN", "JP", "BR", "MX")
 _PHONE_MIN_DIGITS = 7
+_PHONE_MAX_NATIONAL = 200
+_DATE_SHAPE = re.compile(r"^(?:\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2\d{2,4})$")
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+])(?:\+|00)?\(?\d[\d ()./-]{5,30}\d(?: ?(?:ext\.?|x) ?\d{1,6})?(?![\w])"
+)
 
 # Issuer prefixes and the card lengths each issues (first match wins).
 _CARD_BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
@@ -172,20 +184,39 @@ def _ip_addresses(text: str) -> Iterator[Span]:
 
 def _phones(text: str) -> Iterator[Span]:
     """Numbers Google's libphonenumber finds valid, in their country's grouping: one with a
-    country code wherever it is from, one without in any of `PHONE_REGIONS`."""
-    if sum(char.isdigit() for char in text) < _PHONE_MIN_DIGITS:
-        return
-    seen: set[tuple[int, int]] = set()
-    for region in PHONE_REGIONS:
-        for match in phonenumbers.PhoneNumberMatcher(
-            text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING
-        ):
-            where = (match.start, match.end)
-            raw = match.raw_string
-            if where in seen or not _stands_alone(text, match.start, match.end, raw):
-                continue
-            seen.add(where)
-            yield match.start, match.end, "PHONE"
+    country code wherever it is from, one without in any of `PHONE_REGIONS`.
+
+    libphonenumber reads only the runs of digits and separators a phone number could be (a
+    quick pattern first): a run with a country code once, a national one in each region, and
+    not a bare run of digits or a date. A text with more national candidates than
+    `_PHONE_MAX_NATIONAL` (a table of numbers) has only its first ones checked against every
+    region, which bounds the cost of any text."""
+    national = 0
+    for candidate in _PHONE_CANDIDATE.finditer(text):
+        piece = candidate.group()
+        if sum(char.isdigit() for char in piece) < _PHONE_MIN_DIGITS:
+            continue
+        regions: tuple[str | None, ...]
+        if piece.startswith("+"):
+            regions = (None,)
+        elif piece.startswith("00"):
+            regions = ("DE",)  # 00 is the international prefix there, as in most of the world
+        elif piece.isdigit() or _DATE_SHAPE.match(piece) or national >= _PHONE_MAX_NATIONAL:
+            continue
+        else:
+            national += 1
+            regions = PHONE_REGIONS
+        offset = candidate.start()
+        for region in regions:
+            found = [
+                match for match in phonenumbers.PhoneNumberMatcher(
+                    piece, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
+                if _stands_alone(text, offset + match.start, offset + match.end, match.raw_string)
+            ]
+            for match in found:
+                yield offset + match.start, offset + match.end, "PHONE"
+            if found:
+                break
 
 
 def _stands_alone(text: str, start: int, end: int, raw: str) -> bool:
@@ -194,24 +225,75 @@ def _stands_alone(text: str, start: int, end: int, raw: str) -> bool:
     or a card)."""
     if raw.isdigit() or _SSN_SHAPE.match(raw):
         return False
-    return not (_DIGIT_BEFORE.search(text, 0, start) or _DIGIT_AFTER.match(text, end))
+    return not (_DIGIT_BEFORE.search(text, max(0, start - 2), start)
+                or _DIGIT_AFTER.match(text, end))
+
+
+# Bounded repetitions, so a long run of capitalized words cannot make matching quadratic.
+_NAME_WORD = r"[A-Z][a-zà-ÿ]{1,24}(?:['-][A-Za-zà-ÿ]{1,24}){0,2}"
+_NAME = rf"(?:[A-Z]\. )?{_NAME_WORD}(?: {_NAME_WORD}){{0,2}}"
+_LOWERCASE_NAME = r"[a-zà-ÿ]{1,24}(?:['-][a-zà-ÿ]{1,24}){0,2}(?: [a-zà-ÿ]{1,24})?"
+_RELATIONS = (
+    r"husband|wife|partner|son|daughter|mother|mom|mum|father|dad|friend|colleague|neighbou?r"
+    r"|landlord|boss|brother|sister|manager|technician|agent|assistant|accountant|CEO|CTO"
+)
+# Capitalized words that follow the cues without being names.
+_NOT_NAMES = frozenset({
+    "I", "The", "A", "An", "This", "That", "It", "We", "You", "He", "She", "They", "Please",
+    "Thanks", "Hi", "Hello", "Dear", "Team", "Support", "Sir", "Madam", "All", "There",
+    "Everyone", "Again", "Mr", "Mrs", "Ms", "Miss", "Dr", "Prof", "Monday", "Tuesday",
+    "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March",
+    "April", "May", "June", "July", "August", "September", "October", "November", "December",
+})
+_NAME_CUES = tuple(re.compile(pattern) for pattern in (
+    rf"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+(?P<name>{_NAME})",
+    rf"\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|under the name|[Aa]ccount (?:holder|name)"
+    rf"(?: to| is|:)?)\s+(?P<name>{_NAME})",
+    # Lowercase only after the plainest cue: "this is fine" and "its way" are not names.
+    rf"\b[Mm]y name(?: is|'s)\s+(?P<name>{_LOWERCASE_NAME})(?=[,.!?]| and\b|$)",
+    rf"\b(?:I'm|I am|[Tt]his is)\s+(?P<name>{_NAME})(?=[,.!?]| from\b| here\b| and\b"
+    r"| following\b)",
+    rf"(?:^|[.!?]\s+)(?P<name>{_NAME}) here\b",
+    rf"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Cheers|Regards|Best regards|Kind regards"
+    rf"|Sincerely|Best|Many thanks),?\s+(?P<name>{_NAME})(?=\s*[,.!?]|\s*$)",
+    rf"\b(?:[Mm]y|[Yy]our|[Oo]ur|the)\s+(?:{_RELATIONS}),?\s+(?P<name>{_NAME})",
+    rf"\b(?:called|named|spoke with|spoke to|talked to|forward this to|[Aa]sk|[Tt]ell"
+    rf"|signed for by|[Oo]rder for|behalf of my \w+,?)\s+(?P<name>{_NAME})(?=\s|[,.!?]|$)",
+    rf"\b(?P<name>{_NAME}) and (?P<other>{_NAME}) (?:both|need|are|were|said|want)",
+    rf"\b(?:[Cc]an|[Cc]ould) (?P<name>{_NAME}) (?:pick|come|call|sign|collect)",
+))
+
+
+def _names(text: str) -> Iterator[Span]:
+    for cue in _NAME_CUES:
+        for match in cue.finditer(text):
+            for group in ("name", "other"):
+                if match.groupdict().get(group) and match.group(group).split()[0] not in _NOT_NAMES:
+                    yield match.start(group), match.end(group), "NAME"
 
 
 # Earlier detectors win overlaps: a checksum-validated card beats the phone pattern that
 # the same digits also fit, and the credentials of a URL beat the email they resemble.
 DETECTORS: tuple[Callable[[str], Iterator[Span]], ...] = (
-    _url_credentials, _emails, _ibans, _cards, _ssns, _ninos, _ip_addresses, _phones,
+    _url_credentials, _emails, _ibans, _cards, _ssns, _ninos, _ip_addresses, _phones, _names,
 )
 
 
 def find_pii(text: str) -> list[Span]:
     """Non-overlapping PII spans in `text`, in order of position."""
+    starts: list[int] = []  # of the chosen spans, kept sorted
     chosen: list[Span] = []
     for detector in DETECTORS:
         for start, end, kind in detector(text):
-            if all(end <= other_start or start >= other_end for other_start, other_end, _ in chosen):
-                chosen.append((start, end, kind))
-    return sorted(chosen)
+            index = bisect.bisect_right(starts, start)
+            # Free when the span before ends by `start` and the one after starts at `end` or later.
+            if index and chosen[index - 1][1] > start:
+                continue
+            if index < len(chosen) and chosen[index][0] < end:
+                continue
+            starts.insert(index, start)
+            chosen.insert(index, (start, end, kind))
+    return chosen
 
 
 def redact(text: str) -> Redacted:

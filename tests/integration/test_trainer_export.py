@@ -211,7 +211,7 @@ def test_a_hugging_face_dataset_directory_with_a_card(
             and path.name not in ("manifest.json", "README.md")]
     _manifest_checks(manifest, sum(len(loaded[s]) for s in loaded), data, out)
     card = (out / "README.md").read_text()
-    assert "trl-kto" in card and "Personal data" in card and "names are not detected" in card
+    assert "trl-kto" in card and "Personal data" in card and "not every name" in card
 
 
 def test_export_through_the_api_from_another_machine_gives_the_same_file(
