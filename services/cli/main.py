@@ -12,6 +12,7 @@ from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
 from services.cli.export import add_export_parser, run_export, run_object_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
+from services.cli.topics import add_read_parser, run_read
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     add_loadgen_parser(commands)
     add_dead_letter_parser(commands)
     add_export_parser(commands)
+    add_read_parser(commands)
     objects = commands.add_parser(
         "export-objects", help="export to object storage now: examples, feedback, responses")
     objects.add_argument("--tenant", action="append", default=None,
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = with_local_system(settings)
     if arguments.command == "export":
         return run_export(arguments, settings)
+    if arguments.command == "read":
+        return run_read(arguments, settings)
     if arguments.command == "export-objects":
         return run_object_export(arguments, settings)
     if arguments.command == "dead-letters":

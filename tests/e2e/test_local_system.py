@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -98,6 +99,11 @@ def test_the_readme_commands_find_the_running_system(local_system: LocalSystem) 
     sent = httpx.post(f"{ingest_url}/v1/feedback", headers={"Authorization": f"Bearer {key}"},
                       json={"response_id": "r1", "thumb": "up", "user_id": "u1"}, timeout=30)
     assert sent.status_code == 202, sent.text
+    # The feedback topic holds the event, read with the command the README gives for kcat's.
+    read = local_system.cli("read", "feedback", "--values")
+    assert read.returncode == 0, read.stderr
+    assert any(orjson.loads(line)["payload"]["response_id"] == "r1"
+               for line in read.stdout.splitlines()), read.stdout
     letters = local_system.cli("dead-letters", "list", "--topic", "feedback")
     assert letters.returncode == 0 and "0 dead letter(s)" in letters.stdout, letters.stderr
     export = local_system.cli("export", "--tenant", "acme", "--format", "trl-kto",
