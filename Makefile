@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench run test test-faults test-unit test-integration test-e2e test-deploy lint install clean compose-up compose-down
+.PHONY: bench run test test-faults test-unit test-integration test-e2e test-deploy test-browser lint install clean compose-up compose-down widget browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,37 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## widget: the feedback widget's bundles (libs/widget/dist), built with the locked npm tooling
+WIDGET := libs/widget
+WIDGET_MODULES := $(WIDGET)/node_modules/.package-lock.json
+WIDGET_BUILT := $(WIDGET)/dist/.built
+WIDGET_SOURCES := $(wildcard $(WIDGET)/src/*.ts) $(WIDGET)/build.mjs $(WIDGET)/tsconfig.json
+
+$(WIDGET_MODULES): $(WIDGET)/package-lock.json
+	cd $(WIDGET) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WIDGET_MODULES)
+
+$(WIDGET_BUILT): $(WIDGET_MODULES) $(WIDGET_SOURCES)
+	cd $(WIDGET) && npm run --silent build
+	touch $(WIDGET_BUILT)
+
+widget: $(WIDGET_BUILT)
+
+## browser: Debian's Chromium for the browser tests (skipped when it is already there)
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+
+browser: $(CHROMIUM)
+
 ## run: the whole system on this machine (embedded broker and PostgreSQL unless configured)
-run: $(STAMP)
+run: $(STAMP) $(WIDGET_BUILT)
 	$(BIN)/feedbackloop run
 
 ## test: install what is needed and run the whole suite
-test: $(STAMP)
+test: $(STAMP) $(WIDGET_BUILT) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -28,8 +53,11 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) $(WIDGET_BUILT)
 	$(BIN)/python -m pytest tests/e2e
+
+test-browser: $(STAMP) $(WIDGET_BUILT) $(CHROMIUM)
+	$(BIN)/python -m pytest tests/browser
 
 ## bench: measure ingest and consumers against their baselines (report in bench-results/)
 bench: $(STAMP)

@@ -162,6 +162,10 @@ class AsyncFeedbackClient:
     async def submit_feedback(self, **fields: Any) -> str:
         return await self.send("feedback.submitted", **fields)
 
+    async def retract_feedback(self, **fields: Any) -> str:
+        """Take back a person's signal: `response_id`, `kind`, and `user_id` or `feedback_key`."""
+        return await self.send("feedback.retracted", **fields)
+
     async def flush(self) -> None:
         """Send everything queued; returns once the broker acknowledged it (or raises)."""
         async with self._lock:
@@ -249,6 +253,10 @@ class FeedbackClient:
 
     def submit_feedback(self, **fields: Any) -> str:
         return self.send("feedback.submitted", **fields)
+
+    def retract_feedback(self, **fields: Any) -> str:
+        """Take back a person's signal: `response_id`, `kind`, and `user_id` or `feedback_key`."""
+        return self.send("feedback.retracted", **fields)
 
     def flush(self) -> None:
         with self._lock:

@@ -20,6 +20,19 @@ def hash_user_id(secret: bytes, tenant_id: str, user_id: str) -> str:
     return mac.hexdigest()
 
 
+def hash_feedback_key(secret: bytes, tenant_id: str, feedback_key: str) -> str:
+    """The tenant-keyed HMAC-SHA256 of an anonymous person's feedback key, hex: published and
+    stored instead of the key, like a user id. Keyed apart from user ids (another derived key),
+    so a feedback key never hashes to the same value as an equal user id."""
+    mac = _tenant_mac(secret, _FEEDBACK_KEY_DOMAIN + tenant_id).copy()
+    mac.update(feedback_key.encode())
+    return mac.hexdigest()
+
+
+# Tenant ids are identifiers that never start with a NUL, so this derived key is never a tenant's.
+_FEEDBACK_KEY_DOMAIN = "\x00feedback_key\x00"
+
+
 @functools.lru_cache(maxsize=4096)
 def _tenant_mac(secret: bytes, tenant_id: str) -> hmac.HMAC:
     """The HMAC keyed for one tenant, before any message: copied per user id, which halves the

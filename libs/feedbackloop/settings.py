@@ -151,6 +151,11 @@ class Settings(BaseSettings):
             missing.append("FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS")
         if self.dev_api_key is not None:
             missing.append("FEEDBACKLOOP_DEV_API_KEY must not be set in production")
+        token_secret = self.feedback_token_secret.get_secret_value()
+        if token_secret and (token_secret.lower() in PLACEHOLDER_SECRETS or len(token_secret) < 32):
+            missing.append("FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET (at least 32 characters, or empty)")
+        if self.widget_demo_tenant:
+            missing.append("FEEDBACKLOOP_WIDGET_DEMO_TENANT must not be set in production")
         if missing:
             raise ValueError("production settings are incomplete: " + ", ".join(missing))
         return self
@@ -191,6 +196,17 @@ class Settings(BaseSettings):
     # (CORS). Exact origins such as "https://app.example.com"; empty: no cross-origin calls.
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age_seconds: int = Field(default=600, ge=0)
+    # Signed feedback tokens (ingest): a product's backend mints one per response with an
+    # `ingest` key (POST /v1/feedback/tokens); a page sends feedback on that response only, until
+    # it expires. Verified statelessly with this HMAC key; empty: a key derived from the user-id
+    # HMAC secret.
+    feedback_token_secret: SecretStr = SecretStr("")
+    feedback_token_default_ttl_seconds: int = Field(default=3_600, ge=10)
+    feedback_token_max_ttl_seconds: int = Field(default=86_400, ge=10)
+    # The feedback widget's bundles, served at /widget/v1/ (empty: libs/widget/dist of the
+    # source tree), and the tenant whose sample chat /widget/demo shows (empty: no demo page).
+    widget_dir: Path | None = None
+    widget_demo_tenant: str | None = None
 
     # Learning-confidence alert (query service): a segment whose newest learned weights have a
     # confidence below `alert_learning_confidence_min`, fitted on at least `_min_samples`

@@ -1,7 +1,8 @@
 """`feedbackloop loadgen`: realistic mixed traffic at a chosen rate, through the Python client.
 
 Each simulated interaction logs an AI response and, as users do, usually some feedback on it
-(thumbs most often, then ratings, corrections, comments and agent replays); some are
+(thumbs most often, then ratings, corrections, comments and agent replays); now and then a
+person changes their mind on a thumb (flips it, or clicks it again to take it back); some are
 recommendation sessions with browsing and a choice biased towards the top ranks.
 """
 
@@ -13,6 +14,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feedbackloop.client import AsyncFeedbackClient
@@ -51,7 +53,23 @@ def conversation(rng: random.Random) -> list[Event]:
     else:
         return events  # most outputs get no feedback at all in real products; some here
     events.append(("feedback.submitted", feedback))
+    if "thumb" in feedback and rng.random() < 0.08:
+        events += changed_mind(rng, feedback)
     return events
+
+
+def changed_mind(rng: random.Random, vote: dict[str, Any]) -> list[Event]:
+    """The same person's second thought on a thumb: the other thumb, or the same one clicked
+    again (a retraction). Timestamps are explicit: the second thought must be the later one
+    even when both reach ingest in one batch."""
+    first = datetime.now(UTC)
+    vote["occurred_at"] = first.isoformat()
+    later = (first + timedelta(seconds=rng.uniform(1, 30))).isoformat()
+    person = {"response_id": vote["response_id"], "user_id": vote["user_id"], "occurred_at": later}
+    if rng.random() < 0.6:
+        flipped = "down" if vote["thumb"] == "up" else "up"
+        return [("feedback.submitted", person | {"thumb": flipped})]
+    return [("feedback.retracted", person | {"kind": "thumb"})]
 
 
 def recommendation_session(rng: random.Random) -> list[Event]:

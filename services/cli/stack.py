@@ -219,6 +219,9 @@ class Stack:
             "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "FEEDBACKLOOP_USER_ID_HMAC_SECRET": hmac_secret,
         }
+        if settings.environment == "development":
+            # The widget's demo page, a sample chat of the development tenant.
+            env.setdefault("FEEDBACKLOOP_WIDGET_DEMO_TENANT", DEV_TENANT)
         if embedded_broker:
             # The embedded broker cannot issue producer ids; consumers are idempotent instead.
             env["FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE"] = "false"
@@ -243,6 +246,10 @@ class Stack:
         for name in ("profiles", "learner", "trainer", "metrics"):
             port = getattr(settings, f"{name}_port")
             self.say(f"  {name:<8} http://{host}:{port}   (/readyz, /metrics, /asyncapi.json)")
+        if env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT"):
+            self.say(f"  demo     http://{host}:{settings.ingest_port}/widget/demo   "
+                     "(the feedback widget on a sample chat)")
+        self.say(f"  widget   http://{host}:{settings.ingest_port}/widget/v1/feedbackloop.js")
         self.say(f"  logs     {self.logs}")
         self.say(f"  API key  {dev_key}   (tenant '{DEV_TENANT}', all scopes)")
         self.say("")

@@ -13,6 +13,7 @@ from feedbackloop.contract import TopicNames
 from feedbackloop.contract.requests import RequestEnvelope
 from feedbackloop.http.auth import ApiKeyVerifier, Principal, Scope
 from feedbackloop.http.problems import ProblemException
+from feedbackloop.http.tokens import FeedbackTokenSigner
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import IngestMetrics
 from services.ingest.processing import Tenancy, strict_errors
@@ -30,6 +31,14 @@ class IngestState:
     hmac_secret: bytes
     retry_after_seconds: int
     max_batch_events: int
+    tokens: FeedbackTokenSigner
+    token_default_ttl_seconds: int = 3_600
+    token_max_ttl_seconds: int = 86_400
+
+    @property
+    def token_ttl_seconds(self) -> int:
+        """The lifetime of a token minted without one asked: the default, within the maximum."""
+        return min(self.token_default_ttl_seconds, self.token_max_ttl_seconds)
 
     def count(self, event_type: str | None, outcome: str, amount: int = 1) -> None:
         """Count events of a request by outcome; the request is then not counted again."""

@@ -20,6 +20,7 @@ from feedbackloop.contract.requests import (
     InteractionRequest,
     RequestEnvelope,
     ResponseRequest,
+    RetractionRequest,
     SessionStartedRequest,
 )
 from feedbackloop.http.auth import Scope
@@ -141,8 +142,26 @@ async def log_response(body: ResponseRequest, state: State, caller: Caller) -> A
     dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(FeedbackRequest)],
 )
 async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -> Accepted:
-    """Submit one feedback signal on a response (`feedback.submitted`)."""
+    """Submit one feedback signal on a response (`feedback.submitted`). A signed feedback token
+    may be used instead of a key, on its own response only."""
+    caller.require_response(body.response_id)
     return await _accept_one(state, caller, "feedback.submitted", body)
+
+
+@router.post(
+    "/feedback/retractions",
+    status_code=202,
+    dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(RetractionRequest)],
+)
+async def retract_feedback(body: RetractionRequest, state: State, caller: Caller) -> Accepted:
+    """Take back the person's signal of one `kind` on a response (`feedback.retracted`).
+
+    The person is the `user_id` or, for anonymous feedback, the `feedback_key` the signal was
+    sent with (one of them is required). The retraction wins over that person's earlier events
+    of the kind by `occurred_at` and loses to later ones. A signed feedback token may be used
+    instead of a key, on its own response only."""
+    caller.require_response(body.response_id)
+    return await _accept_one(state, caller, "feedback.retracted", body)
 
 
 @router.post(

@@ -17,6 +17,7 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
+from feedbackloop.http.tokens import FeedbackTokenSigner, derived_token_secret
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
@@ -26,6 +27,11 @@ from services.ingest.handlers import event_type_of_path, is_event_route, router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.refusals import RefusalCounter
 from services.ingest.settings import Settings, port
+from services.ingest.tokens import router as tokens_router
+from services.ingest.widget import widget_router
+
+# Routes a web page may call with a browser-safe key or a signed feedback token (CORS).
+BROWSER_PATHS = {"/v1/feedback", "/v1/feedback/retractions"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.publish_timeout_seconds,
         )
         starting = asyncio.create_task(publisher.start_when_reachable())
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value().encode()
+        token_secret = settings.feedback_token_secret.get_secret_value().encode()
+        tokens = FeedbackTokenSigner(token_secret or derived_token_secret(hmac_secret))
         verifier = ApiKeyVerifier(
             pool,
             cache_seconds=settings.api_key_cache_seconds,
@@ -56,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 rate_per_second=settings.rate_limit_requests_per_second,
                 burst=settings.rate_limit_burst,
             ),
+            tokens=tokens,
         )
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
         listening = asyncio.create_task(key_changes.run())
@@ -67,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
             retry_after_seconds=settings.retry_after_seconds,
             max_batch_events=settings.max_batch_events,
+            tokens=tokens,
+            token_default_ttl_seconds=settings.feedback_token_default_ttl_seconds,
+            token_max_ttl_seconds=settings.feedback_token_max_ttl_seconds,
         )
         app.state.pool = pool
         try:
@@ -89,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(ranking_router)
+    app.include_router(tokens_router)
+    app.include_router(widget_router(settings.widget_dir, settings.widget_demo_tenant))
 
     def body_limit(path: str) -> int:
         return settings.max_batch_bytes if path == "/v1/events" else settings.max_event_bytes
@@ -104,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: refusals by the inner layers carry CORS headers too.
     app.add_middleware(
         BrowserCors,
-        paths={"/v1/feedback"},
+        paths=BROWSER_PATHS,
         origins=settings.cors_allowed_origins,
         max_age=settings.cors_max_age_seconds,
     )

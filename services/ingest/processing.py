@@ -19,7 +19,7 @@ from feedbackloop.contract.requests import (
 )
 from feedbackloop.contract.strict import unknown_fields
 from feedbackloop.http.problems import field_errors
-from feedbackloop.identity import hash_user_id
+from feedbackloop.identity import hash_feedback_key, hash_user_id
 from feedbackloop.kafka import OutgoingMessage
 
 
@@ -88,6 +88,7 @@ def prepare(
     user_id: str | None = None,
 ) -> PreparedEvent:
     """The message for a validated request; `user_id` (from a path) overrides the body's.
+    The user id and the feedback key are published only as their tenant-keyed HMACs.
 
     Keyed by tenant and subject, so one response's or session's events stay in order.
     Raises `RequestProblem` if the request does not make a publishable event."""
@@ -97,6 +98,12 @@ def prepare(
         if raw_user is not None
         else None
     )
+    raw_key: str | None = getattr(request, "feedback_key", None)
+    key_hash = (
+        hash_feedback_key(tenancy.hmac_secret, tenancy.tenant_id, raw_key)
+        if raw_key is not None
+        else None
+    )
     try:
         document, subject = event_document(
             event_type,
@@ -104,6 +111,7 @@ def prepare(
             tenant_id=tenancy.tenant_id,
             user_hash=user_hash,
             received_at=tenancy.received_at_json,
+            feedback_key_hash=key_hash,
         )
     except ValueError as error:
         raise RequestProblem([{"loc": [], "msg": str(error), "type": "value_error"}]) from None

@@ -11,6 +11,14 @@ Two families of rollups, each with a subject that defines the dimensions and sig
 A signal that arrives before its subject is counted under provisional dimensions (what its own
 envelope carries, `unknown` otherwise) and moved when the subject arrives (the repository).
 
+People change their minds: feedback with an identity (see `feedbackloop.contract.feedback`) is
+counted as the identity's current state, not per event. Of the identity's events the latest by
+`(occurred_at, event_id)` is counted and every other one is not; a `feedback.retracted` that is
+the latest counts nothing. The current signal counts in the minute of its winning event (the
+bucket rule below), so a flip moves the count from the old vote's minute to the new vote's, and
+every rollup equals a recount of the current signals in any arrival order. Anonymous feedback
+without a feedback key has no identity: each such event counts, as it always did.
+
 Lateness: a signal lands in the minute of its `occurred_at`, clamped to
 `[received_at - lateness, received_at]`. Nothing is ever dropped: an event reported later than
 the window is counted, exactly once, in the oldest minute the window still allows, so the series
@@ -29,9 +37,11 @@ from uuid import UUID
 from feedbackloop.contract import (
     Choice,
     Event,
+    FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
     SessionStarted,
+    signal_digest,
 )
 
 UNKNOWN = "unknown"
@@ -105,7 +115,12 @@ class ResponseDims:
 class FeedbackCounts:
     """One feedback event's contribution to its bucket. `action_type`/`model` (and the
     envelope's experiment/variant) are the ones carried inline, used only until (unless) the
-    response is logged."""
+    response is logged.
+
+    `signal` names the event's identity (`signal_digest`), None for an event that is a signal
+    of its own; with one, the contribution counts only while the event is the identity's latest
+    by `(occurred_at, event_id)`. A retraction is such an event with no counts
+    (`retracted`)."""
 
     family: ClassVar[Family] = "feedback"
     tenant_id: str
@@ -117,10 +132,18 @@ class FeedbackCounts:
     counts: tuple[int, ...]  # in COUNTERS order
     experiment: str | None = None
     variant: str | None = None
+    signal: str | None = None
+    occurred_at: datetime | None = None
+    retracted: bool = False
 
     @property
     def subject_id(self) -> str:
         return self.response_id
+
+    @property
+    def order(self) -> tuple[datetime, UUID]:
+        assert self.occurred_at is not None
+        return (self.occurred_at, self.event_id)
 
     @property
     def provisional_dims(self) -> tuple[str, ...]:
@@ -258,6 +281,7 @@ def process_message(
                 feature=_known(p.feature),
             )
         case FeedbackSubmitted(payload=p):
+            person = event.person
             return FeedbackCounts(
                 tenant_id=event.tenant_id,
                 event_id=event.event_id,
@@ -268,6 +292,27 @@ def process_message(
                 counts=feedback_counts(event),
                 experiment=event.experiment,
                 variant=event.variant,
+                signal=(
+                    signal_digest(event.tenant_id, p.response_id, person, event.kind)
+                    if person is not None
+                    else None
+                ),
+                occurred_at=event.occurred_at,
+            )
+        case FeedbackRetracted(payload=p):
+            return FeedbackCounts(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                response_id=p.response_id,
+                bucket=event_bucket(event, lateness),
+                action_type=None,
+                model=None,
+                counts=(0,) * len(COUNTERS),
+                experiment=event.experiment,
+                variant=event.variant,
+                signal=signal_digest(event.tenant_id, p.response_id, event.person, event.kind),
+                occurred_at=event.occurred_at,
+                retracted=True,
             )
         case SessionStarted(payload=p):
             return SessionOpened(

@@ -2,6 +2,13 @@
 
 Every function runs inside the pipeline's transaction, so the facts, the three rollups and the
 processed event id change together or not at all: redelivery and replay never double count.
+
+A fact row exists for each counted feedback event and nothing else: for an identified signal
+that is its current (winning) event, recorded in `metrics.feedback_signals`. When a later event
+of the identity arrives, the old winner's fact is deleted and its counts taken off the rollups
+it was counted in (its bucket, under the dimensions the fact holds now), and the new winner's
+fact is added, in one transaction. The pipeline's per-response lock serializes every event of
+one identity, since the identity includes the response.
 """
 
 from __future__ import annotations
@@ -88,6 +95,13 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Metric
 async def _count_signals(connection: asyncpg.Connection, run: list[SignalCounts]) -> None:
     family = run[0].family
     tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
+    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
+    if family == "feedback":
+        feedback = [e for e in run if isinstance(e, FeedbackCounts)]
+        run = await _current_signals(connection, feedback, deltas)
+        if not run:
+            await _apply_deltas(connection, family, deltas)
+            return
     known = await connection.fetch(
         f"""
         SELECT d.*
@@ -102,7 +116,6 @@ async def _count_signals(connection: asyncpg.Connection, run: list[SignalCounts]
         (r["tenant_id"], r[tables.subject]): tuple(r[name] for name in dims) for r in known
     }
     facts = []
-    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
     for e in run:
         resolved = logged.get((e.tenant_id, e.subject_id))
         key_dims = resolved or e.provisional_dims
@@ -122,6 +135,79 @@ async def _count_signals(connection: asyncpg.Connection, run: list[SignalCounts]
         *([fact[i] for fact in facts] for i in range(len(columns))),
     )
     await _apply_deltas(connection, family, deltas)
+
+
+async def _current_signals(
+    connection: asyncpg.Connection, run: list[FeedbackCounts], deltas: Deltas
+) -> list[SignalCounts]:
+    """Of `run`, the events to count now: those without identity and, per identity, the
+    latest event if it is later than the identity's current one and not a retraction. Records
+    the new current events and takes the facts they replace off `deltas`."""
+    plain: list[SignalCounts] = [e for e in run if e.signal is None]
+    latest: dict[tuple[str, str], FeedbackCounts] = {}
+    for e in run:
+        if e.signal is None:
+            continue
+        key = (e.tenant_id, e.signal)
+        if key not in latest or e.order > latest[key].order:
+            latest[key] = e
+    if not latest:
+        return plain
+    stored = await connection.fetch(
+        """
+        SELECT s.tenant_id, s.signal, s.occurred_at, s.event_id, s.retracted
+        FROM metrics.feedback_signals s
+        JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, signal)
+          ON s.tenant_id = k.tenant_id AND s.signal = k.signal
+        FOR UPDATE OF s
+        """,
+        [key[0] for key in latest],
+        [key[1] for key in latest],
+    )
+    replaced: list[tuple[str, object]] = []
+    for row in stored:
+        key = (row["tenant_id"], row["signal"])
+        if (row["occurred_at"], row["event_id"]) >= latest[key].order:
+            del latest[key]  # an older event arrived late: the current one stays
+        elif not row["retracted"]:
+            replaced.append((row["tenant_id"], row["event_id"]))
+    if not latest:
+        return plain
+    winners = sorted(latest.values(), key=lambda e: (e.tenant_id, e.signal or ""))
+    await connection.execute(
+        """
+        INSERT INTO metrics.feedback_signals AS s
+            (tenant_id, signal, response_id, occurred_at, event_id, retracted)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::uuid[],
+                             $6::boolean[])
+        ON CONFLICT (tenant_id, signal) DO UPDATE SET
+            occurred_at = EXCLUDED.occurred_at, event_id = EXCLUDED.event_id,
+            retracted = EXCLUDED.retracted
+        """,
+        [e.tenant_id for e in winners],
+        [e.signal for e in winners],
+        [e.response_id for e in winners],
+        [e.occurred_at for e in winners],
+        [e.event_id for e in winners],
+        [e.retracted for e in winners],
+    )
+    if replaced:
+        dims, counters = DIMENSIONS["feedback"], COUNTERS_OF["feedback"]
+        removed = await connection.fetch(
+            f"""
+            DELETE FROM metrics.feedback_facts f
+            USING unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
+            WHERE f.tenant_id = k.tenant_id AND f.event_id = k.event_id
+            RETURNING f.tenant_id, f.bucket, {", ".join(f"f.{n}" for n in (*dims, *counters))}
+            """,
+            [key[0] for key in replaced],
+            [key[1] for key in replaced],
+        )
+        for fact in removed:
+            key_dims = tuple(fact[name] for name in dims)
+            _add(deltas[(fact["tenant_id"], fact["bucket"], *key_dims)],
+                 [fact[name] for name in counters], -1)
+    return plain + [e for e in winners if not e.retracted]
 
 
 async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims]) -> None:

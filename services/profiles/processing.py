@@ -1,5 +1,11 @@
 """Profiles: what each user accepted and rejected, and what they were shown and chose among
-recommendations. Pure: an event in, an effect out."""
+recommendations. Pure: an event in, an effect out.
+
+Feedback is kept as history, one row per event, retractions included; of one signal identity
+(the user, the response and the kind) only the latest event by `(occurred_at, event_id)` is
+current, and none is when that latest event is a retraction (the repository keeps the flag).
+Verdicts and suppression read current rows; the history shows every change. Anonymous
+feedback (no user id, with or without a feedback key) has no profile."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from feedbackloop.contract import (
     ConsentChanged,
     ErasureRequested,
     Event,
+    FeedbackRetracted,
     FeedbackSubmitted,
     Interaction,
     ResponseLogged,
@@ -43,6 +50,7 @@ class FeedbackGiven:
     correction: str | None
     action_type: str | None
     occurred_at: datetime
+    retraction: bool = False  # the user took back their signal of `kind` on the response
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,23 @@ def process_message(event: Event) -> ProfileEffect | None:
                 correction=payload.correction.text if payload.correction else None,
                 action_type=payload.action_type,
                 occurred_at=event.occurred_at,
+            )
+        case FeedbackRetracted(payload=payload) if event.user_id is not None:
+            return FeedbackGiven(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                user_id=event.user_id,
+                response_id=payload.response_id,
+                kind=payload.kind,
+                verdict="neutral",
+                thumb=None,
+                rating=None,
+                comment=None,
+                reasons=[],
+                correction=None,
+                action_type=None,
+                occurred_at=event.occurred_at,
+                retraction=True,
             )
         # Recommendation events matter to a profile only when they name the user.
         case SessionStarted(payload=payload) if event.user_id is not None:

@@ -54,19 +54,56 @@ async def _insert_feedback(connection: asyncpg.Connection, run: list[FeedbackGiv
     await connection.executemany(
         """
         INSERT INTO profiles.feedback (tenant_id, event_id, user_id, response_id, kind, verdict,
-            thumb, rating, comment, reasons, correction, action_type, occurred_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            thumb, rating, comment, reasons, correction, action_type, occurred_at, retraction,
+            current)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NOT $14)
         ON CONFLICT DO NOTHING
         """,
         [
             (
                 e.tenant_id, e.event_id, e.user_id, e.response_id, e.kind, e.verdict, e.thumb,
                 e.rating, e.comment, e.reasons, e.correction, e.action_type, e.occurred_at,
+                e.retraction,
             )
             for e in run
         ],
     )
+    await _mark_current(connection, run)
     await _touch_users(connection, [(e.tenant_id, e.user_id, e.occurred_at) for e in run])
+
+
+async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackGiven]) -> None:
+    """Of each signal the run touched, exactly the latest event by (occurred_at, event_id) is
+    current, unless it is a retraction. Recomputed from the stored rows, so it holds for any
+    arrival order; one response's events are consumed by one replica at a time (they share a
+    partition), and erasure deletes rows rather than flagging them."""
+    signals = sorted({(e.tenant_id, e.user_id, e.response_id, e.kind) for e in run})
+    await connection.execute(
+        """
+        WITH touched AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                AS t(tenant_id, user_id, response_id, kind)
+        ),
+        latest AS (
+            SELECT DISTINCT ON (f.tenant_id, f.user_id, f.response_id, f.kind)
+                   f.tenant_id, f.user_id, f.response_id, f.kind, f.event_id
+            FROM profiles.feedback f
+            JOIN touched USING (tenant_id, user_id, response_id, kind)
+            ORDER BY f.tenant_id, f.user_id, f.response_id, f.kind,
+                     f.occurred_at DESC, f.event_id DESC
+        )
+        UPDATE profiles.feedback f
+        SET current = (f.event_id = latest.event_id AND NOT f.retraction)
+        FROM latest
+        WHERE f.tenant_id = latest.tenant_id AND f.user_id = latest.user_id
+          AND f.response_id = latest.response_id AND f.kind = latest.kind
+          AND f.current IS DISTINCT FROM (f.event_id = latest.event_id AND NOT f.retraction)
+        """,
+        [s[0] for s in signals],
+        [s[1] for s in signals],
+        [s[2] for s in signals],
+        [s[3] for s in signals],
+    )
 
 
 async def _touch_users(connection: asyncpg.Connection, seen: list[tuple[str, str, Any]]) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
@@ -65,6 +65,13 @@ class FeedbackItem(BaseModel):
     reasons: list[str]
     correction: str | None
     occurred_at: datetime
+    current: bool = Field(
+        description="This event is the signal's state now: the latest of the user's events of "
+        "this kind on this response, and not a retraction."
+    )
+    retraction: bool = Field(
+        description="The user took back their signal of this kind (verdict neutral)."
+    )
 
 
 class SegmentStory(BaseModel):
@@ -98,9 +105,14 @@ class FeedbackSummary(BaseModel):
     first_seen_at: datetime | None
     last_seen_at: datetime | None
     training_allowed: bool
-    totals: dict[str, int]
+    totals: dict[str, int] = Field(description="Verdicts of the current signals.")
     by_action_type: list[ActionTypeVerdicts]
-    history: list[FeedbackItem]
+    current: list[FeedbackItem] = Field(
+        description="The user's current signals, newest first: one per response and kind."
+    )
+    history: list[FeedbackItem] = Field(
+        description="Every feedback event, newest first, changes and retractions included."
+    )
     segment: SegmentStory
     avoided: list[Suggestion]
     preferred: list[Suggestion]
@@ -151,16 +163,20 @@ async def feedback_summary(
     caller: Reader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FeedbackSummary:
-    """The user's feedback story: history, what they accepted and rejected per action type,
-    their segment and why, and what is now avoided or preferred because of their feedback
-    (rules in `services/profiles/segments.py`). `user_id` is your raw user id; it is hashed
-    the same way ingest hashed it."""
+    """The user's feedback story: their current signals, the history of every change, what
+    they accepted and rejected per action type (current verdicts: a flipped thumb counts as its
+    new verdict, a retracted one not at all), their segment and why, and what is now avoided or
+    preferred because of their feedback (rules in `services/profiles/segments.py`). `user_id`
+    is your raw user id; it is hashed the same way ingest hashed it."""
     user_hash = hash_user_id(state.hmac_secret, caller.tenant_id, user_id)
     verdicts = await repository.user_verdicts_by_action_type(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
     )
     history = await repository.user_feedback_history(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit
+    )
+    current = await repository.user_feedback_history(
+        state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit, current_only=True
     )
     profile = await repository.user_profile(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
@@ -192,6 +208,7 @@ async def feedback_summary(
         training_allowed=profile["training_allowed"] if profile else True,
         totals=totals,
         by_action_type=by_action,
+        current=[FeedbackItem(**dict(row)) for row in current],
         history=[FeedbackItem(**dict(row)) for row in history],
         segment=SegmentStory(segment=assignment.segment, reasons=assignment.reasons,
                              evidence=assignment.evidence),

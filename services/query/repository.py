@@ -68,6 +68,8 @@ def _feedback_spans(
 async def user_verdicts_by_action_type(
     connection: asyncpg.Connection | asyncpg.Pool, *, tenant_id: str, user_id: str
 ) -> list[asyncpg.Record]:
+    """The verdicts of the user's current signals (a flipped thumb counts as its new verdict,
+    a retracted one not at all), per action type."""
     return await connection.fetch(
         """
         SELECT COALESCE(r.action_type, f.action_type, 'unknown') AS action_type,
@@ -77,7 +79,7 @@ async def user_verdicts_by_action_type(
                count(*) AS total
         FROM profiles.feedback f
         LEFT JOIN profiles.responses r USING (tenant_id, response_id)
-        WHERE f.tenant_id = $1 AND f.user_id = $2
+        WHERE f.tenant_id = $1 AND f.user_id = $2 AND f.current
         GROUP BY 1
         ORDER BY 1
         """,
@@ -92,21 +94,26 @@ async def user_feedback_history(
     tenant_id: str,
     user_id: str,
     limit: int,
+    current_only: bool = False,
 ) -> list[asyncpg.Record]:
+    """The user's newest `limit` feedback events, each marked `current` (the signal's state
+    now) or not (replaced by a later event, or a retraction); with `current_only`, only the
+    current signals."""
     return await connection.fetch(
         """
         SELECT f.event_id, f.response_id, f.kind, f.verdict, f.thumb, f.rating, f.comment,
-               f.reasons, f.correction, f.occurred_at,
+               f.reasons, f.correction, f.occurred_at, f.current, f.retraction,
                COALESCE(r.action_type, f.action_type, 'unknown') AS action_type, r.model
         FROM profiles.feedback f
         LEFT JOIN profiles.responses r USING (tenant_id, response_id)
-        WHERE f.tenant_id = $1 AND f.user_id = $2
+        WHERE f.tenant_id = $1 AND f.user_id = $2 AND (f.current OR NOT $4)
         ORDER BY f.occurred_at DESC, f.event_id
         LIMIT $3
         """,
         tenant_id,
         user_id,
         limit,
+        current_only,
     )
 
 

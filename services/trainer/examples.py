@@ -89,6 +89,8 @@ class FeedbackRecord:
     inline_model: str | None
     inline_action_type: str | None
     occurred_at: datetime
+    # Whose signal it is (`feedbackloop.contract.signal_person`); None: a signal of its own.
+    person: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ def build_examples(
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
 ) -> list[TrainingExample]:
     """Every example the feedback on one response gives, in feedback order, then its eval case.
+    `feedback` is the current feedback only: per signal identity its latest event, no
+    retraction (the repository selects it).
 
     Deterministic: the same inputs give the same example ids and records, so rebuilding after
     more feedback or the late response changes only what really changed. The storage adds
@@ -344,8 +348,14 @@ def _example(
         identity = f"{context.tenant_id}/{context.response_id}/eval"
         split: Split = "eval"
     else:
-        label = f"/{fields['label']}" if kind == "kto" else ""
-        identity = f"{context.tenant_id}/{feedback.event_id}/{kind}{label}"
+        if feedback.person is not None:
+            # One example per signal identity: a flipped thumb is a new revision of the same
+            # KTO example with the other label, an edited correction revises its pair.
+            identity = (f"{context.tenant_id}/{context.response_id}/{feedback.person}"
+                        f"/{feedback.kind}/{kind}")
+        else:
+            label = f"/{fields['label']}" if kind == "kto" else ""
+            identity = f"{context.tenant_id}/{feedback.event_id}/{kind}{label}"
         split = stable_split(context.tenant_id, context.conversation_id, context.eval_fraction)
     example_id = uuid.uuid5(_EXAMPLE_NAMESPACE, identity)
     redactions = dict(sorted((context.redactions + redactor.counts).items()))

@@ -1,4 +1,9 @@
-"""Trainer: feedback joined with the response it is about, and training consent. Pure."""
+"""Trainer: feedback joined with the response it is about, and training consent. Pure.
+
+Feedback is stored per event, retractions included, with the person whose signal it is; of
+one signal identity (response, person, kind) only the latest event by `(occurred_at,
+event_id)` gives examples, and none if that is a retraction (the repository marks it
+`current`). Feedback naming no person is a signal of its own, always current."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from feedbackloop.contract import (
     ConsentChanged,
     ErasureRequested,
     Event,
+    FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
 )
@@ -54,6 +60,8 @@ class FeedbackStored:
     inline_action_type: str | None
     occurred_at: datetime
     session_id: str | None = None
+    person: str | None = None  # see `feedbackloop.contract.signal_person`
+    retraction: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,28 @@ def process_message(event: Event) -> TrainerEffect | None:
                 inline_action_type=p.action_type,
                 occurred_at=event.occurred_at,
                 session_id=event.session_id,
+                person=event.person,
+            )
+        case FeedbackRetracted(payload=p):
+            return FeedbackStored(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                response_id=p.response_id,
+                user_id=event.user_id,
+                kind=p.kind,
+                thumb=None,
+                rating=None,
+                comment=None,
+                correction=None,
+                replay=None,
+                inline_prompt=None,
+                inline_output=None,
+                inline_model=None,
+                inline_action_type=None,
+                occurred_at=event.occurred_at,
+                session_id=event.session_id,
+                person=event.person,
+                retraction=True,
             )
         case ConsentChanged(payload=p):
             assert event.user_id is not None

@@ -65,8 +65,10 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 """
                 INSERT INTO trainer.feedback (tenant_id, event_id, response_id, user_id, kind,
                     thumb, rating, comment, correction, replay, inline_prompt, inline_output,
-                    inline_model, inline_action_type, occurred_at, session_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                    inline_model, inline_action_type, occurred_at, session_id, person,
+                    retraction, current)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18, NOT $18)
                 ON CONFLICT DO NOTHING
                 """,
                 [
@@ -74,11 +76,12 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                         e.tenant_id, e.event_id, e.response_id, e.user_id, e.kind, e.thumb,
                         e.rating, e.comment, e.correction, e.replay, e.inline_prompt,
                         e.inline_output, e.inline_model, e.inline_action_type, e.occurred_at,
-                        e.session_id,
+                        e.session_id, e.person, e.retraction,
                     )
                     for e in run
                 ],
             )
+            await _mark_current(connection, run)
         elif kind is ConsentSet:
             await connection.executemany(
                 """
@@ -123,6 +126,42 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 )
     if touched:
         await rebuild_examples(connection, responses=list(touched))
+
+
+async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackStored]) -> None:
+    """Of each signal the run touched, exactly the latest event by (occurred_at, event_id) is
+    current, unless it is a retraction; recomputed from the stored rows, so any arrival order
+    gives the same result (the per-response lock serializes one response's feedback)."""
+    signals = sorted({(e.tenant_id, e.response_id, e.person, e.kind) for e in run
+                      if e.person is not None})
+    if not signals:
+        return
+    await connection.execute(
+        """
+        WITH touched AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                AS t(tenant_id, response_id, person, kind)
+        ),
+        latest AS (
+            SELECT DISTINCT ON (f.tenant_id, f.response_id, f.person, f.kind)
+                   f.tenant_id, f.response_id, f.person, f.kind, f.event_id
+            FROM trainer.feedback f
+            JOIN touched USING (tenant_id, response_id, person, kind)
+            ORDER BY f.tenant_id, f.response_id, f.person, f.kind,
+                     f.occurred_at DESC, f.event_id DESC
+        )
+        UPDATE trainer.feedback f
+        SET current = (f.event_id = latest.event_id AND NOT f.retraction)
+        FROM latest
+        WHERE f.tenant_id = latest.tenant_id AND f.response_id = latest.response_id
+          AND f.person = latest.person AND f.kind = latest.kind
+          AND f.current IS DISTINCT FROM (f.event_id = latest.event_id AND NOT f.retraction)
+        """,
+        [s[0] for s in signals],
+        [s[1] for s in signals],
+        [s[2] for s in signals],
+        [s[3] for s in signals],
+    )
 
 
 async def _retract(
@@ -233,7 +272,8 @@ async def rebuild_examples(
     connection: asyncpg.Connection, *, responses: Sequence[tuple[str, str]]
 ) -> None:
     """Makes the stored examples of each `(tenant_id, response_id)` exactly what its response
-    and feedback give now, leaving out users who opted out of training use.
+    and current feedback give now (a replaced or retracted signal gives nothing), leaving out
+    users who opted out of training use.
 
     A new or changed example is checked for exact and near duplicates among the tenant's stored
     examples of its group; a changed one gets a new revision and is queued for publishing
@@ -255,7 +295,7 @@ async def rebuild_examples(
         SELECT f.* FROM trainer.feedback f
         JOIN unnest($1::text[], $2::text[]) AS t(tenant_id, response_id)
             USING (tenant_id, response_id)
-        WHERE f.kind = ANY($3::text[])
+        WHERE f.kind = ANY($3::text[]) AND f.current
         """,
         tenants,
         ids,
@@ -303,6 +343,7 @@ def _feedback_record(row: asyncpg.Record) -> FeedbackRecord:
         replay=row["replay"], inline_prompt=row["inline_prompt"],
         inline_output=row["inline_output"], inline_model=row["inline_model"],
         inline_action_type=row["inline_action_type"], occurred_at=row["occurred_at"],
+        person=row["person"],
     )
 
 
@@ -636,7 +677,7 @@ async def failures_to_explain(
             LEFT JOIN trainer.failure_explanations e
                 ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
             LEFT JOIN trainer.consent c ON c.tenant_id = f.tenant_id AND c.user_id = f.user_id
-            WHERE (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE)
+            WHERE (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
               AND (e.status IS NULL OR (e.status = 'failed' AND e.attempts < $2))
               AND COALESCE(c.training_allowed, true)
         ) AS pending
@@ -702,7 +743,7 @@ async def down_voted_replies(
             ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
             AND e.status = 'explained'
         WHERE f.tenant_id = $1 AND f.occurred_at >= $2 AND f.occurred_at < $3
-          AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE)
+          AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
           AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
         ORDER BY f.occurred_at DESC
         LIMIT $5
@@ -746,7 +787,7 @@ async def tenants_with_down_votes(
         """
         SELECT DISTINCT tenant_id FROM trainer.feedback
         WHERE occurred_at >= $1 AND occurred_at < $2
-          AND (thumb = 'down' OR (replay ->> 'useful')::boolean IS FALSE)
+          AND (thumb = 'down' OR (replay ->> 'useful')::boolean IS FALSE) AND current
         ORDER BY tenant_id
         """,
         since,

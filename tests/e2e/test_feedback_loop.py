@@ -81,9 +81,12 @@ async def test_the_same_event_id_twice_is_counted_once(
     batch = await ingest.post("/v1/events", json={"events": [vote | {"type": "feedback.submitted"}]})
     assert first.status_code == second.status_code == batch.status_code == 202
     assert first.json()["event_id"] == second.json()["event_id"] == event_id
-    # A later, distinct event proves the duplicates before it were consumed.
+    # A later, distinct event proves the duplicates before it were consumed. It is about
+    # another response: bob's later thumb on the same one would replace his up vote.
+    marker_id = f"{response_id}-marker"
+    await ingest.post("/v1/responses", json=_response(marker_id, action_type="dedupe_check"))
     marker = await ingest.post(
-        "/v1/feedback", json={"response_id": response_id, "thumb": "down", "user_id": "bob"}
+        "/v1/feedback", json={"response_id": marker_id, "thumb": "down", "user_id": "bob"}
     )
     assert marker.status_code == 202
 

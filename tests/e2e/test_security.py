@@ -236,6 +236,38 @@ async def test_feedback_from_an_allowed_origin_is_readable_by_the_page_even_when
         assert invalid.headers["access-control-allow-origin"] == ORIGIN
 
 
+async def test_a_browser_key_retracts_anonymous_feedback_from_an_allowed_origin(
+    edge: Edge,
+) -> None:
+    _, browser_key = await edge.key(["feedback"])
+    person = {"response_id": f"r-{uuid.uuid4().hex[:8]}", "feedback_key": str(uuid.uuid4())}
+    async with edge.client("ingest", browser_key) as ingest:
+        preflight = await ingest.options(
+            "/v1/feedback/retractions",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type"},
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        vote = await ingest.post("/v1/feedback", json=person | {"thumb": "down"},
+                                 headers={"Origin": ORIGIN})
+        assert vote.status_code == 202, vote.text
+        retraction = await ingest.post("/v1/feedback/retractions", json=person | {"kind": "thumb"},
+                                       headers={"Origin": ORIGIN})
+        assert retraction.status_code == 202, retraction.text
+        assert retraction.json()["status"] == "accepted"
+        assert retraction.headers["access-control-allow-origin"] == ORIGIN
+        # A retraction must name a person; the refusal is readable by the page.
+        nobody = await ingest.post("/v1/feedback/retractions",
+                                   json={"response_id": "r", "kind": "thumb"},
+                                   headers={"Origin": ORIGIN})
+        assert nobody.status_code == 422, nobody.text
+        assert nobody.headers["access-control-allow-origin"] == ORIGIN
+        unknown_kind = await ingest.post("/v1/feedback/retractions",
+                                         json=person | {"kind": "vote"})
+        assert unknown_kind.status_code == 422
+
+
 async def test_other_origins_and_other_routes_get_no_cors(edge: Edge) -> None:
     async with edge.client("ingest") as ingest, edge.client("query") as query:
         foreign = await ingest.options(

@@ -217,7 +217,8 @@ OPS = {
 WRITES = {
     ("ingest", "POST", path)
     for path in (
-        "/v1/responses", "/v1/feedback", "/v1/recommendations/sessions",
+        "/v1/responses", "/v1/feedback", "/v1/feedback/retractions", "/v1/feedback/tokens",
+        "/v1/recommendations/sessions",
         "/v1/recommendations/interactions", "/v1/recommendations/choices",
         "/v1/users/{user_id}/consent", "/v1/users/{user_id}/erasure", "/v1/events",
     )
@@ -318,6 +319,8 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
                               "prompt": [{"role": "user", "content": "w"}], "output": "w",
                               "user_id": USER},
             "/v1/feedback": {"response_id": response_id, "thumb": "up", "user_id": USER},
+            "/v1/feedback/retractions": {"response_id": response_id, "kind": "thumb",
+                                         "user_id": USER},
             "/v1/recommendations/sessions": {
                 "session_id": session_id, "user_id": USER, "algorithm_version": "w",
                 "segment": "price_sensitive",
@@ -339,6 +342,13 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
         for path, body in writes.items():
             await _ok(ingest.post(path, json=body))
             written.add(("ingest", "POST", path.replace(USER, "{user_id}")))
+        # A feedback token W mints for B's response id grants W's tenant only.
+        minted = await _ok(ingest.post("/v1/feedback/tokens", json={"response_id": response_id}),
+                           status=201)
+        written.add(("ingest", "POST", "/v1/feedback/tokens"))
+    async with stack.ingest(minted["token"]) as page:
+        await _ok(page.post("/v1/feedback", json={"response_id": response_id, "thumb": "down",
+                                                  "user_id": USER}))
     assert written == WRITES
     await _drained(stack)
     assert await _snapshot_of_b(stack, seeded) == before

@@ -28,7 +28,7 @@ GROWN_TABLES = {
     "profiles": {"feedback", "users"},
     "learner": {"choices"},
     "trainer": {"consent"},
-    "metrics": {"feedback_facts"},
+    "metrics": {"feedback_facts", "feedback_signals"},
 }
 FRESH_TYPE = {
     "profiles": "feedback.submitted", "learner": "recommendation.choice",
@@ -116,7 +116,7 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
         # Redelivery: the same events again, and poison in the middle of the stream.
         poison = [
             (poison_topic, b"\x00\x01 not json"),
-            (poison_topic, b'{"type": "feedback.retracted", "event_id": "x"}'),
+            (poison_topic, b'{"type": "feedback.deleted", "event_id": "x"}'),
             (poison_topic, orjson.dumps(SAMPLE_DOCS[0] | {"schema_version": 99})),
             (poison_topic, orjson.dumps(SAMPLE_DOCS[0] | {"tenant_id": ""})),
         ]

@@ -40,7 +40,8 @@ async def test_postgres_outage_is_retried_not_dead_lettered(tmp_path: Path) -> N
         sink = CollectedDeadLetters()
         pipeline = BatchPipeline(PROFILES, pool, sink, ConsumerMetrics(CollectorRegistry(),
                                  "profiles"), retry_max_seconds=0.5)
-        docs = load_samples()["feedback.submitted"]
+        # Profiles are of users: every sample naming one (not the anonymous, keyed one).
+        docs = [doc for doc in load_samples()["feedback.submitted"] if "user_id" in doc]
         server.stop()
         work = asyncio.create_task(pipeline.process_batch(_records(docs)))
         await asyncio.sleep(2.0)
@@ -84,8 +85,10 @@ async def test_feedback_before_its_response_moves_to_the_response_dimensions(
     sink = CollectedDeadLetters()
     pipeline = BatchPipeline(METRICS, pool, sink, ConsumerMetrics(CollectorRegistry(), "m"))
     response = load_samples()["response.logged"][0]
+    # Three people's votes: one person's three votes on a response would be one signal.
     votes = [
-        load_samples()["feedback.submitted"][0] | {"event_id": str(uuid.uuid4())}
+        load_samples()["feedback.submitted"][0]
+        | {"event_id": str(uuid.uuid4()), "user_id": uuid.uuid4().hex * 2}
         for _ in range(3)
     ]
     votes[1]["payload"] = {"response_id": "resp-1", "thumb": "down"}

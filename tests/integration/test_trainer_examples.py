@@ -110,7 +110,9 @@ async def test_a_later_signal_revises_the_eval_case(pool: Any) -> None:
     revised = next(row for row in rows if row["kind"] == "eval")
     assert (revised["example_id"], revised["revision"]) == (eval_case["example_id"], 2)
     assert revised["record"]["reference"] == "Oat milk: added."
-    await apply(pool, feedback_doc("r1", minute=3, thumb="up"))  # rebuild changes nothing else
+    # Another person's vote: rebuilding changes nothing else. (The same user's later thumb
+    # would replace their down vote and so remove the eval case.)
+    await apply(pool, feedback_doc("r1", user=AGENT, minute=3, thumb="up"))
     assert [row["revision"] for row in await examples(pool) if row["kind"] == "eval"] == [2]
 
 

@@ -31,7 +31,8 @@ def _envelope(
         "tenant_id": extra.pop("tenant_id", TENANT),
         "occurred_at": occurred_at.isoformat(),
         "received_at": (received_at or occurred_at + timedelta(seconds=1)).isoformat(),
-        **{k: v for k, v in extra.items() if k in {"experiment", "variant", "session_id"}},
+        **{k: v for k, v in extra.items()
+           if k in {"experiment", "variant", "session_id", "user_id"} and v is not None},
     }
 
 
@@ -71,8 +72,32 @@ def feedback(
         payload["rating"] = rating
     else:
         payload["thumb"] = thumb
-    payload |= {k: v for k, v in extra.items() if k in {"action_type", "model"}}
+    payload |= {k: v for k, v in extra.items()
+                if k in {"action_type", "model", "feedback_key", "correction", "comment"}
+                and v is not None}
+    if "correction" in payload or "comment" in payload:
+        payload.pop("thumb", None)
     document = _envelope("feedback.submitted", occurred_at, received_at, event_id, extra)
+    return EVENT_ADAPTER.validate_python(document | {"payload": payload})
+
+
+def retraction(
+    response_id: str,
+    occurred_at: datetime,
+    *,
+    kind: str = "thumb",
+    user_id: str | None = None,
+    feedback_key: str | None = None,
+    received_at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
+    **extra: Any,
+) -> Event:
+    """A person takes back their signal of `kind` on the response (`feedback.retracted`)."""
+    payload: dict[str, Any] = {"response_id": response_id, "kind": kind}
+    if feedback_key is not None:
+        payload["feedback_key"] = feedback_key
+    document = _envelope("feedback.retracted", occurred_at, received_at, event_id,
+                         extra | {"user_id": user_id})
     return EVENT_ADAPTER.validate_python(document | {"payload": payload})
 
 

@@ -13,7 +13,18 @@ from feedbackloop.contract.codec import (
     encode_event,
 )
 from feedbackloop.contract.envelope import SCHEMA_VERSION, Envelope
-from feedbackloop.contract.feedback import FeedbackPayload, FeedbackSubmitted
+from feedbackloop.contract.feedback import (
+    FEEDBACK_KINDS,
+    FeedbackEvent,
+    FeedbackKind,
+    FeedbackPayload,
+    FeedbackRetracted,
+    FeedbackSubmitted,
+    RetractionPayload,
+    signal_digest,
+    signal_order,
+    signal_person,
+)
 from feedbackloop.contract.recommendations import (
     SEGMENTS,
     Choice,
@@ -36,6 +47,7 @@ from feedbackloop.contract.users import ConsentChanged, ErasureRequested
 __all__ = [
     "EVENT_ADAPTER",
     "EVENT_TYPES",
+    "FEEDBACK_KINDS",
     "INPUT_TOPICS",
     "OUTPUT_TOPICS",
     "SCHEMA_VERSION",
@@ -46,12 +58,16 @@ __all__ = [
     "Envelope",
     "ErasureRequested",
     "Event",
+    "FeedbackEvent",
+    "FeedbackKind",
     "FeedbackPayload",
+    "FeedbackRetracted",
     "FeedbackSubmitted",
     "Interaction",
     "InvalidEvent",
     "PoisonMessage",
     "ResponseLogged",
+    "RetractionPayload",
     "Segment",
     "SessionStarted",
     "ShownOption",
@@ -63,4 +79,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "load_samples",
+    "signal_digest",
+    "signal_order",
+    "signal_person",
 ]

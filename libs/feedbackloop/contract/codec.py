@@ -12,7 +12,7 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from feedbackloop.contract.envelope import SUPPORTED_SCHEMA_VERSIONS
-from feedbackloop.contract.feedback import FeedbackSubmitted
+from feedbackloop.contract.feedback import FeedbackRetracted, FeedbackSubmitted
 from feedbackloop.contract.recommendations import Choice, Interaction, SessionStarted
 from feedbackloop.contract.responses import ResponseLogged
 from feedbackloop.contract.topics import TOPIC_OF_TYPE
@@ -21,6 +21,7 @@ from feedbackloop.contract.users import ConsentChanged, ErasureRequested
 Event = Annotated[
     ResponseLogged
     | FeedbackSubmitted
+    | FeedbackRetracted
     | SessionStarted
     | Interaction
     | Choice

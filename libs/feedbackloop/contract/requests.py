@@ -22,7 +22,12 @@ from feedbackloop.contract.envelope import (
     Label,
     UtcDatetime,
 )
-from feedbackloop.contract.feedback import FeedbackPayload, FeedbackSubmitted
+from feedbackloop.contract.feedback import (
+    FeedbackPayload,
+    FeedbackRetracted,
+    FeedbackSubmitted,
+    RetractionPayload,
+)
 from feedbackloop.contract.recommendations import (
     Choice,
     ChoicePayload,
@@ -75,6 +80,17 @@ class FeedbackRequest(RequestEnvelope, FeedbackPayload):
     pass
 
 
+class RetractionRequest(RequestEnvelope, RetractionPayload):
+    """Take back the caller's signal of one kind on a response: it names the person by
+    `user_id` or, for anonymous feedback, the `feedback_key` the signal was sent with."""
+
+    @model_validator(mode="after")
+    def _names_a_person(self) -> RetractionRequest:
+        if self.user_id is None and self.feedback_key is None:
+            raise ValueError("a retraction needs user_id or feedback_key: it names a person")
+        return self
+
+
 class SessionStartedRequest(_NeedsSession, SessionStartedPayload):
     pass
 
@@ -110,6 +126,9 @@ REQUEST_KINDS: dict[str, RequestKind] = {
     "feedback.submitted": RequestKind(
         request=FeedbackRequest, payload=FeedbackPayload, event=FeedbackSubmitted
     ),
+    "feedback.retracted": RequestKind(
+        request=RetractionRequest, payload=RetractionPayload, event=FeedbackRetracted
+    ),
     "recommendation.session_started": RequestKind(
         request=SessionStartedRequest, payload=SessionStartedPayload, event=SessionStarted
     ),
@@ -135,12 +154,17 @@ def build_event(
     tenant_id: str,
     user_hash: str | None,
     received_at: datetime,
+    feedback_key_hash: str | None = None,
 ) -> Event:
-    """The event published for a validated request. Raises `ValueError` if it is inconsistent."""
+    """The event published for a validated request. Raises `ValueError` if it is inconsistent
+    (including a `feedback_key` without its `feedback_key_hash`: the raw key is never
+    published)."""
     kind = REQUEST_KINDS[event_type]
+    fields = {name: getattr(request, name) for name in kind.payload.model_fields}
+    if fields.get("feedback_key") is not None:
+        fields["feedback_key"] = _hashed_key(feedback_key_hash)
     payload = kind.payload.model_construct(
-        _fields_set=request.model_fields_set & set(kind.payload.model_fields),
-        **{name: getattr(request, name) for name in kind.payload.model_fields},
+        _fields_set=request.model_fields_set & set(kind.payload.model_fields), **fields
     )
     event: Event = kind.event(
         event_id=request.event_id or uuid4(),
@@ -155,6 +179,12 @@ def build_event(
         payload=payload,
     )
     return event
+
+
+def _hashed_key(feedback_key_hash: str | None) -> str:
+    if feedback_key_hash is None:
+        raise ValueError("a feedback_key is published only as its HMAC")
+    return feedback_key_hash
 
 
 # --- The ingest fast path -------------------------------------------------------------------
@@ -195,6 +225,7 @@ def event_document(
     tenant_id: str,
     user_hash: str | None,
     received_at: str,
+    feedback_key_hash: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The JSON document of the event `build_event` would give, and the event's subject (what
     orders it: its response, session or user). `received_at` is in `json_timestamp` form.
@@ -203,6 +234,8 @@ def event_document(
         raise ValueError("user_id is required on user events")
     document = request.model_dump(mode="json", exclude_none=True, exclude={"user_id"})
     payload = {name: document.pop(name) for name in _PAYLOAD_FIELDS[event_type] if name in document}
+    if "feedback_key" in payload:
+        payload["feedback_key"] = _hashed_key(feedback_key_hash)
     document["type"] = event_type
     document["schema_version"] = SCHEMA_VERSION
     if "event_id" not in document:

@@ -29,6 +29,7 @@ OUTPUT_TOPICS: tuple[Topic, ...] = (Topic.TRAINING_EXAMPLES, Topic.WEIGHTS)
 TOPIC_OF_TYPE: dict[str, Topic] = {
     "response.logged": Topic.RESPONSES,
     "feedback.submitted": Topic.FEEDBACK,
+    "feedback.retracted": Topic.FEEDBACK,
     "recommendation.session_started": Topic.RECOMMENDATIONS,
     "recommendation.interaction": Topic.RECOMMENDATIONS,
     "recommendation.choice": Topic.RECOMMENDATIONS,

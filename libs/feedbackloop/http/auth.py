@@ -10,6 +10,7 @@ import asyncpg
 
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.http.ratelimit import TokenBucketLimiter, retry_after_header
+from feedbackloop.http.tokens import TOKEN_PREFIX, FeedbackTokenSigner, InvalidFeedbackToken
 from feedbackloop.identity import hash_api_key
 from feedbackloop.postgres import is_transient
 
@@ -29,14 +30,26 @@ ALL_SCOPES = tuple(Scope)
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: an API key, or a signed feedback token limited to one `response_id`."""
+
     key_id: str
     tenant_id: str
     scopes: frozenset[str]
+    response_id: str | None = None
 
     def require(self, *any_of: Scope) -> None:
         if not self.scopes.intersection(any_of):
             raise ProblemException(
                 403, f"this API key lacks the scope needed here ({' or '.join(any_of)})"
+            )
+
+    def require_response(self, response_id: str) -> None:
+        """403 when a feedback token for another response is used on `response_id`."""
+        if self.response_id is not None and self.response_id != response_id:
+            raise ProblemException(
+                403,
+                f"this feedback token is for response {self.response_id!r}; it cannot send "
+                f"feedback on response {response_id!r}",
             )
 
 
@@ -50,6 +63,10 @@ class ApiKeyVerifier:
 
     With a `limiter`, each verified request also takes a token of its key's bucket; an empty
     bucket answers 429 with `Retry-After` (limits are per process, see `ratelimit`).
+
+    With `tokens`, a bearer credential starting `fbt1.` is a signed feedback token, verified
+    without a lookup: its principal has the `feedback` scope on one response only, and all of a
+    tenant's tokens share one rate-limit bucket.
     """
 
     def __init__(
@@ -58,10 +75,12 @@ class ApiKeyVerifier:
         *,
         cache_seconds: float,
         limiter: TokenBucketLimiter | None = None,
+        tokens: FeedbackTokenSigner | None = None,
     ) -> None:
         self.pool = pool
         self.cache_seconds = cache_seconds
         self.limiter = limiter
+        self.tokens = tokens
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         # Bumped by every invalidation: a lookup that raced one must not cache what it read.
         self._generation = 0
@@ -78,7 +97,12 @@ class ApiKeyVerifier:
                 "expected 'Authorization: Bearer <API key>'",
                 headers={"WWW-Authenticate": 'Bearer realm="feedbackloop"'},
             )
-        principal = await self._lookup(hash_api_key(key.strip()))
+        key = key.strip()
+        principal = (
+            self._token_principal(key)
+            if key.startswith(TOKEN_PREFIX)
+            else await self._lookup(hash_api_key(key))
+        )
         if principal is None:
             raise ProblemException(
                 401,
@@ -95,6 +119,21 @@ class ApiKeyVerifier:
                     headers={"Retry-After": retry_after_header(wait)},
                 )
         return principal
+
+    def _token_principal(self, token: str) -> Principal:
+        refused = {"WWW-Authenticate": 'Bearer realm="feedbackloop", error="invalid_token"'}
+        if self.tokens is None:
+            raise ProblemException(401, "feedback tokens are not accepted here", headers=refused)
+        try:
+            grant = self.tokens.verify(token)
+        except InvalidFeedbackToken as error:
+            raise ProblemException(401, str(error), headers=refused) from None
+        return Principal(
+            f"feedback-token:{grant.tenant_id}",
+            grant.tenant_id,
+            frozenset({Scope.FEEDBACK.value}),
+            response_id=grant.response_id,
+        )
 
     def invalidate(self, key_hash: str | None = None) -> None:
         """Forget the cached answer for `key_hash`, or every cached answer when None."""

@@ -1,0 +1,51 @@
+"""`POST /v1/feedback/tokens`: a product's backend mints a token a page may send feedback with,
+on one response, for a while (see `feedbackloop.http.tokens`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedbackloop.contract.envelope import Identifier
+from feedbackloop.http.auth import Scope
+from feedbackloop.http.problems import ProblemException
+from services.ingest.deps import Caller, State, requires
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_id: Identifier
+    ttl_seconds: int | None = Field(
+        default=None,
+        ge=10,
+        description="Lifetime in seconds; the server's default when absent, at most its maximum.",
+    )
+
+
+class FeedbackToken(BaseModel):
+    token: str
+    response_id: str
+    expires_at: datetime
+
+
+@router.post("/feedback/tokens", status_code=201, dependencies=[requires(Scope.INGEST)])
+async def mint_feedback_token(body: TokenRequest, state: State, caller: Caller) -> FeedbackToken:
+    """A signed token for feedback on `response_id` only, until it expires. Put it in the page
+    (e.g. `data-feedbackloop-token`) instead of a key that works on any response."""
+    ttl = body.ttl_seconds or state.token_ttl_seconds
+    if ttl > state.token_max_ttl_seconds:
+        raise ProblemException(
+            422,
+            "The token request is invalid.",
+            errors=[{"loc": ["ttl_seconds"], "type": "less_than_equal",
+                     "msg": f"at most {state.token_max_ttl_seconds} seconds"}],
+        )
+    token, expires_at = state.tokens.mint(caller.tenant_id, body.response_id, ttl)
+    return FeedbackToken(
+        token=token, response_id=body.response_id, expires_at=datetime.fromtimestamp(expires_at, UTC)
+    )
