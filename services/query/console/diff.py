@@ -1,6 +1,6 @@
 """A word-level diff of two texts, for showing the AI's reply beside the agent's. Pure.
 
-Texts are split into words and the whitespace between them (so the marked-up result reads
+Texts are split into words, each with the whitespace after it (so the marked-up result reads
 exactly like each original); difflib's matcher aligns the words, and each run is `same`,
 `del` (only in the first text) or `ins` (only in the second). The template renders each run
 as text inside `<del>` / `<ins>`: nothing here is HTML.
@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-_TOKENS = re.compile(r"\s+|[^\s]+")
+# A word with the whitespace after it is one unit (so "oat " is inserted, not "oat" and a space
+# matched elsewhere); whitespace before the first word is a unit of its own.
+_TOKENS = re.compile(r"\s+|\S+\s*")
 
 Op = Literal["same", "del", "ins"]
 
@@ -25,7 +27,7 @@ class Run:
 
 
 def tokens(text: str) -> list[str]:
-    """Words and the whitespace between them, in order: `"".join(tokens(t)) == t`."""
+    """Words with their trailing whitespace, in order: `"".join(tokens(t)) == t`."""
     return _TOKENS.findall(text)
 
 
