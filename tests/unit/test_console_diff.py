@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,4 +44,4 @@ def test_each_side_joins_back_to_its_text(before: str, after: str) -> None:
     runs = word_diff(before, after)
     assert "".join(r.text for r in side(runs, "before")) == before
     assert "".join(r.text for r in side(runs, "after")) == after
-    assert all(a.op != b.op for a, b in zip(runs, runs[1:], strict=False))
+    assert all(a.op != b.op for a, b in pairwise(runs))
