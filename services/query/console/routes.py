@@ -289,7 +289,7 @@ async def user_page(request: Request) -> HTMLResponse:
             missing = True
     chart = _acceptance_series(summary["history"]) if summary else None
     return _page(request, session, "user.html", user_id=user_id, summary=summary,
-                 missing=missing, chart=chart)
+                 missing=missing, user_chart=chart)
 
 
 def _path_segment(text: str) -> str:
@@ -343,18 +343,23 @@ async def analytics_page(request: Request) -> HTMLResponse:
 
 
 def _trend_chart(trend: dict[str, Any], threshold: float) -> dict[str, Any]:
-    stamps = sorted({point["bucket"] for series in trend["series"] for point in series["points"]})
-    index = {stamp: i for i, stamp in enumerate(stamps)}
+    """One column per bucket with data, plus the range's ends, so the threshold line spans
+    the whole range however few buckets have votes."""
+    def stamp(text: str) -> int:
+        return int(datetime.fromisoformat(text).timestamp())
+
+    buckets = {stamp(p["bucket"]) for series in trend["series"] for p in series["points"]}
+    stamps = sorted(buckets | {stamp(trend["start"]), stamp(trend["end"])})
+    index = {value: i for i, value in enumerate(stamps)}
     series = []
     for group in trend["series"]:
         values: list[float | None] = [None] * len(stamps)
         for point in group["points"]:
-            values[index[point["bucket"]]] = point["value"]
+            values[index[stamp(point["bucket"])]] = point["value"]
         series.append({"label": group["group"] or "all", "values": values})
     series.append({"label": f"alert threshold ({threshold:.0%})",
                    "values": [threshold] * len(stamps), "threshold": True})
-    return {"x": [int(datetime.fromisoformat(s).timestamp()) for s in stamps],
-            "series": series, "y_max": 1}
+    return {"x": stamps, "series": series, "y_max": 1}
 
 
 def _weight_charts(weights: dict[str, Any]) -> list[dict[str, Any]]:
