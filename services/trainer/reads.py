@@ -2,8 +2,10 @@
 
 The review queue is the responses of a tenant with low signals: current thumbs down, ratings
 1-2, corrections and replays (an agent's reply beside the AI's). It reads the newest
-`scan` matching signals through the partial index of migration 0015 and groups them by
-response, so a page costs the same whatever the tenant's history holds.
+matching signals (8 per response asked for) through the partial index of migration 0015,
+groups them by response and counts each chosen response's signals in the range, so a page
+costs about the same whatever the tenant's history holds (a filter that matches few signals
+reads further back: up to all of the range's matches).
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ class QueueFilter:
     model: str | None = None
     response_id: str | None = None
     limit: int = 25
-    scan: int = 5_000
+
+    @property
+    def scan(self) -> int:
+        """How many of the newest matching signals are read to find `limit` responses."""
+        return self.limit * 8
 
 
 async def review_queue(
@@ -56,27 +62,28 @@ async def review_queue(
     return await pool.fetch(
         f"""
         WITH recent AS (
-            SELECT f.response_id, f.occurred_at, f.thumb, f.rating, f.kind
+            SELECT f.response_id, f.occurred_at
             FROM trainer.feedback f
             LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+            LEFT JOIN trainer.review_states s USING (tenant_id, response_id)
             WHERE f.tenant_id = $1 AND f.current
               AND (f.thumb = 'down' OR f.rating <= 2 OR f.kind IN ('correction', 'replay'))
-              AND {signal}
+              AND {signal} AND {status}
               AND f.occurred_at >= $2 AND f.occurred_at < $3
-              AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
-              AND ($5::text IS NULL OR COALESCE(r.model, f.inline_model) = $5)
+              AND ($4::text IS NULL OR r.action_type = $4
+                   OR (r.response_id IS NULL AND f.inline_action_type = $4))
+              AND ($5::text IS NULL OR r.model = $5
+                   OR (r.response_id IS NULL AND f.inline_model = $5))
               AND ($6::text IS NULL OR f.response_id = $6)
             ORDER BY f.occurred_at DESC
             LIMIT $8
         ), hits AS (
-            SELECT response_id, max(occurred_at) AS last_at,
-                   count(*) FILTER (WHERE thumb = 'down') AS down_votes,
-                   count(*) FILTER (WHERE rating <= 2) AS low_ratings,
-                   count(*) FILTER (WHERE kind = 'correction') AS corrections,
-                   count(*) FILTER (WHERE kind = 'replay') AS replays
+            SELECT response_id, max(occurred_at) AS last_at
             FROM recent GROUP BY response_id
+            ORDER BY last_at DESC, response_id
+            LIMIT $7
         )
-        SELECT h.response_id, h.last_at, h.down_votes, h.low_ratings, h.corrections, h.replays,
+        SELECT h.response_id, h.last_at, c.down_votes, c.low_ratings, c.corrections, c.replays,
                r.response_id IS NOT NULL AS response_logged,
                COALESCE(r.prompt, i.inline_prompt, CASE WHEN a.message IS NOT NULL THEN
                    jsonb_build_array(jsonb_build_object('role', 'user', 'content', a.message))
@@ -91,6 +98,15 @@ async def review_queue(
         LEFT JOIN trainer.responses r ON r.tenant_id = $1 AND r.response_id = h.response_id
         LEFT JOIN trainer.review_states s
             ON s.tenant_id = $1 AND s.response_id = h.response_id
+        CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE g.thumb = 'down') AS down_votes,
+                   count(*) FILTER (WHERE g.rating <= 2) AS low_ratings,
+                   count(*) FILTER (WHERE g.kind = 'correction') AS corrections,
+                   count(*) FILTER (WHERE g.kind = 'replay') AS replays
+            FROM trainer.feedback g
+            WHERE g.tenant_id = $1 AND g.response_id = h.response_id AND g.current
+              AND g.occurred_at >= $2 AND g.occurred_at < $3
+        ) c
         LEFT JOIN LATERAL (
             SELECT g.inline_prompt, g.inline_output, g.inline_model, g.inline_action_type
             FROM trainer.feedback g
@@ -114,7 +130,6 @@ async def review_queue(
               AND x.status = 'explained'
             ORDER BY x.updated_at DESC LIMIT 1
         ) e ON true
-        WHERE {status}
         ORDER BY h.last_at DESC, h.response_id
         LIMIT $7
         """,
