@@ -221,3 +221,34 @@ async def test_the_key_is_never_in_the_page_and_sign_out_forgets_it(
         assert page.url.endswith("/console/sign-in")
     finally:
         await context.close()
+
+
+async def test_a_key_of_another_tenant_sees_none_of_the_items(
+    console_stack: ConsoleStack, browser: Browser,
+) -> None:
+    stack = console_stack
+    if not await _queue_has(stack, len(LABELLED)):
+        await _seed(stack)
+        await eventually(lambda: _queue_has(stack, len(LABELLED)), timeout=60)
+    other = await stack.key("eve", ["read", "review"], tenant="other-tenant")
+    context = await browser.new_context(viewport={"width": 1100, "height": 800})
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        await sign_in(page, stack.console_url, other)
+        await expect(page.get_by_text("Nothing to review in this range.")).to_be_visible()
+        assert await page.locator("article.item").count() == 0
+        await page.goto(stack.console_url + "/agreement")
+        await expect(page.get_by_text("No labels yet.")).to_be_visible()
+        await page.goto(stack.console_url + "/users?user_id=user-0")
+        await expect(page.get_by_text("No feedback is recorded for this user.")).to_be_visible()
+        # Acting on tenant acme's response id is refused: it is not in this tenant's queue.
+        csrf = await page.locator('input[name="csrf_token"]').first.get_attribute("value")
+        answer = await page.request.post(
+            stack.console_url + "/items/fix-1/correction",
+            form={"csrf_token": csrf or "", "next": "/console/queue"},
+            headers={"Origin": stack.services.url("query")}, max_redirects=0,
+        )
+        assert answer.status == 404, await answer.text()
+    finally:
+        await context.close()
