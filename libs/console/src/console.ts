@@ -56,7 +56,12 @@ function draw(target: HTMLElement): void {
     height: 260,
     series,
     scales: {
-      x: { time: !data.versions },
+      // One point alone would get a range of years: give it a day (or a version) either side.
+      x: {
+        time: !data.versions,
+        range: (_u: uPlot, min: number, max: number): uPlot.Range.MinMax =>
+          min === max ? [min - (data.versions ? 1 : 86400), max + (data.versions ? 1 : 86400)] : [min, max],
+      },
       y: data.y_max !== undefined ? { range: [0, data.y_max] } : { auto: true },
     },
     axes: [{}, { size: 50 }],
