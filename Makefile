@@ -57,7 +57,9 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 ## run: the whole system on this machine (embedded broker and PostgreSQL unless configured)
-run: $(STAMP) $(WIDGET_BUILT) $(CONSOLE_BUILT)
+run: $(STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory widget console; \
+	else echo "npm not found: the widget, its demo page and the console's charts are not built (Node.js 20+ needed)"; fi
 	$(BIN)/feedbackloop run
 
 ## test: install what is needed and run the whole suite

@@ -21,7 +21,7 @@ for (const file of ["feedbackloop.js", "feedbackloop.mjs"]) {
 }
 writeFileSync("dist/size.json", JSON.stringify({ budget_gzip_bytes: BUDGET_GZIP_BYTES, files: report }, null, 2) + "\n");
 for (const [file, size] of Object.entries(report)) {
-  console.log(`widget: dist/${file} ${size.bytes} bytes, ${size.gzip_bytes} bytes gzipped (budget ${BUDGET_GZIP_BYTES})`);
+  console.log(`widget: dist/${file} ${size.bytes} bytes, ${size.gzip_bytes} bytes gzipped (budget: ${BUDGET_GZIP_BYTES} gzipped)`);
   if (size.gzip_bytes > BUDGET_GZIP_BYTES) {
     console.error(`widget: dist/${file} is over the ${BUDGET_GZIP_BYTES}-byte gzipped budget`);
     process.exit(1);

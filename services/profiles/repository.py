@@ -76,7 +76,8 @@ async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackGiven]
     """Of each signal the run touched, exactly the latest event by (occurred_at, event_id) is
     current, unless it is a retraction. Recomputed from the stored rows, so it holds for any
     arrival order; one response's events are consumed by one replica at a time (they share a
-    partition), and erasure deletes rows rather than flagging them."""
+    partition, and the pipeline locks the response besides), and erasure deletes rows rather
+    than flagging them."""
     signals = sorted({(e.tenant_id, e.user_id, e.response_id, e.kind) for e in run})
     await connection.execute(
         """

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from feedbackloop.embedded import free_port
 from feedbackloop.http.auth import ALL_SCOPES
@@ -39,6 +39,16 @@ WIDGET_DIST = ROOT / "libs" / "widget" / "dist"
 AXE = ROOT / "libs" / "widget" / "node_modules" / "axe-core" / "axe.min.js"
 TOKEN_SECRET = "browser-token-secret-0123456789abcdef0123456789"
 TENANT = "acme"
+TAKEN: list[Path] = []  # every screenshot of the session, listed in the terminal summary
+# Assertions wait up to 10 s: two cores shared with the rest of the suite can be slow.
+expect.set_options(timeout=10_000)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TAKEN:
+        terminalreporter.write_sep("-", f"browser screenshots in {SCREENSHOTS}")
+        for path in TAKEN:
+            terminalreporter.write_line(str(path))
 
 
 class HostPages:
@@ -146,6 +156,7 @@ class BrowserStack:
         path = SCREENSHOTS / f"{name}.png"
         await page.screenshot(path=str(path), full_page=True)
         self.screenshots.append(path)
+        TAKEN.append(path)
         print(f"screenshot: {path}")
         return path
 

@@ -77,3 +77,27 @@ async def test_the_offline_queue_is_capped(
     assert items[-1]["path"] == "/v1/feedback/retractions"
     await context.set_offline(False)
     await expect(status(page, "demo-r3")).to_have_text("Feedback removed.", timeout=20_000)
+
+
+async def test_what_was_queued_is_sent_on_the_next_page_load(
+    browser_stack: BrowserStack, page: Page
+) -> None:
+    async def network_lost(route: Route) -> None:
+        await route.abort("internetdisconnected")
+
+    await page.route("**/v1/feedback", network_lost)
+    await page.goto(browser_stack.ingest_url + "/widget/demo")
+    await part(page, "demo-r3", "down").click()
+    await expect(status(page, "demo-r3")).to_have_text("Saved. It will be sent again shortly.")
+    queued = await page.evaluate("JSON.parse(localStorage.getItem('feedbackloop:v1:queue'))")
+    assert [item["body"].get("thumb") for item in queued] == ["down"]
+
+    await page.unroute("**/v1/feedback")
+    delivered: list[str] = []
+    page.on("request", lambda request: delivered.append(orjson.loads(request.post_data or "{}")["event_id"])
+            if request.method == "POST" and request.url.endswith("/v1/feedback") else None)
+    await page.reload()
+    await page.wait_for_function("localStorage.getItem('feedbackloop:v1:queue') === '[]'")
+    assert delivered == [queued[0]["id"]]
+    await expect(part(page, "demo-r3", "down")).to_have_attribute("aria-pressed", "true")
+    await browser_stack.approval_becomes("drafted_reply", (0, 1))

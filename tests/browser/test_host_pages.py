@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import html
 import json
+import time
 import uuid
+from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser.conftest import BrowserStack
+from feedbackloop.http.tokens import FeedbackTokenSigner
+from tests.browser.conftest import TENANT, TOKEN_SECRET, BrowserStack
 
 pytestmark = pytest.mark.browser
 
@@ -32,7 +35,7 @@ async def test_a_host_page_that_throws_still_gets_a_working_widget(
     url = browser_stack.host.put("/throws.html", f"""<!doctype html>
 <html lang="en"><head><title>A page with bugs</title></head><body><main>
 <h1>A page with bugs</h1>
-<div id="answer"><p>An AI answer.</p></div>
+<div id="answer" style="--feedbackloop-accent: rgb(200, 0, 0)"><p>An AI answer.</p></div>
 <p id="host-alive">not yet</p>
 <script>throw new Error("host bug before the widget");</script>
 <script type="module">
@@ -60,6 +63,8 @@ async def test_a_host_page_that_throws_still_gets_a_working_widget(
     down = page.locator('#answer [data-fbl="down"]')
     await down.click()
     await expect(down).to_have_attribute("aria-pressed", "true")
+    # Themed by the host's CSS variable, which reaches into the shadow root.
+    assert await down.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
     await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
     await browser_stack.approval_becomes("host_throws", (0, 1))
     assert len(errors) == 2, errors
@@ -98,6 +103,15 @@ async def test_strict_csp_page_with_the_script_tag(browser_stack: BrowserStack, 
     await up.click()
     await expect(page.locator(f'[data-feedbackloop-response-id="{rid}"] [role=status]')).to_have_text(
         "Thanks for your feedback.")
+    # An answer added later (a chat streaming in) gets its widget too.
+    await page.evaluate("""() => {
+      const later = document.createElement('div');
+      later.setAttribute('data-feedbackloop-response-id', 'later-answer');
+      later.textContent = 'A later answer.';
+      document.querySelector('main').appendChild(later);
+    }""")
+    later = page.locator('[data-feedbackloop-response-id="later-answer"] [data-fbl="up"]')
+    await expect(later).to_be_visible()
     await page.locator(f'[data-feedbackloop-response-id="{rid}"] [data-fbl="star-4"]').click()
     await browser_stack.approval_becomes("host_csp", (1, 0))
     assert violations == []
@@ -129,6 +143,9 @@ async def test_hostile_text_is_shown_as_text_and_runs_nothing(
 </script></main></body></html>""")
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda request: sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/v1/feedback") else None)
     await page.goto(url)
     await page.wait_for_function("window.mounted === true")
     await page.locator('#answer [data-fbl="down"]').click()
@@ -140,6 +157,9 @@ async def test_hostile_text_is_shown_as_text_and_runs_nothing(
     await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
     await expect(page.locator("#replay section").first).to_contain_text(XSS)
 
+    # Sent as typed, for the platform to keep as text.
+    assert [body["comment"] for body in sent if "comment" in body] == [
+        {"text": XSS, "reasons": ["xss"]}]
     assert await page.evaluate("window.__pwned") is None
     assert dialogs == []
     counts = await page.evaluate("""() => {
@@ -176,3 +196,32 @@ async def test_a_token_for_another_response_is_refused_and_said(
     assert [refusal["status"] for refusal in refusals] == [403]
     assert other in refusals[0]["message"] and rid in refusals[0]["message"]
     assert await page.evaluate("JSON.parse(localStorage.getItem('feedbackloop:v1:queue'))") == []
+
+
+async def test_an_expired_token_is_replaced_once_from_get_token(
+    browser_stack: BrowserStack, page: Page
+) -> None:
+    rid = response_id()
+    await browser_stack.log_response(rid, "host_refresh")
+    expired, _ = FeedbackTokenSigner(TOKEN_SECRET.encode(), clock=lambda: time.time() - 7_200).mint(
+        TENANT, rid, 60)
+    fresh = await browser_stack.token(rid)
+    ingest = browser_stack.ingest_url
+    url = browser_stack.host.put("/refresh.html", f"""<!doctype html>
+<html lang="en"><head><title>Token refresh</title></head><body><main><h1>Token refresh</h1>
+<div id="answer"><p>An AI answer.</p></div>
+<script type="module">
+  import {{ mount }} from "{ingest}/widget/v1/feedbackloop.mjs";
+  window.asked = 0;
+  mount(document.getElementById("answer"), {{ endpoint: "{ingest}", responseId: "{rid}",
+    getToken: async () => (window.asked++ === 0 ? "{expired}" : "{fresh}") }});
+</script></main></body></html>""")
+    statuses: list[int] = []
+    page.on("response", lambda answer: statuses.append(answer.status)
+            if answer.url.endswith("/v1/feedback") and answer.request.method == "POST" else None)
+    await page.goto(url)
+    await page.locator('#answer [data-fbl="up"]').click()
+    await expect(page.locator("#answer [role=status]")).to_have_text("Thanks for your feedback.")
+    assert await page.evaluate("window.asked") == 2
+    assert statuses == [401, 202]
+    await browser_stack.approval_becomes("host_refresh", (1, 0))

@@ -234,8 +234,7 @@ WRITES = {
     ("ingest", "POST", path)
     for path in (
         "/v1/responses", "/v1/feedback", "/v1/feedback/retractions", "/v1/feedback/tokens",
-        "/v1/recommendations/sessions",
-        "/v1/recommendations/interactions", "/v1/recommendations/choices",
+        "/v1/recommendations/sessions", "/v1/recommendations/interactions", "/v1/recommendations/choices",
         "/v1/users/{user_id}/consent", "/v1/users/{user_id}/erasure", "/v1/events",
         "/v1/reviews",
     )
@@ -336,6 +335,7 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
                               "prompt": [{"role": "user", "content": "w"}], "output": "w",
                               "user_id": USER},
             "/v1/feedback": {"response_id": response_id, "thumb": "up", "user_id": USER},
+            # Names B's response and user, and is later than B's votes: still W's own signal.
             "/v1/feedback/retractions": {"response_id": response_id, "kind": "thumb",
                                          "user_id": USER},
             "/v1/recommendations/sessions": {

@@ -14,7 +14,9 @@ and the four consumers as real processes. Clients send `FEEDBACKLOOP_FAULTS_EVEN
   schema version, a semantically invalid event).
 Then: every consumer group's lag returns to exactly 0; for profiles, trainer and metrics, the
 ids materialized plus the ids dead-lettered equal the ids that got a 2xx plus the poison; no id
-is both; the rollups (minute, hour, day) equal a recomputation from the events sent. The longer
+is both; the rollups (minute, hour, day), the profiles' current verdicts and the KTO labels
+equal a recount of the current signals (flips, retractions and late older votes are in the
+stream), each vote in the minute of its winning event. The longer
 schemathesis run is the other half of `make test-faults`.
 """
 
@@ -132,22 +134,54 @@ class Ledger:
 
 
 def _stream(count: int) -> list[dict[str, Any]]:
-    """Pairs of a response and a thumb on it; thumbs up or down by a fixed seed."""
+    """Pairs of a response and a thumb on it; thumbs up or down by a fixed seed. People change
+    their minds: on every tenth response the user flips the thumb 20 s later, on another tenth
+    they take it back, and on one in twenty the flip is sent before the vote it replaces (an
+    offline queue flushing late), so the older vote arrives after the newer one."""
     rng = random.Random(6)
-    start = datetime.now(UTC) - timedelta(minutes=30)
+    start = datetime.now(UTC) - timedelta(minutes=31)
     events = []
     for n in range(count // 2):
         response_id = f"f-{n}"
-        at = (start + timedelta(seconds=n * 1800 / (count // 2))).isoformat()
-        events.append({"type": "response.logged", "event_id": str(uuid.uuid4()),
-                       "response_id": response_id, "user_id": f"user-{n % 97}",
+        moment = start + timedelta(seconds=n * 1800 / (count // 2))
+        at, later = moment.isoformat(), (moment + timedelta(seconds=20)).isoformat()
+        person = {"response_id": response_id, "user_id": f"user-{n % 97}"}
+        events.append({"type": "response.logged", "event_id": str(uuid.uuid4()), **person,
                        "prompt": [{"role": "user", "content": f"question {n}"}],
                        "output": f"answer {n}", "model": f"model-{n % 3}",
                        "action_type": f"action-{n % 5}", "occurred_at": at})
-        events.append({"type": "feedback.submitted", "event_id": str(uuid.uuid4()),
-                       "response_id": response_id, "user_id": f"user-{n % 97}",
-                       "thumb": "up" if rng.random() < 0.7 else "down", "occurred_at": at})
+        thumb = "up" if rng.random() < 0.7 else "down"
+        vote = {"type": "feedback.submitted", "event_id": str(uuid.uuid4()), **person,
+                "thumb": thumb, "occurred_at": at}
+        flip = vote | {"event_id": str(uuid.uuid4()), "thumb": "down" if thumb == "up" else "up",
+                       "occurred_at": later}
+        retraction = {"type": "feedback.retracted", "event_id": str(uuid.uuid4()), **person,
+                      "kind": "thumb", "occurred_at": later}
+        if n % 20 == 13:
+            events += [flip, vote]
+        elif n % 10 == 3:
+            events += [vote, flip]
+        elif n % 10 == 7:
+            events += [vote, retraction]
+        else:
+            events.append(vote)
     return events
+
+
+def current_thumbs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The thumbs that count: per (response, user) the latest by (occurred_at, event_id),
+    unless that is a retraction."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        if event["type"] not in ("feedback.submitted", "feedback.retracted"):
+            continue
+        identity = (event["response_id"], event["user_id"])
+        order = (datetime.fromisoformat(event["occurred_at"]), uuid.UUID(event["event_id"]))
+        held = latest.get(identity)
+        if held is None or order > (datetime.fromisoformat(held["occurred_at"]),
+                                    uuid.UUID(held["event_id"])):
+            latest[identity] = event
+    return [e for e in latest.values() if e["type"] == "feedback.submitted"]
 
 
 async def _send(client: httpx.AsyncClient, batch: list[dict[str, Any]], ledger: Ledger) -> None:
@@ -534,7 +568,10 @@ async def test_nothing_accepted_is_lost_or_counted_twice_through_the_faults(
             assert not set(processed) & dead_ids, f"{spec.name}: ids both materialized and dead"
             assert len(dead_here) - len(dead_ids) == undecodable, spec.name
 
-        thumbs = [e for e in events if e["type"] == "feedback.submitted"]
+        # Exact counts of the current signals: flips, retractions and late older votes in the
+        # stream, consumers killed in the middle of batches.
+        feedback = [e for e in events if e["type"] in ("feedback.submitted", "feedback.retracted")]
+        thumbs = current_thumbs(events)
         expected = Counter(e["thumb"] for e in thumbs)
         for table in ("feedback_minute", "feedback_hour", "feedback_day"):
             row = await connection.fetchrow(
@@ -556,10 +593,34 @@ async def test_nothing_accepted_is_lost_or_counted_twice_through_the_faults(
             counted[(r["action_type"], r["model"], "down")] += r["down"]
         assert +counted == recomputed, "rollups per action type and model differ"
         report.append(f"rollups per action type and model: {len(recomputed)} cells equal")
+        per_minute = await connection.fetch(
+            "SELECT bucket, sum(thumbs_up) AS up, sum(thumbs_down) AS down "
+            "FROM metrics.feedback_minute WHERE tenant_id = 'acme' GROUP BY 1")
+        minutes: Counter[tuple[datetime, str]] = Counter()
+        for r in per_minute:
+            minutes[(r["bucket"], "up")] += r["up"]
+            minutes[(r["bucket"], "down")] += r["down"]
+        in_minutes: Counter[tuple[datetime, str]] = Counter(
+            (datetime.fromisoformat(t["occurred_at"]).replace(second=0, microsecond=0),
+             t["thumb"]) for t in thumbs)
+        assert +minutes == in_minutes, "a current vote is not in the minute of its event"
+        report.append(f"minutes: {len(in_minutes)} cells equal the current votes' minutes")
         profile_rows = await connection.fetchval(
             "SELECT count(*) FROM profiles.feedback WHERE tenant_id = 'acme'")
-        report.append(f"profiles.feedback rows: {profile_rows} (thumbs sent: {len(thumbs)})")
-        assert profile_rows == len(thumbs), "profiles.feedback rows differ from thumbs sent"
+        report.append(f"profiles.feedback rows: {profile_rows} (feedback sent: {len(feedback)})")
+        assert profile_rows == len(feedback), "profiles.feedback rows differ from feedback sent"
+        current_rows = await connection.fetch(
+            "SELECT verdict, count(*) AS n FROM profiles.feedback "
+            "WHERE tenant_id = 'acme' AND current GROUP BY 1")
+        verdicts = {r["verdict"]: r["n"] for r in current_rows}
+        report.append(f"profiles current verdicts: {verdicts} (recomputed: {dict(expected)})")
+        assert verdicts == {"accepted": expected["up"], "rejected": expected["down"]}
+        examples = await connection.fetch(
+            "SELECT record ->> 'label' AS label, count(*) AS n FROM trainer.examples "
+            "WHERE tenant_id = 'acme' AND kind = 'kto' GROUP BY 1")
+        labels = {r["label"]: r["n"] for r in examples}
+        report.append(f"trainer KTO labels: {labels}")
+        assert labels == {"true": expected["up"], "false": expected["down"]}
     finally:
         await connection.close()
         # Also when a check fails: the figures are what tells why.

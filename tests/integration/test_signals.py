@@ -39,6 +39,9 @@ from tests.ops.events import feedback, response, retraction
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 5, 4, 23, 57, tzinfo=UTC)  # the minutes cross an hour and a day boundary
 PERSONS = ({"user_id": "a" * 64}, {"user_id": "b" * 64}, {"feedback_key": "k" * 64}, {})
+# Both differ materially from the logged output ("Added milk."): each gives a preference pair.
+CORRECTIONS = ("Put oat milk on the shared groceries list for Saturday.",
+               "Ordered two litres of milk from the corner shop for delivery.")
 PROPERTY = settings(
     max_examples=100, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -119,7 +122,8 @@ def recount_rollup(events: list[Event], unit: str) -> Counter[tuple[object, ...]
         for counter, value in (("thumbs_up", int(p.thumb == "up")),
                                ("thumbs_down", int(p.thumb == "down")),
                                ("rating_sum", p.rating or 0),
-                               ("rating_count", int(p.rating is not None))):
+                               ("rating_count", int(p.rating is not None)),
+                               ("corrections", int(p.correction is not None))):
             if value:
                 totals[(bucket, *dims, counter)] += value
     return totals
@@ -127,11 +131,11 @@ def recount_rollup(events: list[Event], unit: str) -> Counter[tuple[object, ...]
 
 async def rollup(pool: Any, tenant: str, unit: str) -> Counter[tuple[object, ...]]:
     rows = await pool.fetch(
-        f"SELECT bucket, action_type, model, thumbs_up, thumbs_down, rating_sum, rating_count "
-        f"FROM metrics.feedback_{unit} WHERE tenant_id = $1", tenant)
+        f"SELECT bucket, action_type, model, thumbs_up, thumbs_down, rating_sum, rating_count, "
+        f"corrections FROM metrics.feedback_{unit} WHERE tenant_id = $1", tenant)
     totals: Counter[tuple[object, ...]] = Counter()
     for row in rows:
-        for counter in ("thumbs_up", "thumbs_down", "rating_sum", "rating_count"):
+        for counter in ("thumbs_up", "thumbs_down", "rating_sum", "rating_count", "corrections"):
             if row[counter]:
                 totals[(row["bucket"], row["action_type"], row["model"], counter)] += row[counter]
     return totals
@@ -153,8 +157,8 @@ acts = st.builds(
     Act,
     person=st.integers(0, len(PERSONS) - 1),
     response=st.integers(0, 1),
-    what=st.sampled_from(["up", "down", "rating-1", "rating-5", "rating-4",
-                          "retract-thumb", "retract-rating"]),
+    what=st.sampled_from(["up", "down", "rating-1", "rating-5", "rating-4", "correct-0",
+                          "correct-1", "retract-thumb", "retract-rating", "retract-correction"]),
     # Few distinct seconds, so equal occurred_at (ties broken by event id) happen often.
     seconds=st.sampled_from([0, 0, 30, 60, 61, 150, 3600 * 24]),
     event_id=st.uuids(),
@@ -170,6 +174,10 @@ def _event(tenant: str, act: Act) -> Event | None:
             return None  # a retraction names a person
         return retraction(response_id, at, kind=act.what.removeprefix("retract-"),
                           event_id=act.event_id, tenant_id=tenant, **person)
+    if act.what.startswith("correct"):
+        text = CORRECTIONS[int(act.what[-1])]
+        return feedback(response_id, at, correction={"text": text}, event_id=act.event_id,
+                        tenant_id=tenant, **person)
     if act.what.startswith("rating"):
         return feedback(response_id, at, rating=int(act.what[-1]), event_id=act.event_id,
                         tenant_id=tenant, **person)
@@ -308,11 +316,18 @@ async def test_the_profile_shows_the_change_and_suppresses_by_current_verdicts(p
 
 def recount_examples(events: list[Event]) -> Counter[tuple[str, object]]:
     """(kind, label) of the examples the current signals give: only r0 has a known prompt;
-    accepted -> SFT + KTO true, rejected -> KTO false, and one eval case if any rejected."""
+    a correction -> preference pair + SFT of its text; accepted -> SFT + KTO true, rejected ->
+    KTO false; and one eval case if any thumb or rating rejected."""
     examples: Counter[tuple[str, object]] = Counter()
     low = False
     for signal in current_signals(events):
-        if signal.payload.response_id != "r0" or signal.payload.verdict == "neutral":
+        if signal.payload.response_id != "r0":
+            continue
+        if signal.payload.correction is not None:
+            examples[("preference", None)] += 1
+            examples[("sft", None)] += 1
+            continue
+        if signal.payload.verdict == "neutral":
             continue
         accepted = signal.payload.verdict == "accepted"
         examples[("kto", accepted)] += 1

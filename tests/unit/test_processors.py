@@ -77,3 +77,30 @@ def test_trainer_keeps_prompt_and_replay() -> None:
 def test_consecutive_runs_keep_order() -> None:
     runs = consecutive_runs([1, 2, "a", 3, "b", "c"])
     assert runs == [(int, [1, 2]), (str, ["a"]), (int, [3]), (str, ["b", "c"])]
+
+
+def test_a_retraction_is_an_event_of_its_signal_in_every_processor() -> None:
+    vote, retraction = _sample("feedback.submitted", 0), _sample("feedback.retracted", 0)
+    assert vote.person == retraction.person == f"user:{vote.user_id}"
+    counted = metrics.process_message(vote)
+    taken_back = metrics.process_message(retraction)
+    assert isinstance(counted, metrics.FeedbackCounts)
+    assert isinstance(taken_back, metrics.FeedbackCounts)
+    assert taken_back.retracted and not any(taken_back.counts)
+    assert counted.signal is not None and taken_back.signal is not None
+    assert counted.signal != taken_back.signal  # another response
+    moved = vote.model_copy(update={"payload": vote.payload.model_copy(
+        update={"response_id": retraction.payload.response_id})})
+    assert metrics.process_message(moved).signal == taken_back.signal  # type: ignore[union-attr]
+    assert vote.user_id is not None and vote.user_id not in taken_back.signal
+    profile = profiles.process_message(retraction)
+    assert isinstance(profile, profiles.FeedbackGiven)
+    assert (profile.retraction, profile.kind, profile.verdict) == (True, "thumb", "neutral")
+    stored = trainer.process_message(retraction)
+    assert isinstance(stored, trainer.FeedbackStored)
+    assert (stored.retraction, stored.person) == (True, retraction.person)
+    anonymous = _sample("feedback.retracted", 1)
+    assert profiles.process_message(anonymous) is None  # profiles are of users
+    assert metrics.process_message(anonymous).signal is not None  # type: ignore[union-attr]
+    unnamed = _sample("feedback.submitted", 2).model_copy(update={"user_id": None})
+    assert metrics.process_message(unnamed).signal is None  # type: ignore[union-attr]

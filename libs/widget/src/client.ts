@@ -23,6 +23,8 @@ export interface QueuedEvent {
   retraction: boolean;
   auth: string | null;
   endpoint: string;
+  /** Set once a refused credential was replaced by a fresh one from `getToken`. */
+  refreshed?: boolean;
 }
 
 export type Outcome = "sent" | "queued" | "failed";
@@ -80,6 +82,10 @@ export interface Sender {
   options: ClientOptions;
 }
 
+// `getToken` of each endpoint's senders: a queued event whose token expired (401) asks it once
+// for a fresh one. Functions cannot be stored with the queue, so they are kept here.
+const tokenSources = new Map<string, NonNullable<ClientOptions["getToken"]>>();
+
 /** The identity sent with every signal: the host's user id, else the anonymous person's id. */
 export function person(options: ClientOptions): Record<string, string> {
   return options.userId ? { user_id: options.userId } : { feedback_key: feedbackKey() };
@@ -127,6 +133,7 @@ export async function submit(
       occurred_at: new Date().toISOString(),
     },
   };
+  if (sender.options.getToken) tokenSources.set(sender.endpoint, sender.options.getToken);
   save([...queued(), item]);
   if (changed) {
     const stop = onOutcome((done, outcome, error) => {
@@ -159,10 +166,13 @@ export function flush(): Promise<void> {
     return flushing;
   }
   flushing = (async () => {
+    let waiting = false;
     do {
       again = false;
-      await drain();
-    } while (again);
+      waiting = await drain();
+    } while (again && !waiting);
+    // Events queued while the head was failing wait for its retry instead of hammering now.
+    if (again) queued().forEach((item) => emit(item.id, "queued"));
   })()
     .catch(report)
     .finally(() => {
@@ -171,13 +181,18 @@ export function flush(): Promise<void> {
   return flushing;
 }
 
-async function drain(): Promise<void> {
+/** Sends the queue in order; true when it stopped at an event that must wait for a retry. */
+async function drain(): Promise<boolean> {
   for (const item of queued()) {
-    const verdict = await deliver(item);
+    let verdict = await deliver(item);
+    if (verdict.result === "error" && verdict.status === 401 && !item.refreshed) {
+      const fresh = await refreshed(item);
+      if (fresh) verdict = await deliver(fresh);
+    }
     if (verdict.result === "retry") {
       queued().forEach((waiting) => emit(waiting.id, "queued"));
       schedule(verdict.afterMs);
-      return;
+      return true;
     }
     dequeue(item.id);
     backoffMs = 1000;
@@ -190,6 +205,24 @@ async function drain(): Promise<void> {
       report(`feedback ${item.id} on ${item.responseId} refused: ${verdict.message}`);
     }
   }
+  return false;
+}
+
+/** The item with a new credential from its endpoint's `getToken`, saved; null when none. */
+async function refreshed(item: QueuedEvent): Promise<QueuedEvent | null> {
+  const source = tokenSources.get(item.endpoint);
+  if (!source) return null;
+  let token: string | null | undefined;
+  try {
+    token = await source(item.responseId);
+  } catch (error) {
+    report(error);
+    return null;
+  }
+  if (!token || `Bearer ${token}` === item.auth) return null;
+  const fresh: QueuedEvent = { ...item, auth: `Bearer ${token}`, refreshed: true };
+  save(queued().map((waiting) => (waiting.id === item.id ? fresh : waiting)));
+  return fresh;
 }
 
 function schedule(afterMs: number): void {
