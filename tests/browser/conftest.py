@@ -290,6 +290,10 @@ def console_stack(
     postgres_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
     console_dist: Path,
 ) -> Iterator[ConsoleStack]:
+    """The trainer explains down-votes with a model: an OpenAI-compatible server on localhost
+    (the integration suite's), so the queue shows failure explanations."""
+    from tests.integration.test_trainer_openai import OpenAICompatibleServer
+
     prefix = unique_prefix()
     database_url = asyncio.run(create_database(postgres_url))
     asyncio.run(create_topics(kafka_bootstrap, prefix))
@@ -301,15 +305,20 @@ def console_stack(
         tmp_path_factory.mktemp("console-services"),
     )
     services.ports["ingest"] = free_port()
-    services.env |= {
-        "FEEDBACKLOOP_CONSOLE_DIR": str(console_dist),
-        "FEEDBACKLOOP_CONSOLE_INGEST_URL": services.url("ingest"),
-    }
-    try:
-        services.start(("ingest", "trainer", "profiles", "metrics", "query"))
-        yield ConsoleStack(services, api_key, database_url)
-    finally:
-        services.stop()
+    with OpenAICompatibleServer() as model:
+        services.env |= {
+            "FEEDBACKLOOP_CONSOLE_DIR": str(console_dist),
+            "FEEDBACKLOOP_CONSOLE_INGEST_URL": services.url("ingest"),
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_ENABLED": "true",
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_BASE_URL": model.base_url,
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_API_KEY": "sk-console-test",
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_REQUESTS_PER_MINUTE": "600",
+        }
+        try:
+            services.start(("ingest", "trainer", "profiles", "metrics", "query"))
+            yield ConsoleStack(services, api_key, database_url)
+        finally:
+            services.stop()
 
 
 async def sign_in(page: Page, console_url: str, key: str) -> None:

@@ -97,6 +97,14 @@ async def test_a_reviewer_uses_the_agents_reply_as_the_correction(
         assert await item.locator(".diff.ai").text_content() == AI_REPLY
         assert await item.locator(".diff.agent").text_content() == AGENT_REPLY
         assert await item.locator(".prompt").text_content() == f"user: {PROMPT}"
+
+        async def explained() -> bool:
+            await page.reload()
+            return await item.locator(".explanation").count() > 0
+
+        # The trainer's failure explanation (from the model the stack's trainer asks).
+        await eventually(explained, timeout=60, interval=1)
+        await expect(item.locator(".explanation")).to_contain_text("the user asked for groceries")
         await stack.screenshot(page, "console-queue")
         wanted = {
             "input": {"messages": [{"role": "user", "content": PROMPT}]},
