@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench run test test-faults test-unit test-integration test-e2e test-deploy test-browser lint install clean compose-up compose-down widget browser
+.PHONY: bench run test test-faults test-unit test-integration test-e2e test-deploy test-browser lint install clean compose-up compose-down widget console browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ $(WIDGET_BUILT): $(WIDGET_MODULES) $(WIDGET_SOURCES)
 
 widget: $(WIDGET_BUILT)
 
+## console: the review console's assets (libs/console/dist: uPlot and the console's CSS),
+## built with the same locked npm tooling; the query service serves them under /console/static
+CONSOLE := libs/console
+CONSOLE_MODULES := $(CONSOLE)/node_modules/.package-lock.json
+CONSOLE_BUILT := $(CONSOLE)/dist/.built
+CONSOLE_SOURCES := $(wildcard $(CONSOLE)/src/*) $(CONSOLE)/build.mjs $(CONSOLE)/tsconfig.json
+
+$(CONSOLE_MODULES): $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(CONSOLE_MODULES)
+
+$(CONSOLE_BUILT): $(CONSOLE_MODULES) $(CONSOLE_SOURCES)
+	cd $(CONSOLE) && npm run --silent build
+	touch $(CONSOLE_BUILT)
+
+console: $(CONSOLE_BUILT)
+
 ## browser: Debian's Chromium for the browser tests (skipped when it is already there)
 CHROMIUM := /usr/bin/chromium
 
@@ -41,12 +58,12 @@ browser: $(CHROMIUM)
 
 ## run: the whole system on this machine (embedded broker and PostgreSQL unless configured)
 run: $(STAMP)
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory widget; \
-	else echo "npm not found: the widget and its demo page are not built (Node.js 20+ needed)"; fi
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory widget console; \
+	else echo "npm not found: the widget, its demo page and the console's charts are not built (Node.js 20+ needed)"; fi
 	$(BIN)/feedbackloop run
 
 ## test: install what is needed and run the whole suite
-test: $(STAMP) $(WIDGET_BUILT) $(CHROMIUM)
+test: $(STAMP) $(WIDGET_BUILT) $(CONSOLE_BUILT) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -58,7 +75,7 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP) $(WIDGET_BUILT)
 	$(BIN)/python -m pytest tests/e2e
 
-test-browser: $(STAMP) $(WIDGET_BUILT) $(CHROMIUM)
+test-browser: $(STAMP) $(WIDGET_BUILT) $(CONSOLE_BUILT) $(CHROMIUM)
 	$(BIN)/python -m pytest tests/browser
 
 ## bench: measure ingest and consumers against their baselines (report in bench-results/)

@@ -225,6 +225,12 @@ class Settings(BaseSettings):
     # source tree), and the tenant whose sample chat /widget/demo shows (empty: no demo page).
     widget_dir: Path | None = None
     widget_demo_tenant: str | None = None
+    # The review console (query service, /console/): its built assets (empty: libs/console/dist
+    # of the source tree), the ingest service it publishes reviews and corrections through
+    # (empty: http://<host>:<ingest_port>), and how long a sign-in lasts unused.
+    console_dir: Path | None = None
+    console_ingest_url: str | None = None
+    console_session_idle_seconds: int = Field(default=8 * 3_600, ge=60)
 
     # Learning-confidence alert (query service): a segment whose newest learned weights have a
     # confidence below `alert_learning_confidence_min`, fitted on at least `_min_samples`

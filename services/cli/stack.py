@@ -253,6 +253,8 @@ class Stack:
             self.say(f"  demo     http://{host}:{settings.ingest_port}/widget/demo   "
                      "(the feedback widget on a sample chat)")
         self.say(f"  widget   http://{host}:{settings.ingest_port}/widget/v1/feedbackloop.js")
+        self.say(f"  console  http://{host}:{settings.query_port}/console/   "
+                 "(review queue and analytics: sign in with the API key below)")
         self.say(f"  logs     {self.logs}")
         self.say(f"  API key  {dev_key}   (tenant '{DEV_TENANT}', all scopes)")
         self.say("")

@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 _EVENT_TYPE_OF_PATH = {
     "/v1/responses": "response.logged",
     "/v1/feedback": "feedback.submitted",
+    "/v1/reviews": "review.submitted",
     "/v1/recommendations/sessions": "recommendation.session_started",
     "/v1/recommendations/rank": "recommendation.session_started",
     "/v1/recommendations/interactions": "recommendation.interaction",
@@ -140,11 +141,12 @@ async def log_response(body: ResponseRequest, state: State, caller: Caller) -> A
 @router.post(
     "/feedback",
     status_code=202,
-    dependencies=[requires(Scope.INGEST, Scope.FEEDBACK), strict(FeedbackRequest)],
+    dependencies=[requires(Scope.INGEST, Scope.FEEDBACK, Scope.REVIEW), strict(FeedbackRequest)],
 )
 async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -> Accepted:
     """Submit one feedback signal on a response (`feedback.submitted`). A signed feedback token
-    may be used instead of a key, on its own response only."""
+    may be used instead of a key, on its own response only; a `review` key may send one too
+    (a reviewer's correction from the console)."""
     caller.require_response(body.response_id)
     return await _accept_one(state, caller, "feedback.submitted", body)
 

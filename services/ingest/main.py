@@ -27,6 +27,7 @@ from services.ingest.handlers import event_type_of_path, is_event_route, router
 from services.ingest.otlp import router as otlp_router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.refusals import RefusalCounter
+from services.ingest.reviews import router as reviews_router
 from services.ingest.settings import Settings, port
 from services.ingest.tokens import router as tokens_router
 from services.ingest.widget import widget_router
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(ranking_router)
     app.include_router(otlp_router)
+    app.include_router(reviews_router)
     app.include_router(tokens_router)
     app.include_router(widget_router(settings.widget_dir, settings.widget_demo_tenant))
 

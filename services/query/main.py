@@ -20,9 +20,11 @@ from feedbackloop.observability import CONTENT_TYPE_LATEST, render
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.query.analytics import analytics_router
+from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
 from services.query.handlers import router
 from services.query.recommendations import router as recommendations_router
+from services.query.reviews import router as reviews_router
 from services.query.settings import Settings, port
 from services.query.training import router as training_router
 
@@ -54,9 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             verifier=verifier,
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
+        app.state.console = open_console(app, settings)
         try:
             yield
         finally:
+            await close_console(app.state.console)
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
@@ -73,9 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations_router)
     app.include_router(analytics_router(settings, registry))
     app.include_router(training_router)
+    app.include_router(reviews_router)
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
+    # Last, so its headers (the CSP) are on every console answer, refusals included.
+    install_console(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -18,7 +18,9 @@ from feedbackloop.contract import (
     FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
+    ReviewSubmitted,
 )
+from services.trainer.reviews import ReviewRecorded, review_effect
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class UserErased:
     # are dropped by the tombstone (migration 0011), later ones are the user coming back
 
 
-TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased
+TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased | ReviewRecorded
 
 
 def process_message(event: Event) -> TrainerEffect | None:
@@ -149,6 +151,8 @@ def process_message(event: Event) -> TrainerEffect | None:
                 person=event.person,
                 retraction=True,
             )
+        case ReviewSubmitted():
+            return review_effect(event)
         case ConsentChanged(payload=p):
             assert event.user_id is not None
             return ConsentSet(event.tenant_id, event.user_id, p.training_allowed, event.occurred_at)

@@ -26,6 +26,8 @@ from services.trainer.processing import (
     TrainerEffect,
     UserErased,
 )
+from services.trainer.review_repository import write_reviews
+from services.trainer.reviews import ReviewRecorded
 
 # Feedback kinds that can give an example (comments give none).
 _EXAMPLE_FEEDBACK_KINDS = ["thumb", "rating", "correction", "replay"]
@@ -82,6 +84,8 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 ],
             )
             await _mark_current(connection, run)
+        elif kind is ReviewRecorded:
+            await write_reviews(connection, run)
         elif kind is ConsentSet:
             await connection.executemany(
                 """

@@ -227,3 +227,103 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     opened = await context.new_page()
     opened.set_default_timeout(10_000)
     yield opened
+
+
+# --- the review console ------------------------------------------------------------------
+
+CONSOLE_DIST = ROOT / "libs" / "console" / "dist"
+
+
+@dataclass
+class ConsoleStack:
+    """Ingest, the consumers the console reads through (trainer, profiles, metrics) and query,
+    with the console's keys: `api_key` sends the product's events (all scopes); reviewers
+    sign in with keys of their own."""
+
+    services: ServiceProcesses
+    api_key: str
+    database_url: str
+    screenshots: list[Path] = field(default_factory=list)
+
+    @property
+    def console_url(self) -> str:
+        return self.services.url("query") + "/console"
+
+    def ingest(self, key: str | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.services.url("ingest"), timeout=30,
+                                 headers={"Authorization": f"Bearer {key or self.api_key}"})
+
+    def query(self, key: str | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.services.url("query"), timeout=30,
+                                 headers={"Authorization": f"Bearer {key or self.api_key}"})
+
+    async def key(self, name: str, scopes: list[str], tenant: str = TENANT) -> str:
+        _, key = await create_key(self.database_url, tenant_id=tenant, name=name, scopes=scopes)
+        return key
+
+    async def send(self, path: str, body: dict[str, Any], key: str | None = None) -> str:
+        async with self.ingest(key) as ingest:
+            answer = await ingest.post(path, json=body)
+        assert answer.status_code == 202, answer.text
+        event_id: str = answer.json()["event_id"]
+        return event_id
+
+    async def screenshot(self, page: Page, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        await page.screenshot(path=str(path), full_page=True)
+        self.screenshots.append(path)
+        print(f"screenshot: {path}")
+        return path
+
+
+@pytest.fixture(scope="session")
+def console_dist() -> Path:
+    """The console's assets, built by the Makefile's rule (npm ci from the lock, then esbuild)."""
+    subprocess.run(["make", "--no-print-directory", "-s", "console"], cwd=ROOT, check=True)
+    assert (CONSOLE_DIST / "console.js").exists()
+    return CONSOLE_DIST
+
+
+@pytest.fixture(scope="module")
+def console_stack(
+    postgres_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
+    console_dist: Path,
+) -> Iterator[ConsoleStack]:
+    """The trainer explains down-votes with a model: an OpenAI-compatible server on localhost
+    (the integration suite's), so the queue shows failure explanations."""
+    from tests.integration.test_trainer_openai import OpenAICompatibleServer
+
+    prefix = unique_prefix()
+    database_url = asyncio.run(create_database(postgres_url))
+    asyncio.run(create_topics(kafka_bootstrap, prefix))
+    _, api_key = asyncio.run(
+        create_key(database_url, tenant_id=TENANT, name="product", scopes=list(ALL_SCOPES))
+    )
+    services = ServiceProcesses(
+        service_env(kafka_bootstrap, database_url, prefix),
+        tmp_path_factory.mktemp("console-services"),
+    )
+    services.ports["ingest"] = free_port()
+    with OpenAICompatibleServer() as model:
+        services.env |= {
+            "FEEDBACKLOOP_CONSOLE_DIR": str(console_dist),
+            "FEEDBACKLOOP_CONSOLE_INGEST_URL": services.url("ingest"),
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_ENABLED": "true",
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_BASE_URL": model.base_url,
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_API_KEY": "sk-console-test",
+            "FEEDBACKLOOP_FAILURE_EXPLANATIONS_REQUESTS_PER_MINUTE": "600",
+        }
+        try:
+            services.start(("ingest", "trainer", "profiles", "metrics", "query"))
+            yield ConsoleStack(services, api_key, database_url)
+        finally:
+            services.stop()
+
+
+async def sign_in(page: Page, console_url: str, key: str) -> None:
+    """What a reviewer does: open the console, type the key, sign in."""
+    await page.goto(console_url + "/")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/console/queue**")

@@ -110,6 +110,15 @@ def test_the_readme_commands_find_the_running_system(local_system: LocalSystem) 
                               "--out", str(Path(local_system.env["FEEDBACKLOOP_DATA_DIR"]) / "x"))
     assert export.returncode == 0, export.stderr
     assert _printed_key(local_system.output)
+    # The console link it prints opens the sign-in page, and the printed key signs in.
+    console_url = next(line.split()[1] for line in local_system.output
+                       if line.split()[:1] == ["console"] and "http://" in line)
+    page = httpx.get(console_url, timeout=30, follow_redirects=True)
+    assert page.status_code == 200 and "Sign in" in page.text, page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    signed = httpx.post(console_url + "sign-in", data={"api_key": _printed_key(local_system.output)},
+                        timeout=30)
+    assert signed.status_code == 303 and signed.headers["location"] == "/console/queue"
 
 
 def _child(system: LocalSystem, marker: str) -> psutil.Process:

@@ -85,7 +85,7 @@ async def _drained(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 async def seeded(stack: Stack) -> Seeded:
     tenant_b = f"{MARK}-{uuid.uuid4().hex[:8]}"
-    scopes = ["ingest", "read", "admin"]
+    scopes = ["ingest", "read", "review", "admin"]
     seeded = Seeded(
         tenant_b=tenant_b,
         key_a=await stack.key(f"a-{uuid.uuid4().hex[:8]}", scopes),
@@ -107,6 +107,10 @@ async def seeded(stack: Stack) -> Seeded:
         await _ok(ingest.post("/v1/feedback", json={
             "response_id": seeded.response_ids[0], "user_id": USER,
             "correction": {"text": f"{MARK} correction: I scheduled the payment for Friday"}}))
+        for response_id in seeded.response_ids[:2]:
+            await _ok(ingest.post("/v1/reviews", json={
+                "response_id": response_id, "action": "label", "label": f"{MARK}-label",
+                "value": f"{MARK}-value", "note": f"{MARK} note"}))
         for _ in range(CHOICES):
             ranked = await _ok(ingest.post("/v1/recommendations/rank", json=_rank_request()), 200)
             seeded.session_ids.append(ranked["session_id"])
@@ -125,7 +129,9 @@ async def seeded(stack: Stack) -> Seeded:
                        and (s.get("current") or {}).get("sample_size") == CHOICES]
             export = await query.get("/v1/training/export", params={"format": "openai-sft"})
             summary = await query.get(f"/v1/users/{USER}/feedback-summary")
-            return bool(learned) and MARK in export.text and summary.status_code == 200
+            labels = (await query.get("/v1/reviews/agreement")).json()["labels"]
+            return (bool(learned) and MARK in export.text and summary.status_code == 200
+                    and bool(labels))
 
         await eventually(everything_materialized, timeout=90, interval=0.5)
     await _drained(stack)
@@ -175,6 +181,14 @@ async def _failures(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
     return await client.get("/v1/training/failure-patterns", params={"min_count": 1} | PATTERNS)
 
 
+async def _review_queue(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get("/v1/reviews/queue", params=PATTERNS)
+
+
+async def _agreement(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get("/v1/reviews/agreement")
+
+
 async def _rank(client: httpx.AsyncClient, seeded: Seeded) -> httpx.Response:
     # Neutral values: the answer echoes the request, and the session is logged in the caller's
     # tenant; what must not reach A are B's learned weights.
@@ -194,6 +208,8 @@ READS: dict[tuple[str, str, str], ReadCase] = {
     ("query", "GET", "/v1/users/{user_id}/feedback-summary"): _summary,
     ("query", "GET", "/v1/training/export"): _export,
     ("query", "GET", "/v1/training/failure-patterns"): _failures,
+    ("query", "GET", "/v1/reviews/queue"): _review_queue,
+    ("query", "GET", "/v1/reviews/agreement"): _agreement,
     ("ingest", "POST", "/v1/recommendations/rank"): _rank,
 }
 # Alert state is evaluated on a schedule (a minute by default), so B may have none yet: A's
@@ -220,6 +236,7 @@ WRITES = {
         "/v1/responses", "/v1/feedback", "/v1/feedback/retractions", "/v1/feedback/tokens",
         "/v1/recommendations/sessions", "/v1/recommendations/interactions", "/v1/recommendations/choices",
         "/v1/users/{user_id}/consent", "/v1/users/{user_id}/erasure", "/v1/events",
+        "/v1/reviews",
     )
 }
 
@@ -333,6 +350,8 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
                 "chosen_rank": 1, "important_factors": ["quality"], "satisfaction": 1},
             f"/v1/users/{USER}/consent": {"training_allowed": False},
             f"/v1/users/{USER}/erasure": {},
+            "/v1/reviews": {"response_id": response_id, "action": "label",
+                            "label": f"{MARK}-label", "value": "w-value"},
             "/v1/events": {"events": [
                 {"type": "feedback.submitted", "response_id": rid, "thumb": "up",
                  "user_id": USER} for rid in seeded.response_ids

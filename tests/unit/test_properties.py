@@ -33,6 +33,8 @@ from services.trainer.handlers import SPEC as TRAINER
 
 SPECS = (PROFILES, LEARNER, TRAINER, METRICS)
 SAMPLES = [doc for docs in load_samples().values() for doc in docs]
+# What clients send through the request path (a review is built by ingest from the key).
+REQUEST_SAMPLES = [doc for doc in SAMPLES if doc["type"] != "review.submitted"]
 PROPERTY_SETTINGS = settings(
     max_examples=150,
     deadline=None,
@@ -170,7 +172,7 @@ def _request_body(document: dict[str, Any]) -> dict[str, Any]:
 
 @PROPERTY_SETTINGS
 @given(
-    sample=st.sampled_from(SAMPLES),
+    sample=st.sampled_from(REQUEST_SAMPLES),
     user=st.none() | st.text(min_size=1, max_size=20),
     keep_id=st.booleans(),
     keep_time=st.booleans(),

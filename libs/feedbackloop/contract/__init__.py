@@ -34,6 +34,13 @@ from feedbackloop.contract.recommendations import (
     ShownOption,
 )
 from feedbackloop.contract.responses import ResponseLogged
+from feedbackloop.contract.reviews import (
+    REVIEW_ACTIONS,
+    ReviewAction,
+    ReviewFields,
+    ReviewPayload,
+    ReviewSubmitted,
+)
 from feedbackloop.contract.samples import load_samples
 from feedbackloop.contract.topics import (
     INPUT_TOPICS,
@@ -50,6 +57,7 @@ __all__ = [
     "FEEDBACK_KINDS",
     "INPUT_TOPICS",
     "OUTPUT_TOPICS",
+    "REVIEW_ACTIONS",
     "SCHEMA_VERSION",
     "SEGMENTS",
     "TOPIC_OF_TYPE",
@@ -68,6 +76,10 @@ __all__ = [
     "PoisonMessage",
     "ResponseLogged",
     "RetractionPayload",
+    "ReviewAction",
+    "ReviewFields",
+    "ReviewPayload",
+    "ReviewSubmitted",
     "Segment",
     "SessionStarted",
     "ShownOption",

@@ -15,6 +15,7 @@ from feedbackloop.contract.envelope import SUPPORTED_SCHEMA_VERSIONS
 from feedbackloop.contract.feedback import FeedbackRetracted, FeedbackSubmitted
 from feedbackloop.contract.recommendations import Choice, Interaction, SessionStarted
 from feedbackloop.contract.responses import ResponseLogged
+from feedbackloop.contract.reviews import ReviewSubmitted
 from feedbackloop.contract.topics import TOPIC_OF_TYPE
 from feedbackloop.contract.users import ConsentChanged, ErasureRequested
 
@@ -22,6 +23,7 @@ Event = Annotated[
     ResponseLogged
     | FeedbackSubmitted
     | FeedbackRetracted
+    | ReviewSubmitted
     | SessionStarted
     | Interaction
     | Choice

@@ -37,6 +37,7 @@ from feedbackloop.contract.recommendations import (
     SessionStartedPayload,
 )
 from feedbackloop.contract.responses import ResponseLogged, ResponsePayload
+from feedbackloop.contract.reviews import ReviewFields, ReviewPayload, ReviewSubmitted
 from feedbackloop.contract.users import (
     ConsentChanged,
     ConsentPayload,
@@ -253,3 +254,41 @@ def event_document(
     else:
         subject = payload["response_id"]
     return document, subject
+
+
+# --- Reviews --------------------------------------------------------------------------------
+#
+# A review is attributed to the API key that sent it: its request has no reviewer, and ingest
+# builds the event with the key's id and name. It is not in `REQUEST_KINDS`, so a batch (sent
+# with an `ingest` key) cannot carry one.
+
+
+class ReviewRequest(ReviewFields):
+    """What `POST /v1/reviews` takes: one reviewer action on one response."""
+
+    event_id: UUID | None = Field(
+        default=None,
+        description="Idempotency key. Send one and reuse it on retries; generated when absent.",
+    )
+    occurred_at: UtcDatetime | None = Field(
+        default=None, description="When the reviewer acted; defaults to receipt time."
+    )
+
+
+def build_review(
+    request: ReviewRequest,
+    *,
+    tenant_id: str,
+    reviewer: str,
+    reviewer_name: str | None,
+    received_at: datetime,
+) -> ReviewSubmitted:
+    """The `review.submitted` event of a validated request, attributed to `reviewer`."""
+    fields = {name: getattr(request, name) for name in ReviewFields.model_fields}
+    return ReviewSubmitted(
+        event_id=request.event_id or uuid4(),
+        tenant_id=tenant_id,
+        occurred_at=request.occurred_at or received_at,
+        received_at=received_at,
+        payload=ReviewPayload(**fields, reviewer=reviewer, reviewer_name=reviewer_name),
+    )

@@ -30,6 +30,7 @@ TOPIC_OF_TYPE: dict[str, Topic] = {
     "response.logged": Topic.RESPONSES,
     "feedback.submitted": Topic.FEEDBACK,
     "feedback.retracted": Topic.FEEDBACK,
+    "review.submitted": Topic.FEEDBACK,
     "recommendation.session_started": Topic.RECOMMENDATIONS,
     "recommendation.interaction": Topic.RECOMMENDATIONS,
     "recommendation.choice": Topic.RECOMMENDATIONS,

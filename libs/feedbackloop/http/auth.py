@@ -22,6 +22,7 @@ class Scope(StrEnum):
     INGEST = "ingest"
     FEEDBACK = "feedback"  # browser-safe: feedback events only
     READ = "read"
+    REVIEW = "review"  # the review console's actions: labels, reviewed, assigned, corrections
     ADMIN = "admin"
 
 
@@ -36,6 +37,7 @@ class Principal:
     tenant_id: str
     scopes: frozenset[str]
     response_id: str | None = None
+    name: str | None = None  # the API key's name, for attributing reviews
 
     def require(self, *any_of: Scope) -> None:
         if not self.scopes.intersection(any_of):
@@ -161,7 +163,9 @@ class ApiKeyVerifier:
                 headers={"Retry-After": str(KEY_CHECK_RETRY_AFTER_SECONDS)},
             ) from None
         principal = (
-            Principal(str(row["key_id"]), row["tenant_id"], frozenset(row["scopes"]))
+            Principal(
+                str(row["key_id"]), row["tenant_id"], frozenset(row["scopes"]), name=row["name"]
+            )
             if row is not None
             else None
         )
@@ -174,7 +178,7 @@ class ApiKeyVerifier:
 
 async def find_active_key(pool: asyncpg.Pool, *, key_hash: str) -> asyncpg.Record | None:
     return await pool.fetchrow(
-        "SELECT key_id, tenant_id, scopes FROM auth.api_keys "
+        "SELECT key_id, tenant_id, scopes, name FROM auth.api_keys "
         "WHERE key_hash = $1 AND revoked_at IS NULL",
         key_hash,
     )
