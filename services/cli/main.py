@@ -12,6 +12,7 @@ from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
 from services.cli.export import add_export_parser, run_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
+from services.cli.webhooks import add_webhooks_parser, run_webhooks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     add_loadgen_parser(commands)
     add_dead_letter_parser(commands)
     add_export_parser(commands)
+    add_webhooks_parser(commands)
     return parser
 
 
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(arguments, settings)
     if arguments.command == "dead-letters":
         return run_dead_letters(arguments, settings)
+    if arguments.command == "webhooks":
+        return run_webhooks(arguments, _database_url(settings))
     if arguments.command == "loadgen":
         return run_loadgen(arguments)
     if arguments.command == "migrate":
