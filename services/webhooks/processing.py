@@ -309,8 +309,9 @@ class Delivery:
 
 def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]) -> list[Delivery]:
     """One delivery per notification and endpoint of its tenant subscribed to its type (and per
-    all-tenant endpoint, for alert changes). The delivery id is derived, so the same message
-    never makes two deliveries to one endpoint."""
+    all-tenant endpoint, for alert changes). A delivery belongs to its endpoint's tenant: those
+    of the all-tenant endpoint are the operator's (tenant '*'), listed to no tenant. The
+    delivery id is derived, so the same message never makes two deliveries to one endpoint."""
     by_tenant: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_tenant.setdefault(endpoint.tenant_id, []).append(endpoint)
@@ -324,7 +325,7 @@ def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]
                 deliveries.append(Delivery(
                     uuid.uuid5(_DELIVERY_NAMESPACE, f"{endpoint.endpoint_id}:"
                                f"{notification.event_type}:{notification.source_id}"),
-                    notification.tenant_id, endpoint.endpoint_id, notification.event_type,
+                    endpoint.tenant_id, endpoint.endpoint_id, notification.event_type,
                     notification.body,
                 ))
     return deliveries

@@ -159,8 +159,9 @@ def test_addressing_follows_tenants_and_subscriptions() -> None:
         Notification("acme", "alert.state_changed", uuid.uuid4(), {}),
     ]
     deliveries = address(notes, [mine, theirs, everyone])
-    assert sorted((d.event_type, d.endpoint_id == everyone.endpoint_id) for d in deliveries) == [
-        ("alert.state_changed", False), ("alert.state_changed", True), ("feedback.changed", False),
+    assert sorted((d.event_type, d.tenant_id) for d in deliveries) == [
+        ("alert.state_changed", ALL_TENANTS), ("alert.state_changed", "acme"),
+        ("feedback.changed", "acme"),
     ]
     # The same message to the same endpoint is the same delivery, however often it is consumed.
     [again] = address(notes[:1], [mine])
