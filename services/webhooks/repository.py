@@ -95,7 +95,7 @@ async def _current_signals(
     return {
         (row["tenant_id"], row["signal"]): CurrentSignal(
             (row["occurred_at"], row["event_id"]), row["retracted"],
-            orjson.loads(row["value"]) if row["value"] is not None else None,
+            row["value"],
         )
         for row in rows
     }
@@ -120,7 +120,7 @@ async def _store_signals(
         [k[0] for k, _ in items], [k[1] for k, _ in items],
         [s.order[0] for _, s in items], [s.order[1] for _, s in items],
         [s.retracted for _, s in items],
-        [None if s.value is None else orjson.dumps(s.value).decode() for _, s in items],
+        [s.value for _, s in items],
     )
 
 
