@@ -102,7 +102,6 @@ class Settings(BaseSettings):
     # signed with `alert_webhook_secret` (a `whsec_` secret; derived from the URL when unset).
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
-    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     # The query service's relay of alert state changes onto the alerts topic (an outbox).
     alert_relay_interval_seconds: float = Field(default=1.0, gt=0)
     alert_approval_min_rate: float = Field(default=0.8, ge=0, le=1)

@@ -93,13 +93,13 @@ class Receiver:
         return [r for r in self.received if r.name == name and (r.status == 204 or not delivered)]
 
 
-async def until(predicate: Any, timeout: float = 30) -> Any:
-    """`eventually` for a plain predicate of what the receiver got."""
+async def until(predicate: Any) -> Any:
+    """`eventually` (30 s) for a plain predicate of what the receiver got."""
 
     async def check() -> Any:
         return predicate()
 
-    return await eventually(check, timeout=timeout)
+    return await eventually(check, timeout=30)
 
 
 def _free_port() -> int:
