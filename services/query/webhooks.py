@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from feedbackloop.http.problems import ProblemException
 from services.query.deps import Admin, Reader, State
@@ -24,12 +24,13 @@ DeliveryState = Literal["pending", "delivered", "dead"]
 class EndpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl
+    url: HttpUrl
     event_types: list[WebhookEventType] = Field(min_length=1, max_length=len(WEBHOOK_EVENT_TYPES))
-    description: str = Field(default="", max_length=500)
+    description: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
     secret: str | None = Field(
-        default=None, description="A Standard Webhooks secret (`whsec_` + base64 of 24-64 "
-        "bytes); generated when absent. Returned once, in this response.",
+        default=None, max_length=200,
+        description="A Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes); generated "
+        "when absent. Returned once, in this response.",
     )
 
 
@@ -97,7 +98,7 @@ async def create_endpoint(state: State, caller: Admin, body: EndpointRequest) ->
             )
     except ValueError as error:
         raise ProblemException(422, str(error), errors=[
-            {"loc": ["body", "secret"], "msg": str(error), "type": "value_error"}
+            {"loc": ["body"], "msg": str(error), "type": "value_error"}
         ]) from None
     return CreatedEndpoint(**view.__dict__, secret=secret)
 

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -51,6 +52,13 @@ def check_secret(secret: str) -> str:
     return secret
 
 
+def check_url(url: str) -> str:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2_000:
+        raise ValueError("the url must be an http(s) URL of at most 2000 characters")
+    return url
+
+
 async def create_endpoint(
     connection: asyncpg.Connection, *, tenant_id: str, url: str, event_types: Sequence[str],
     description: str = "", secret: str | None = None,
@@ -58,6 +66,7 @@ async def create_endpoint(
     """A new endpoint; returns it and its secret (shown to the caller once). Only messages
     consumed after it exists are delivered to it."""
     types = check_event_types(event_types)
+    url = check_url(url)
     secret = check_secret(secret) if secret else generate_secret()
     row = await connection.fetchrow(
         """
