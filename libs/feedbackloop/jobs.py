@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from feedbackloop.consumer import is_transient
+from feedbackloop.kafka import PublishUnavailable
 from feedbackloop.observability import JobMetrics
 
 logger = logging.getLogger(__name__)
@@ -117,9 +119,6 @@ class JobRunner:
 
 def _expected(error: BaseException) -> bool:
     """Outages (the database or broker away) are expected; anything else is logged in full."""
-    from feedbackloop.consumer import is_transient
-    from feedbackloop.kafka import PublishUnavailable
-
     return is_transient(error) or isinstance(error, PublishUnavailable | OSError)
 
 

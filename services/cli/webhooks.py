@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from services.webhooks import admin, reads
-from services.webhooks.processing import WEBHOOK_EVENT_TYPES
+from services.webhooks.reads import WEBHOOK_EVENT_TYPES
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from feedbackloop.http.problems import ProblemException
 from services.query.deps import Admin, Reader, State
 from services.webhooks import admin, reads
-from services.webhooks.processing import WEBHOOK_EVENT_TYPES, WebhookEventType
+from services.webhooks.reads import WEBHOOK_EVENT_TYPES, WebhookEventType
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -12,6 +12,13 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from services.webhooks.processing import WEBHOOK_EVENT_TYPES, WebhookEventType
+
+__all__ = [
+    "WEBHOOK_EVENT_TYPES", "DeliveryView", "EndpointView", "WebhookEventType", "deliveries",
+    "endpoint_view", "endpoints",
+]
+
 
 @dataclass(frozen=True)
 class EndpointView:

@@ -250,10 +250,15 @@ async def configure_settings_endpoint(
 ) -> None:
     """The all-tenant endpoint of a setting: created or updated to `url`, deleted when unset."""
     if url is None:
-        await connection.execute(
-            "UPDATE webhooks.endpoints SET deleted_at = now() "
-            "WHERE endpoint_id = $1 AND deleted_at IS NULL", endpoint_id,
-        )
+        async with connection.transaction():
+            await connection.execute(
+                "UPDATE webhooks.endpoints SET deleted_at = now() "
+                "WHERE endpoint_id = $1 AND deleted_at IS NULL", endpoint_id,
+            )
+            await connection.execute(
+                "UPDATE webhooks.deliveries SET state = 'dead', last_error = 'endpoint deleted' "
+                "WHERE endpoint_id = $1 AND state = 'pending'", endpoint_id,
+            )
         return
     await connection.execute(
         """
