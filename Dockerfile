@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 
 # One image for every feedbackloop process. The command picks the process:
-#   python -m services.<ingest|query|profiles|learner|trainer|metrics>.main
+#   python -m services.<ingest|query|profiles|learner|trainer|metrics|webhooks>.main
 #   feedbackloop migrate | feedbackloop create-topics
 # The default command runs ingest.
 
@@ -60,7 +60,7 @@ COPY deploy/docker/healthcheck.py /opt/feedbackloop/healthcheck.py
 WORKDIR /app
 USER 10001:10001
 
-EXPOSE 8000 8001 8002 8003 8004 8005
+EXPOSE 8000 8001 8002 8003 8004 8005 8006
 
 # Liveness only (/healthz). Readiness (/readyz) depends on the broker and the database, and is
 # for orchestrators that route traffic, not for restarting a process that is itself fine.

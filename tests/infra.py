@@ -121,7 +121,7 @@ def unique_prefix() -> str:
 
 @dataclass
 class ServiceProcesses:
-    """The six services as real processes, like `feedbackloop run` starts them."""
+    """The services as real processes, like `feedbackloop run` starts them."""
 
     env: dict[str, str]
     log_dir: Path

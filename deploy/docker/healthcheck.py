@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-SERVICES = ("ingest", "query", "profiles", "learner", "trainer", "metrics")
+SERVICES = ("ingest", "query", "profiles", "learner", "trainer", "metrics", "webhooks")
 TIMEOUT_SECONDS = 3.0
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 

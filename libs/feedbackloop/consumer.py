@@ -1,9 +1,10 @@
 """The consumer pipeline shared by every consumer service.
 
 A service supplies a `ConsumerSpec`: a pure `process(event) -> effect | None` and a repository
-`write(connection, effects)`. This module does the rest, the same way for every service:
-decode, dead-letter what can never be processed, claim event ids and write effects in one
-transaction, retry transient failures, and only then let the caller commit offsets.
+`write(connection, effects)` (and, for a consumer of output topics, its `decode`). This module
+does the rest, the same way for every service: decode, dead-letter what can never be
+processed, claim event ids and write effects in one transaction, retry transient failures, and
+only then let the caller commit offsets.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from feedbackloop.contract import Event, PoisonMessage, Topic, decode_event
+from feedbackloop.contract import PoisonMessage, Topic, decode_event
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import is_schema_change, reset_after_schema_change
 from feedbackloop.postgres import is_transient as is_transient_database
@@ -36,6 +38,16 @@ def is_transient(error: BaseException) -> bool:
 
 EffectT = TypeVar("EffectT")
 EventKey = tuple[str, Any]  # (tenant_id, event_id)
+
+
+class Claimable(Protocol):
+    """What the pipeline needs of a decoded message: the key it is claimed under."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def event_id(self) -> UUID: ...
 
 
 class Record(Protocol):
@@ -61,14 +73,19 @@ class ConsumerSpec(Generic[EffectT]):
     consumer may hold the partitions of those topics at the same time; the pipeline takes a
     transaction-scoped lock per subject before `write`, so a join is never made between two
     transactions that cannot see each other's rows.
+
+    `decode` turns a record's value into what `process` takes, raising `PoisonMessage` for one
+    that can never decode; the default decodes input events. A consumer of output topics
+    (training examples, alert changes) passes `decode_message`, which decodes those too.
     """
 
     name: str
     schema: str
     topics: tuple[Topic, ...]
-    process: Callable[[Event], EffectT | None]
+    process: Callable[[Any], EffectT | None]
     write: Callable[[asyncpg.Connection, Sequence[EffectT]], Awaitable[None]]
     subjects: Callable[[EffectT], Iterable[str]] | None = None
+    decode: Callable[[bytes | None], Claimable] = decode_event
 
 
 @dataclass(frozen=True)
@@ -194,7 +211,7 @@ class BatchPipeline(Generic[EffectT]):
         seen: set[EventKey] = set()
         for record in records:
             try:
-                event = decode_event(record.value)
+                event = self.spec.decode(record.value)
                 effect = self.spec.process(event)
             except PoisonMessage as error:
                 dead.append(self._dead_letter(record, error.reason, str(error)))
@@ -272,7 +289,7 @@ class BatchPipeline(Generic[EffectT]):
         record_of_key: dict[EventKey, Record] = {}
         for record in records:
             try:
-                event = decode_event(record.value)
+                event = self.spec.decode(record.value)
             except PoisonMessage:
                 continue
             record_of_key.setdefault((event.tenant_id, event.event_id), record)

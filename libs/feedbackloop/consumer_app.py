@@ -1,6 +1,7 @@
 """Wiring a `ConsumerSpec` into a running service: a FastStream batch subscriber with manual
 commits, a Postgres pool, a dead-letter publisher, and the HTTP endpoints every service has
-(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`), and optionally one background task."""
+(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`), and optionally background jobs (or one
+background task)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from prometheus_client import CollectorRegistry
 
 from feedbackloop.consumer import BatchPipeline, ConsumerSpec, DeadLetter
 from feedbackloop.contract import TopicNames
+from feedbackloop.jobs import Job, JobRunner
 from feedbackloop.kafka import KafkaConnection
-from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, render
+from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, JobMetrics, render
 from feedbackloop.postgres import create_pool
 
 logger = logging.getLogger(__name__)
@@ -170,19 +172,28 @@ async def _raw_body(message: Any) -> Any:
 
 
 Background = Callable[[asyncpg.Pool, KafkaBroker], Coroutine[Any, Any, None]]
+Jobs = Callable[[asyncpg.Pool, CollectorRegistry], Sequence[Job]]
 
 
 def build_consumer_app(
-    spec: ConsumerSpec[Any], config: ConsumerConfig, *, background: Background | None = None
+    spec: ConsumerSpec[Any],
+    config: ConsumerConfig,
+    *,
+    background: Background | None = None,
+    jobs: Jobs | None = None,
 ) -> FastAPI:
     """The ASGI app of one consumer service. Nothing connects until the app starts.
 
     `background`, when given, is called once the pool and the broker are up, and its coroutine
     runs for the life of the app: it is cancelled on shutdown before the broker and the pool
     close. It must handle its own errors (a task that raises is logged, not restarted).
+
+    `jobs`, when given, is called once the pool is up (with the service's metrics registry) and
+    its jobs run under a `JobRunner` for the life of the app; each is a check of `/readyz`.
     """
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry, spec.name)
+    job_metrics = JobMetrics(registry) if jobs is not None else None
     broker = KafkaBroker(
         config.kafka.bootstrap_servers,
         security=config.kafka.faststream_security(),
@@ -261,9 +272,14 @@ def build_consumer_app(
         )
         if task is not None:
             task.add_done_callback(_log_failure(spec.name))
+        if jobs is not None and job_metrics is not None:
+            state["jobs"] = JobRunner(jobs(pool, registry), job_metrics)
+            state["jobs"].start()
         try:
             yield
         finally:
+            if "jobs" in state:
+                await state.pop("jobs").stop()
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
@@ -286,11 +302,16 @@ def build_consumer_app(
         checks = {"broker": await _broker_ready(broker), "database": await _db_ready(state)}
         pipeline = state.get("pipeline")
         checks["pipeline"] = pipeline is not None and pipeline.retry_state.healthy
+        runner: JobRunner | None = state.get("jobs")
+        if runner is not None:
+            checks |= runner.checks()
         ready = all(checks.values())
         response.status_code = 200 if ready else 503
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
         if pipeline is not None and pipeline.retry_state.last_error:
             body["last_error"] = pipeline.retry_state.last_error
+        if runner is not None and runner.errors():
+            body["job_errors"] = runner.errors()
         return body
 
     @app.get("/metrics")

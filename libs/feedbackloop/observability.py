@@ -20,7 +20,10 @@ INGEST_OUTCOMES = frozenset(
 )
 CONSUMER_OUTCOMES = frozenset({"applied", "duplicate", "ignored", "dead_lettered"})
 
-__all__ = ["CONTENT_TYPE_LATEST", "ConsumerMetrics", "IngestMetrics", "bounded", "render"]
+__all__ = [
+    "CONTENT_TYPE_LATEST", "ConsumerMetrics", "IngestMetrics", "JobMetrics", "WebhookMetrics",
+    "bounded", "render",
+]
 
 
 def bounded(value: str | None, allowed: Iterable[str]) -> str:
@@ -97,6 +100,59 @@ class ConsumerMetrics:
     def count(self, outcome: str, amount: int = 1) -> None:
         if amount:
             self.messages.labels(self.service, bounded(outcome, CONSUMER_OUTCOMES)).inc(amount)
+
+
+class JobMetrics:
+    """Background jobs (`feedbackloop.jobs`): `job` values are the job names a service wires."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = Counter(
+            "feedbackloop_job_runs_total",
+            "Runs of a background job: worked (did something), idle, or failed (retried later).",
+            ["job", "outcome"],
+            registry=registry,
+        )
+        self.healthy = Gauge(
+            "feedbackloop_job_healthy",
+            "1 while the job's last run succeeded, 0 while it is failing and backing off.",
+            ["job"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "feedbackloop_job_last_success_timestamp_seconds",
+            "Unix time of the job's last successful run.",
+            ["job"],
+            registry=registry,
+        )
+
+
+WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "dead"})
+
+
+class WebhookMetrics:
+    """Webhook delivery attempts. No tenant or endpoint labels: those are unbounded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter(
+            "feedbackloop_webhook_attempts_total",
+            "Webhook delivery attempts: delivered (2xx), failed (retried later) or dead "
+            "(failed for the last time).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "feedbackloop_webhook_deliveries_pending",
+            "Deliveries waiting for their next attempt, as of the delivery job's last run.",
+            registry=registry,
+        )
+        self.attempt_seconds = Histogram(
+            "feedbackloop_webhook_attempt_seconds",
+            "Time of one delivery attempt, request to response.",
+            registry=registry,
+        )
+
+    def attempt(self, outcome: str) -> None:
+        self.attempts.labels(bounded(outcome, WEBHOOK_OUTCOMES)).inc()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     learner_port: int = 8003
     trainer_port: int = 8004
     metrics_port: int = 8005
+    webhooks_port: int = 8006
     consumer_max_records: int = Field(default=500, ge=1)
     consumer_batch_timeout_ms: int = Field(default=200, ge=1)
     consumer_retry_max_seconds: float = Field(default=5.0, gt=0)
@@ -97,8 +98,12 @@ class Settings(BaseSettings):
     alert_evaluation_interval_seconds: float = Field(default=60.0, gt=0)
     alert_window_minutes: int = Field(default=60, ge=1)
     alert_for_seconds: int = Field(default=300, ge=0)
+    # An endpoint of the webhooks service receiving every tenant's alert.state_changed,
+    # signed with `alert_webhook_secret` (a `whsec_` secret; derived from the URL when unset).
     alert_webhook_url: str | None = None
-    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    alert_webhook_secret: SecretStr | None = None
+    # The query service's relay of alert state changes onto the alerts topic (an outbox).
+    alert_relay_interval_seconds: float = Field(default=1.0, gt=0)
     alert_approval_min_rate: float = Field(default=0.8, ge=0, le=1)
     alert_approval_min_samples: int = Field(default=20, ge=1)
     alert_approval_max_drop: float = Field(default=0.15, gt=0, le=1)
@@ -114,6 +119,16 @@ class Settings(BaseSettings):
     # Label values the query service's analytics gauges may carry; any other is `other`.
     analytics_label_action_types: tuple[str, ...] = ()
     analytics_label_models: tuple[str, ...] = ()
+
+    # Webhooks: signed deliveries to each tenant's endpoints (services/webhooks). Attempt n
+    # that fails is retried after `_retry_base_seconds * 2**(n-1)`, at most `_retry_max_seconds`;
+    # the `_max_attempts`-th failure makes the delivery dead (replayable).
+    webhooks_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhooks_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhooks_retry_max_seconds: float = Field(default=3_600.0, gt=0)
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhooks_delivery_interval_seconds: float = Field(default=1.0, gt=0)
+    webhooks_delivery_batch_size: int = Field(default=100, ge=1, le=1_000)
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.
     training_relay_batch_size: int = Field(default=500, ge=1)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from feedbackloop.contract import INPUT_TOPICS, Topic, TopicNames
+from feedbackloop.contract import CONSUMED_TOPICS, Topic, TopicNames
 from feedbackloop.kafka import KafkaConnection
 from services.cli.local_system import missing
 
@@ -128,7 +128,7 @@ async def replay_dead_letters(
 def add_dead_letter_parser(commands: Any) -> None:
     parser = commands.add_parser("dead-letters", help="inspect and replay dead letters")
     actions = parser.add_subparsers(dest="dead_letters_command", required=True)
-    topics = [topic.value for topic in INPUT_TOPICS]
+    topics = [topic.value for topic in CONSUMED_TOPICS]
     show = actions.add_parser("list", help="show dead letters with their reasons")
     show.add_argument("--topic", choices=topics, required=True)
     show.add_argument("--limit", type=int, default=50)

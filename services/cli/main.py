@@ -13,6 +13,7 @@ from services.cli.export import add_export_parser, run_export, run_object_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
 from services.cli.topics import add_read_parser, run_read
+from services.cli.webhooks import add_webhooks_parser, run_webhooks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "export-objects", help="export to object storage now: examples, feedback, responses")
     objects.add_argument("--tenant", action="append", default=None,
                          help="only this tenant (repeatable; default: every tenant)")
+    add_webhooks_parser(commands)
     return parser
 
 
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_object_export(arguments, settings)
     if arguments.command == "dead-letters":
         return run_dead_letters(arguments, settings)
+    if arguments.command == "webhooks":
+        return run_webhooks(arguments, _database_url(settings))
     if arguments.command == "loadgen":
         return run_loadgen(arguments)
     if arguments.command == "migrate":

@@ -2,9 +2,9 @@
 
 Starts what is not configured externally (PostgreSQL, SeaweedFS and the Tansu broker as local
 processes), applies migrations, creates topics, registers the development API key, then runs
-the six services as child processes. Every part it started is supervised the same way: one that
-dies is reaped, reported, and restarted with backoff (1 s doubling to 30 s, reset once it has run
-for a minute); its state is kept in `<data dir>/system.json` for `feedbackloop status`. Ctrl-C
+the seven services as child processes. Every part it started is supervised the same way: one
+that dies is reaped, reported, and restarted with backoff (1 s doubling to 30 s, reset once it
+has run for a minute); its state is kept in `<data dir>/system.json` for `feedbackloop status`. Ctrl-C
 drains in order: ingest first, then the consumers (each finishes and commits its batch), then
 query, then the broker and the stores.
 """
@@ -30,8 +30,10 @@ from feedbackloop.http.auth import ALL_SCOPES
 from feedbackloop.settings import Settings
 from services.cli import admin, local_system
 
-SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "query")
-DRAIN_ORDER = (("ingest",), ("profiles", "learner", "trainer", "metrics"), ("query",))
+SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "webhooks", "query")
+DRAIN_ORDER = (
+    ("ingest",), ("profiles", "learner", "trainer", "metrics", "webhooks"), ("query",),
+)
 DEV_TENANT = "dev"
 STABLE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
@@ -246,7 +248,7 @@ class Stack:
         self.say("feedbackloop is ready")
         self.say(f"  ingest   http://{host}:{settings.ingest_port}   (docs: /docs)")
         self.say(f"  query    http://{host}:{settings.query_port}   (docs: /docs)")
-        for name in ("profiles", "learner", "trainer", "metrics"):
+        for name in ("profiles", "learner", "trainer", "metrics", "webhooks"):
             port = getattr(settings, f"{name}_port")
             self.say(f"  {name:<8} http://{host}:{port}   (/readyz, /metrics, /asyncapi.json)")
         if env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT"):

@@ -1,26 +1,28 @@
 """Evaluates the alert rules on a schedule: reads the rollups, advances the stored states,
-refreshes the analytics gauges and posts state changes to the optional webhook.
+queues each state change for the alerts topic and refreshes the analytics gauges.
 
 Contract: one query replica evaluates at a time (a transaction-scoped advisory lock; the others
-skip that round). States and their `since` are committed before the webhook is called; a
-webhook call is bounded by its timeout, and one that fails is logged, never retried, and never
-undoes an evaluation. An evaluation that fails is logged and retried at the next interval; the
-evaluated-timestamp gauge stops advancing meanwhile (alert FeedbackloopAnalyticsStale).
+skip that round). The new states and the `alert.state_changed` messages of their changes are
+committed in one transaction (an outbox): the alert relay (`alert_relay.py`) publishes them,
+and the webhooks service delivers them to subscribed endpoints, the one configured from
+FEEDBACKLOOP_ALERT_WEBHOOK_URL among them. An evaluation that fails is logged and retried at the
+next interval; the evaluated-timestamp gauge stops advancing meanwhile (alert
+FeedbackloopAnalyticsStale).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 
-from feedbackloop.contract import SEGMENTS
+from feedbackloop.contract import SEGMENTS, AlertStateChanged
 from feedbackloop.settings import Settings
 from services.query import repository
 from services.query.alerts import (
@@ -62,30 +64,15 @@ def alert_config(settings: Settings) -> AlertConfig:
     )
 
 
-class Webhook:
-    """POSTs `{"alerts": [...]}` with every state change of one evaluation to a URL."""
-
-    def __init__(self, url: str, timeout_seconds: float) -> None:
-        self.url = url
-        self.timeout_seconds = timeout_seconds
-
-    async def notify(self, transitions: Sequence[Transition]) -> None:
-        body = {"alerts": [_change(t) for t in transitions]}
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
-                response = await client.post(self.url, json=body)
-                response.raise_for_status()
-        except httpx.HTTPError as error:
-            logger.warning("alert webhook %s failed: %s", self.url, error)
-
-
-def _change(transition: Transition) -> dict[str, Any]:
+def alert_change(transition: Transition, *, evaluated_at: datetime) -> AlertStateChanged:
+    """The `alert.state_changed` message of one transition, with a fresh event id."""
     state = transition.current
-    return {
-        "rule": state.rule, "tenant_id": state.tenant_id, "subject": state.subject,
-        "previous": transition.previous, "state": state.state, "since": state.since.isoformat(),
-        "value": state.value, "sample": state.sample, "threshold": state.threshold,
-    }
+    return AlertStateChanged(
+        event_id=uuid.uuid4(), tenant_id=state.tenant_id, rule=state.rule,
+        subject=state.subject, previous=transition.previous, state=state.state,
+        since=state.since, value=state.value, sample=state.sample, threshold=state.threshold,
+        evaluated_at=evaluated_at,
+    )
 
 
 def _feedback_totals(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], FeedbackTotals]:
@@ -121,7 +108,6 @@ async def evaluate_alerts(
     *,
     now: datetime,
     gauges: AnalyticsGauges | None = None,
-    webhook: Webhook | None = None,
 ) -> list[Transition] | None:
     """One evaluation at `now`; the state changes it made, or None when another replica held
     the evaluation lock."""
@@ -169,8 +155,6 @@ async def evaluate_alerts(
             window_seconds=config.window.total_seconds(), evaluated_at=now,
             confidence=inputs.confidence, confidence_min_samples=config.confidence_min_samples,
         )
-    if webhook is not None and transitions:
-        await webhook.notify(transitions)
     return transitions
 
 
@@ -189,6 +173,11 @@ async def _advance_stored(
             for s in states
         ],
     )
+    changes = [alert_change(t, evaluated_at=now) for t in transitions]
+    await repository.queue_alert_changes(connection, changes=[
+        (change.event_id, change.tenant_id, change.rule, change.model_dump(mode="json"))
+        for change in changes
+    ])
     return states, transitions
 
 
@@ -198,13 +187,12 @@ async def run_evaluations(
     *,
     interval_seconds: float,
     gauges: AnalyticsGauges,
-    webhook: Webhook | None,
 ) -> None:
     """Evaluate every `interval_seconds` until cancelled."""
     while True:
         try:
             await evaluate_alerts(
-                pool, config, now=datetime.now(UTC), gauges=gauges, webhook=webhook
+                pool, config, now=datetime.now(UTC), gauges=gauges
             )
         except (OSError, asyncpg.PostgresError) as error:
             logger.warning("alert evaluation failed, retrying in %.0fs: %s", interval_seconds, error)

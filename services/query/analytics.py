@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.settings import Settings
 from services.query import repository
-from services.query.alert_evaluator import Webhook, alert_config, run_evaluations
+from services.query.alert_evaluator import alert_config, run_evaluations
 from services.query.alerts import RULES
 from services.query.deps import Reader, State
 from services.query.gauges import AnalyticsGauges
@@ -124,17 +124,13 @@ def analytics_router(settings: Settings, registry: CollectorRegistry) -> APIRout
         action_types=settings.analytics_label_action_types,
         models=settings.analytics_label_models,
     )
-    webhook = (
-        Webhook(settings.alert_webhook_url, settings.alert_webhook_timeout_seconds)
-        if settings.alert_webhook_url else None
-    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         evaluations = asyncio.create_task(run_evaluations(
             app.state.query.pool, config,
             interval_seconds=settings.alert_evaluation_interval_seconds,
-            gauges=gauges, webhook=webhook,
+            gauges=gauges,
         ))
         try:
             yield

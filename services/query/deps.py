@@ -31,6 +31,14 @@ async def _reader(
     return principal
 
 
+async def _admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    principal = await _state(request).verifier.verify(authorization)
+    principal.require(Scope.ADMIN)
+    return principal
+
+
 async def _state_dependency(request: Request) -> QueryState:
     # A coroutine: FastAPI runs a plain function dependency in its thread pool, a thread hop
     # per request that cost more CPU than the rest of a small request's dependencies.
@@ -39,3 +47,4 @@ async def _state_dependency(request: Request) -> QueryState:
 
 State = Annotated[QueryState, Depends(_state_dependency)]
 Reader = Annotated[Principal, Depends(_reader)]
+Admin = Annotated[Principal, Depends(_admin)]

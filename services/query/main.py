@@ -16,9 +16,11 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
-from feedbackloop.observability import CONTENT_TYPE_LATEST, render
+from feedbackloop.jobs import JobRunner
+from feedbackloop.observability import CONTENT_TYPE_LATEST, JobMetrics, render
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
+from services.query.alert_relay import alert_relay_job
 from services.query.analytics import analytics_router
 from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
@@ -27,12 +29,14 @@ from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
 from services.query.settings import Settings, port
 from services.query.training import router as training_router
+from services.query.webhooks import router as webhooks_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
     registry = CollectorRegistry()
+    job_metrics = JobMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,9 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
         app.state.console = open_console(app, settings)
+        app.state.jobs = JobRunner([alert_relay_job(pool, settings)], job_metrics)
+        app.state.jobs.start()
         try:
             yield
         finally:
+            await app.state.jobs.stop()
             await close_console(app.state.console)
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -78,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics_router(settings, registry))
     app.include_router(training_router)
     app.include_router(reviews_router)
+    app.include_router(webhooks_router)
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
@@ -94,8 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database = await app.state.query.pool.fetchval("SELECT 1") == 1
         except Exception:
             database = False
+        # The alert relay is reported, not required: analytics serve while the broker is away,
+        # and alert changes wait in the outbox meanwhile.
+        jobs: JobRunner = app.state.jobs
         response.status_code = 200 if database else 503
-        return {"status": "ready" if database else "not ready", "checks": {"database": database}}
+        return {"status": "ready" if database else "not ready", "checks": {"database": database},
+                "jobs": jobs.checks(), "job_errors": jobs.errors()}
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus_metrics() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -306,6 +307,33 @@ async def save_alert_states(
             evaluated_at = EXCLUDED.evaluated_at
         """,
         states,
+    )
+
+
+async def queue_alert_changes(
+    connection: asyncpg.Connection, *, changes: list[tuple[UUID, str, str, dict[str, object]]]
+) -> None:
+    """Queue (event_id, tenant_id, rule, document) for the alerts topic, in the caller's
+    transaction: the outbox of the evaluation that made the changes."""
+    await connection.executemany(
+        "INSERT INTO query.alert_changes (event_id, tenant_id, rule, document) "
+        "VALUES ($1, $2, $3, $4)",
+        changes,
+    )
+
+
+async def pending_alert_changes(connection: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Queued alert changes not yet published, oldest first: (seq, tenant_id, rule, document)."""
+    return await connection.fetch(
+        "SELECT seq, tenant_id, rule, document::text AS document FROM query.alert_changes "
+        "WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+        limit,
+    )
+
+
+async def mark_alert_changes_published(connection: asyncpg.Connection, *, seqs: list[int]) -> None:
+    await connection.execute(
+        "UPDATE query.alert_changes SET published_at = now() WHERE seq = ANY($1::bigint[])", seqs
     )
 
 

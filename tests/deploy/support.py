@@ -27,9 +27,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
 
-SERVICES = ("ingest", "query", "profiles", "learner", "trainer", "metrics")
+SERVICES = ("ingest", "query", "profiles", "learner", "trainer", "metrics", "webhooks")
 HTTP_SERVICES = ("ingest", "query")
-CONSUMERS = ("profiles", "learner", "trainer", "metrics")
+CONSUMERS = ("profiles", "learner", "trainer", "metrics", "webhooks")
 
 # Values for the variables compose requires, long enough for production settings.
 COMPOSE_TEST_ENV = {

@@ -1,4 +1,4 @@
-"""The six services as real processes over HTTP, on the session's broker and PostgreSQL."""
+"""The seven services as real processes over HTTP, on the session's broker and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.infra import (
     unique_prefix,
 )
 
-ALL_SERVICES = ("ingest", "profiles", "learner", "trainer", "metrics", "query")
+ALL_SERVICES = ("ingest", "profiles", "learner", "trainer", "metrics", "webhooks", "query")
 HMAC_SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
 
 

@@ -137,7 +137,7 @@ def _parts(system: LocalSystem) -> dict[str, tuple[str, int]]:
 
 def test_every_part_that_dies_is_reaped_and_restarted(local_system: LocalSystem) -> None:
     assert set(_parts(local_system)) == {"postgres", "broker", "ingest", "profiles", "learner",
-                                         "trainer", "metrics", "query"}
+                                         "trainer", "metrics", "webhooks", "query"}
     victims = {"postgres": psutil.Process(_postmaster_pid(local_system)),
                "broker": _child(local_system, "tansu"),
                "metrics": _child(local_system, "services.metrics.main")}

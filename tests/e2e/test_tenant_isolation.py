@@ -24,6 +24,7 @@ from services.learner.handlers import SPEC as LEARNER
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
 from services.trainer.handlers import SPEC as TRAINER
+from services.webhooks.handlers import SPEC as WEBHOOKS
 from tests.e2e.conftest import Stack
 from tests.infra import eventually, group_lag
 
@@ -34,7 +35,9 @@ USER = f"{MARK}-user"
 ACTION = f"{MARK}-action"
 MODEL = f"{MARK}-model"
 CHOICES = 22  # above the stack's learner minimum and refit batch (20)
-SPECS = (PROFILES, LEARNER, TRAINER, METRICS)
+SPECS = (PROFILES, LEARNER, TRAINER, METRICS, WEBHOOKS)
+# B's webhook endpoint: nothing listens there, so its deliveries stay pending and retry.
+HOOK_URL = f"http://127.0.0.1:9/{MARK}-hook"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Seeded:
     key_w: str
     response_ids: list[str]
     session_ids: list[str]
+    webhook_endpoint_id: str = ""
 
 
 def _rank_request(item_prefix: str = f"{MARK}-item") -> dict[str, Any]:
@@ -94,6 +98,11 @@ async def seeded(stack: Stack) -> Seeded:
         response_ids=[f"{MARK}-r{n}" for n in range(3)],
         session_ids=[],
     )
+    async with stack.query(seeded.key_b) as query:
+        endpoint = await _ok(query.post("/v1/webhooks/endpoints", json={
+            "url": HOOK_URL, "description": f"{MARK} endpoint",
+            "event_types": ["feedback.submitted", "feedback.changed", "feedback.retracted"]}), 201)
+        seeded.webhook_endpoint_id = endpoint["endpoint_id"]
     async with stack.ingest(seeded.key_b) as ingest:
         for response_id in seeded.response_ids:
             await _ok(ingest.post("/v1/responses", json={
@@ -187,6 +196,12 @@ async def _review_queue(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
 
 async def _agreement(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
     return await client.get("/v1/reviews/agreement")
+async def _webhook_endpoints(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get("/v1/webhooks/endpoints")
+
+
+async def _webhook_deliveries(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get("/v1/webhooks/deliveries", params={"limit": 1_000})
 
 
 async def _rank(client: httpx.AsyncClient, seeded: Seeded) -> httpx.Response:
@@ -211,6 +226,8 @@ READS: dict[tuple[str, str, str], ReadCase] = {
     ("query", "GET", "/v1/reviews/queue"): _review_queue,
     ("query", "GET", "/v1/reviews/agreement"): _agreement,
     ("ingest", "POST", "/v1/recommendations/rank"): _rank,
+    ("query", "GET", "/v1/webhooks/endpoints"): _webhook_endpoints,
+    ("query", "GET", "/v1/webhooks/deliveries"): _webhook_deliveries,
 }
 # Alert state is evaluated on a schedule (a minute by default), so B may have none yet: A's
 # answer is still checked for B's values, without a control.
@@ -238,6 +255,11 @@ WRITES = {
         "/v1/users/{user_id}/consent", "/v1/users/{user_id}/erasure", "/v1/events",
         "/v1/reviews",
     )
+} | {
+    ("query", "POST", "/v1/webhooks/endpoints"),
+    ("query", "DELETE", "/v1/webhooks/endpoints/{endpoint_id}"),
+    ("query", "POST", "/v1/webhooks/deliveries/replay"),
+    ("query", "POST", "/v1/webhooks/deliveries/{delivery_id}/replay"),
 }
 
 
@@ -315,6 +337,11 @@ async def _snapshot_of_b(stack: Stack, seeded: Seeded) -> dict[str, Any]:
         if isinstance(answer, dict):  # default time ranges end at "now"
             answer.pop("start", None)
             answer.pop("end", None)
+    # B's deliveries keep being attempted: what they are, not how their attempts went.
+    snapshot["/v1/webhooks/deliveries"] = sorted(
+        (d["delivery_id"], d["endpoint_id"], d["event_type"], str(d["body"]))
+        for d in snapshot["/v1/webhooks/deliveries"]
+    )
     return snapshot
 
 
@@ -368,6 +395,22 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
     async with stack.ingest(minted["token"]) as page:
         await _ok(page.post("/v1/feedback", json={"response_id": response_id, "thumb": "down",
                                                   "user_id": USER}))
+    async with stack.query(seeded.key_b) as as_b:
+        b_delivery = (await as_b.get("/v1/webhooks/deliveries")).json()[0]["delivery_id"]
+    async with stack.query(seeded.key_w) as query:
+        # W's own endpoint, and W's replays and deletes aimed at B's ids, which W cannot see.
+        await _ok(query.post("/v1/webhooks/endpoints", json={
+            "url": HOOK_URL, "event_types": ["feedback.submitted"]}), 201)
+        assert (await query.post("/v1/webhooks/deliveries/replay", json={})).json() == {"replayed": []}
+        replay = await query.post(f"/v1/webhooks/deliveries/{b_delivery}/replay")
+        deleted = await query.delete(f"/v1/webhooks/endpoints/{seeded.webhook_endpoint_id}")
+        assert (replay.status_code, deleted.status_code) == (404, 404), (replay.text, deleted.text)
+        written |= {
+            ("query", "POST", "/v1/webhooks/endpoints"),
+            ("query", "POST", "/v1/webhooks/deliveries/replay"),
+            ("query", "POST", "/v1/webhooks/deliveries/{delivery_id}/replay"),
+            ("query", "DELETE", "/v1/webhooks/endpoints/{endpoint_id}"),
+        }
     assert written == WRITES
     await _drained(stack)
     assert await _snapshot_of_b(stack, seeded) == before

@@ -1,17 +1,15 @@
 """The query service's analytics over rollups the metrics consumer wrote, on a real PostgreSQL:
 trends at three resolutions, model comparison, alert states through pending, firing and
-resolved with a real webhook receiver, and the gauges on /metrics from the scheduled evaluation."""
+resolved with each change queued for the alerts topic and relayed, and the gauges on /metrics
+from the scheduled evaluation."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -19,13 +17,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.consumer import BatchPipeline
-from feedbackloop.contract import Event, encode_event
+from feedbackloop.contract import AlertStateChanged, Event, decode_message, encode_event
+from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.admin import create_key
 from services.metrics.handlers import SPEC as METRICS
-from services.query.alert_evaluator import Webhook, alert_config, evaluate_alerts
+from services.query.alert_evaluator import alert_config, evaluate_alerts
+from services.query.alert_relay import publish_alert_changes
 from services.query.gauges import AnalyticsGauges
 from services.query.main import create_app
 from services.query.trends import newcombe_difference
@@ -103,37 +103,6 @@ async def database(postgres_url: str) -> str:
 async def key(database: str) -> str:
     _, key = await create_key(database, tenant_id="acme", name="t", scopes=["read"])
     return key
-
-
-class WebhookReceiver:
-    """A real HTTP server on localhost that keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
 
 
 async def test_trends_at_every_resolution_and_model_comparison(database: str, key: str) -> None:
@@ -219,8 +188,8 @@ async def test_trends_at_every_resolution_and_model_comparison(database: str, ke
         assert unknown["b"]["total"] == 0 and unknown["difference"] is None
 
 
-async def test_alerts_go_pending_fire_and_resolve_with_a_webhook(
-    database: str, key: str, receiver: WebhookReceiver
+async def test_alerts_go_pending_fire_and_resolve_and_each_change_is_relayed(
+    database: str, key: str
 ) -> None:
     now = T0 + timedelta(hours=2)
     await _consume(database, [
@@ -235,7 +204,6 @@ async def test_alerts_go_pending_fire_and_resolve_with_a_webhook(
         alert_negative_spike_min_count=1_000,
     )
     config = alert_config(settings)
-    webhook = Webhook(receiver.url, timeout_seconds=5)
     pool = await create_pool(database, min_size=1, max_size=2)
     gauges = AnalyticsGauges(CollectorRegistry(), action_types=["todo"], models=[])
     try:
@@ -244,14 +212,14 @@ async def test_alerts_go_pending_fire_and_resolve_with_a_webhook(
             # The scheduled evaluation runs once at start (at today's date: no data in its
             # window); the ones below are at chosen times.
             await eventually(lambda: _evaluated(query))
-            pending = await evaluate_alerts(pool, config, now=now, gauges=gauges, webhook=webhook)
+            pending = await evaluate_alerts(pool, config, now=now, gauges=gauges)
             # todo is also a new action type (first voted on today) drawing 15 thumbs down.
             assert [(t.current.rule, t.current.subject, t.current.state) for t in pending or []] == [
                 ("approval_below", "todo", "pending"),
                 ("new_action_type_negative", "todo", "pending"),
             ]
             fired_at = now + timedelta(minutes=5)
-            await evaluate_alerts(pool, config, now=fired_at, gauges=gauges, webhook=webhook)
+            await evaluate_alerts(pool, config, now=fired_at, gauges=gauges)
             report = (await query.get("/v1/alerts")).json()
             by_key = {(a["rule"], a["subject"]): a for a in report["alerts"]}
             firing = by_key[("approval_below", "todo")]
@@ -268,18 +236,26 @@ async def test_alerts_go_pending_fire_and_resolve_with_a_webhook(
             other = await query.get("/v1/alerts", headers={"Authorization": f"Bearer {other_key}"})
             assert other.json()["alerts"] == []
 
-            await evaluate_alerts(pool, config, now=now + timedelta(hours=2), gauges=gauges,
-                                  webhook=webhook)
+            await evaluate_alerts(pool, config, now=now + timedelta(hours=2), gauges=gauges)
             resolved = (await query.get("/v1/alerts")).json()["alerts"]
             assert {(a["rule"], a["subject"]): a["state"] for a in resolved}[
                 ("approval_below", "todo")
             ] == "ok"
+        # Each change was queued in its evaluation's transaction; the relay publishes each once.
+        published: list[OutgoingMessage] = []
+
+        async def publish(messages: Sequence[OutgoingMessage]) -> None:
+            published.extend(messages)
+
+        async with pool.acquire() as connection:
+            assert await publish_alert_changes(connection, publish, topic="p.alerts") == 6
+            assert await publish_alert_changes(connection, publish, topic="p.alerts") == 0
     finally:
         await pool.close()
-    changes = [
-        (c["rule"], c["subject"], c["previous"], c["state"])
-        for body in receiver.received for c in body["alerts"]
-    ]
+    messages = [decode_message(m.value) for m in published]
+    assert all(isinstance(m, AlertStateChanged) for m in messages)
+    changes = [(m.rule, m.subject, m.previous, m.state) for m in messages
+               if isinstance(m, AlertStateChanged)]
     assert changes == [
         ("approval_below", "todo", "ok", "pending"),
         ("new_action_type_negative", "todo", "ok", "pending"),
@@ -288,8 +264,10 @@ async def test_alerts_go_pending_fire_and_resolve_with_a_webhook(
         ("approval_below", "todo", "firing", "ok"),
         ("new_action_type_negative", "todo", "firing", "ok"),
     ]
-    assert len(receiver.received) == 3  # one POST per evaluation that changed something
-    assert receiver.received[1]["alerts"][0]["sample"] == 25
+    assert published[2].key == b"acme:approval_below" and published[2].topic == "p.alerts"
+    firing = messages[2]
+    assert isinstance(firing, AlertStateChanged) and firing.sample == 25
+    assert len({m.event_id for m in messages}) == 6
 
 
 async def _evaluated(query: httpx.AsyncClient) -> bool:

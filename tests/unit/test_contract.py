@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from feedbackloop.contract import (
+    CONSUMED_TOPICS,
     EVENT_TYPES,
     INPUT_TOPICS,
     TOPIC_OF_TYPE,
@@ -147,5 +148,5 @@ def test_topic_names() -> None:
     assert names.physical(Topic.FEEDBACK) == "fbl.feedback"
     assert names.dead_letter(Topic.FEEDBACK) == "fbl.feedback.dlq"
     assert names.logical("fbl.feedback.dlq") is Topic.FEEDBACK
-    assert len(names.all_physical()) == len(Topic) + len(INPUT_TOPICS)
+    assert len(names.all_physical()) == len(Topic) + len(CONSUMED_TOPICS)
     assert set(TOPIC_OF_TYPE.values()) == set(INPUT_TOPICS)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from feedbackloop.consumer import consecutive_runs
-from feedbackloop.contract import decode_event, load_samples
+from feedbackloop.contract import TOPIC_OF_OUTPUT_TYPE, decode_event, load_output_samples, load_samples
 from services.learner.handlers import SPEC as LEARNER
 from services.metrics import processing as metrics
 from services.metrics.handlers import SPEC as METRICS
@@ -16,9 +16,12 @@ from services.profiles import processing as profiles
 from services.profiles.handlers import SPEC as PROFILES
 from services.trainer import processing as trainer
 from services.trainer.handlers import SPEC as TRAINER
+from services.webhooks.handlers import SPEC as WEBHOOKS
 
-SPECS = [PROFILES, LEARNER, TRAINER, METRICS]
+SPECS = [PROFILES, LEARNER, TRAINER, METRICS, WEBHOOKS]
 EVENTS = [decode_event(orjson.dumps(doc)) for docs in load_samples().values() for doc in docs]
+# Output-topic messages, for the consumers that read those topics.
+OUTPUTS = [(kind, doc) for kind, docs in load_output_samples().items() for doc in docs]
 
 
 def _sample(kind: str, index: int = 0):  # type: ignore[no-untyped-def]
@@ -33,7 +36,16 @@ def test_every_processor_handles_every_sample(spec) -> None:  # type: ignore[no-
         effect = spec.process(event)
         if effect is not None:
             handled += 1
+    for kind, doc in OUTPUTS:
+        if TOPIC_OF_OUTPUT_TYPE[kind] in spec.topics:
+            assert spec.process(spec.decode(orjson.dumps(doc))) is not None, (spec.name, kind)
+            handled += 1
     assert handled > 0, f"{spec.name} ignores every sample on {topics}"
+
+
+def test_every_output_sample_is_read_by_a_consumer() -> None:
+    read = {topic for spec in SPECS for topic in spec.topics}
+    assert {TOPIC_OF_OUTPUT_TYPE[kind] for kind, _ in OUTPUTS} <= read
 
 
 def test_profiles_records_verdicts_and_skips_anonymous_feedback() -> None:

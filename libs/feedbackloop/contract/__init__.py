@@ -1,15 +1,21 @@
 """The event contract, v1: frozen models, topic names, the codec and the request bodies."""
 
+from feedbackloop.contract.alerts import AlertStateChanged
 from feedbackloop.contract.codec import (
     EVENT_ADAPTER,
     EVENT_TYPES,
+    OUTPUT_ADAPTER,
+    OUTPUT_MESSAGE_TYPES,
     Event,
     InvalidEvent,
+    Message,
+    OutputMessage,
     PoisonMessage,
     UndecodableMessage,
     UnknownEventType,
     UnsupportedSchemaVersion,
     decode_event,
+    decode_message,
     encode_event,
 )
 from feedbackloop.contract.envelope import SCHEMA_VERSION, Envelope
@@ -41,26 +47,38 @@ from feedbackloop.contract.reviews import (
     ReviewPayload,
     ReviewSubmitted,
 )
-from feedbackloop.contract.samples import load_samples
+from feedbackloop.contract.samples import load_output_samples, load_samples
 from feedbackloop.contract.topics import (
+    CONSUMED_TOPICS,
     INPUT_TOPICS,
     OUTPUT_TOPICS,
+    TOPIC_OF_OUTPUT_TYPE,
     TOPIC_OF_TYPE,
     Topic,
     TopicNames,
 )
+from feedbackloop.contract.training_examples import (
+    TrainingExample,
+    TrainingExampleMessage,
+    TrainingExampleRetracted,
+)
 from feedbackloop.contract.users import ConsentChanged, ErasureRequested
 
 __all__ = [
+    "CONSUMED_TOPICS",
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "FEEDBACK_KINDS",
     "INPUT_TOPICS",
+    "OUTPUT_ADAPTER",
+    "OUTPUT_MESSAGE_TYPES",
     "OUTPUT_TOPICS",
     "REVIEW_ACTIONS",
     "SCHEMA_VERSION",
     "SEGMENTS",
+    "TOPIC_OF_OUTPUT_TYPE",
     "TOPIC_OF_TYPE",
+    "AlertStateChanged",
     "Choice",
     "ConsentChanged",
     "Envelope",
@@ -73,6 +91,8 @@ __all__ = [
     "FeedbackSubmitted",
     "Interaction",
     "InvalidEvent",
+    "Message",
+    "OutputMessage",
     "PoisonMessage",
     "ResponseLogged",
     "RetractionPayload",
@@ -85,11 +105,16 @@ __all__ = [
     "ShownOption",
     "Topic",
     "TopicNames",
+    "TrainingExample",
+    "TrainingExampleMessage",
+    "TrainingExampleRetracted",
     "UndecodableMessage",
     "UnknownEventType",
     "UnsupportedSchemaVersion",
     "decode_event",
+    "decode_message",
     "encode_event",
+    "load_output_samples",
     "load_samples",
     "signal_digest",
     "signal_order",

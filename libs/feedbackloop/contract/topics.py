@@ -12,6 +12,7 @@ class Topic(StrEnum):
     CONSENT = "consent"
     TRAINING_EXAMPLES = "training-examples"
     WEIGHTS = "weights"
+    ALERTS = "alerts"
 
     @property
     def is_input(self) -> bool:
@@ -24,7 +25,10 @@ INPUT_TOPICS: tuple[Topic, ...] = (
     Topic.RECOMMENDATIONS,
     Topic.CONSENT,
 )
-OUTPUT_TOPICS: tuple[Topic, ...] = (Topic.TRAINING_EXAMPLES, Topic.WEIGHTS)
+OUTPUT_TOPICS: tuple[Topic, ...] = (Topic.TRAINING_EXAMPLES, Topic.WEIGHTS, Topic.ALERTS)
+# Topics a consumer of the platform reads, each with its dead-letter topic: the inputs, and the
+# outputs that feed other outputs (webhooks are fed from training examples and alert changes).
+CONSUMED_TOPICS: tuple[Topic, ...] = (*INPUT_TOPICS, Topic.TRAINING_EXAMPLES, Topic.ALERTS)
 
 TOPIC_OF_TYPE: dict[str, Topic] = {
     "response.logged": Topic.RESPONSES,
@@ -36,6 +40,12 @@ TOPIC_OF_TYPE: dict[str, Topic] = {
     "recommendation.choice": Topic.RECOMMENDATIONS,
     "user.consent_changed": Topic.CONSENT,
     "user.erasure_requested": Topic.CONSENT,
+}
+# Messages on output topics that are contract models too (they have no envelope).
+TOPIC_OF_OUTPUT_TYPE: dict[str, Topic] = {
+    "training_example": Topic.TRAINING_EXAMPLES,
+    "training_example.retracted": Topic.TRAINING_EXAMPLES,
+    "alert.state_changed": Topic.ALERTS,
 }
 
 
@@ -57,5 +67,5 @@ class TopicNames:
 
     def all_physical(self) -> list[str]:
         names = [self.physical(topic) for topic in Topic]
-        names += [self.dead_letter(topic) for topic in INPUT_TOPICS]
+        names += [self.dead_letter(topic) for topic in CONSUMED_TOPICS]
         return names

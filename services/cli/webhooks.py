@@ -1,0 +1,103 @@
+"""`feedbackloop webhooks create|list|delete|deliveries|replay`: a tenant's webhook endpoints
+and their deliveries, straight on the database (like `keys`), through services/webhooks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from services.webhooks import admin, reads
+from services.webhooks.reads import WEBHOOK_EVENT_TYPES
+
+T = TypeVar("T")
+
+
+def add_webhooks_parser(commands: Any) -> None:
+    parser = commands.add_parser("webhooks", help="webhook endpoints and their deliveries")
+    actions = parser.add_subparsers(dest="webhooks_command", required=True)
+    create = actions.add_parser("create", help="create an endpoint (its secret is printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--url", required=True)
+    create.add_argument("--events", required=True,
+                        help=f"comma-separated, of: {', '.join(WEBHOOK_EVENT_TYPES)}")
+    create.add_argument("--description", default="")
+    create.add_argument("--secret", help="a whsec_ secret to use instead of a generated one")
+    listing = actions.add_parser("list", help="the tenant's endpoints")
+    listing.add_argument("--tenant", required=True)
+    delete = actions.add_parser("delete", help="delete an endpoint (pending deliveries die)")
+    delete.add_argument("--tenant", required=True)
+    delete.add_argument("endpoint_id", type=UUID)
+    deliveries = actions.add_parser("deliveries", help="the tenant's deliveries, newest first")
+    deliveries.add_argument("--tenant", required=True)
+    deliveries.add_argument("--endpoint", type=UUID)
+    deliveries.add_argument("--state", choices=("pending", "delivered", "dead"))
+    deliveries.add_argument("--limit", type=int, default=50)
+    replay = actions.add_parser(
+        "replay", help="send deliveries again (same webhook-id): those named, or all dead ones"
+    )
+    replay.add_argument("--tenant", required=True)
+    replay.add_argument("delivery_ids", nargs="*", type=UUID)
+    replay.add_argument("--endpoint", type=UUID)
+    replay.add_argument("--state", choices=("dead", "delivered"), default="dead")
+    replay.add_argument("--max", type=int, default=1_000)
+
+
+def run_webhooks(arguments: argparse.Namespace, database_url: str) -> int:
+    command = arguments.webhooks_command
+    tenant = arguments.tenant
+    if command == "create":
+        events = [e.strip() for e in arguments.events.split(",") if e.strip()]
+        try:
+            view, secret = _run(database_url, lambda c: admin.create_endpoint(
+                c, tenant_id=tenant, url=arguments.url, event_types=events,
+                description=arguments.description, secret=arguments.secret,
+            ))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        print(f"endpoint_id: {view.endpoint_id}\nsecret:      {secret}\n"
+              f"events:      {', '.join(view.event_types)}\n(the secret is shown only now)")
+        return 0
+    if command == "list":
+        for endpoint in _run(database_url, lambda c: reads.endpoints(c, tenant_id=tenant)):
+            print(f"{endpoint.endpoint_id}  {endpoint.url:<40} {','.join(endpoint.event_types)}"
+                  f"  {endpoint.description}")
+        return 0
+    if command == "delete":
+        if not _run(database_url, lambda c: admin.delete_endpoint(
+            c, tenant_id=tenant, endpoint_id=arguments.endpoint_id,
+        )):
+            raise SystemExit(f"no endpoint {arguments.endpoint_id} of tenant {tenant}")
+        print("deleted")
+        return 0
+    if command == "deliveries":
+        found = _run(database_url, lambda c: reads.deliveries(
+            c, tenant_id=tenant, endpoint_id=arguments.endpoint, state=arguments.state,
+            limit=arguments.limit,
+        ))
+        for d in found:
+            answer = d.last_status if d.last_status is not None else (d.last_error or "-")
+            print(f"{d.delivery_id}  {d.event_type:<26} {d.state:<9} attempts={d.attempts} "
+                  f"replays={d.replays} last={answer}  {d.created_at:%Y-%m-%d %H:%M:%S}")
+        return 0
+    replayed = _run(database_url, lambda c: admin.replay_deliveries(
+        c, tenant_id=tenant, delivery_ids=arguments.delivery_ids or None,
+        endpoint_id=arguments.endpoint, state=arguments.state, limit=arguments.max,
+    ))
+    print(f"replaying {len(replayed)} deliveries")
+    return 0 if replayed or not arguments.delivery_ids else 1
+
+
+def _run(database_url: str, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def run() -> T:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return await action(connection)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())

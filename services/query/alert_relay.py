@@ -1,0 +1,66 @@
+"""Publishes queued alert state changes on the alerts topic (the evaluator's outbox).
+
+One replica relays at a time (a session advisory lock, `feedbackloop.jobs.singleton`), in the
+order the changes were queued; a change is marked published only after the broker acknowledged
+it. A crash in between publishes it again with the same `event_id`, which the webhooks consumer
+claims once. Messages are keyed `<tenant_id>:<rule>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from feedbackloop.contract import Topic
+from feedbackloop.jobs import Job, singleton
+from feedbackloop.kafka import EventPublisher, OutgoingMessage
+from feedbackloop.settings import Settings
+from services.query import repository
+
+RELAY_LOCK = 7_311_042_016
+
+Publish = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+
+
+async def publish_alert_changes(
+    connection: asyncpg.Connection, publish: Publish, *, topic: str, batch_size: int = 500
+) -> int:
+    """Publishes up to `batch_size` queued changes; returns how many. `publish` returns only
+    once the broker acknowledged every message, and raises otherwise (nothing is marked)."""
+    rows = await repository.pending_alert_changes(connection, limit=batch_size)
+    if not rows:
+        return 0
+    await publish([
+        OutgoingMessage(topic, f"{row['tenant_id']}:{row['rule']}".encode(), row["document"].encode())
+        for row in rows
+    ])
+    await repository.mark_alert_changes_published(connection, seqs=[row["seq"] for row in rows])
+    return len(rows)
+
+
+def alert_relay_job(pool: asyncpg.Pool, settings: Settings) -> Job:
+    """The relay as a job; its producer connects on the first run (a broker that is away makes
+    the run fail and back off, the evaluations go on queueing)."""
+    publisher = EventPublisher(
+        settings.kafka_connection(),
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=settings.kafka_linger_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        timeout_seconds=settings.publish_timeout_seconds,
+    )
+    topic = settings.topic_names().physical(Topic.ALERTS)
+    started: list[bool] = []
+
+    async def relay(connection: asyncpg.Connection) -> int:
+        if not started:
+            await publisher.start()
+            started.append(True)
+        return await publish_alert_changes(connection, publisher.publish, topic=topic)
+
+    return Job(
+        "alert-relay", singleton(pool, RELAY_LOCK, relay),
+        interval=settings.alert_relay_interval_seconds,
+        retry_max_seconds=settings.consumer_retry_max_seconds,
+        close=publisher.stop,
+    )

@@ -1,0 +1,144 @@
+"""Managing webhooks: endpoints and replays. The one door into the webhooks schema for the
+query API and the CLI besides `reads.py`; every function is scoped to one tenant."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import asyncpg
+
+from feedbackloop.settings import Settings
+from services.webhooks import repository
+from services.webhooks.processing import WEBHOOK_EVENT_TYPES
+from services.webhooks.reads import EndpointView, endpoint_view
+
+SETTINGS_ENDPOINT_ID = uuid.UUID("0a1e7b52-3c4d-4e5f-9a6b-7c8d9e0f1a2b")
+
+
+class UnknownEventTypes(ValueError):
+    pass
+
+
+def generate_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def check_event_types(event_types: Sequence[str]) -> list[str]:
+    unknown = sorted(set(event_types) - set(WEBHOOK_EVENT_TYPES))
+    if unknown or not event_types:
+        raise UnknownEventTypes(
+            f"unknown event types {unknown}; choose from {', '.join(WEBHOOK_EVENT_TYPES)}"
+            if unknown else "at least one event type is needed"
+        )
+    return sorted(set(event_types))
+
+
+def check_secret(secret: str) -> str:
+    if not secret.startswith("whsec_"):
+        raise ValueError("a secret starts with whsec_ followed by base64")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ValueError("a secret starts with whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("a secret's key is 24 to 64 bytes")
+    return secret
+
+
+def check_url(url: str) -> str:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2_000:
+        raise ValueError("the url must be an http(s) URL of at most 2000 characters")
+    return url
+
+
+async def create_endpoint(
+    connection: asyncpg.Connection, *, tenant_id: str, url: str, event_types: Sequence[str],
+    description: str = "", secret: str | None = None,
+) -> tuple[EndpointView, str]:
+    """A new endpoint; returns it and its secret (shown to the caller once). Only messages
+    consumed after it exists are delivered to it."""
+    types = check_event_types(event_types)
+    url = check_url(url)
+    secret = check_secret(secret) if secret else generate_secret()
+    row = await connection.fetchrow(
+        """
+        INSERT INTO webhooks.endpoints (endpoint_id, tenant_id, url, secret, event_types, description)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        RETURNING endpoint_id, tenant_id, url, event_types, description, source, created_at
+        """,
+        uuid.uuid4(), tenant_id, url, secret, types, description,
+    )
+    assert row is not None
+    return endpoint_view(row), secret
+
+
+async def delete_endpoint(connection: asyncpg.Connection, *, tenant_id: str, endpoint_id: UUID) -> bool:
+    """Deletes one of the tenant's endpoints; its pending deliveries become dead."""
+    async with connection.transaction():
+        status = await connection.execute(
+            "UPDATE webhooks.endpoints SET deleted_at = now() "
+            "WHERE endpoint_id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+            endpoint_id, tenant_id,
+        )
+        if not status.endswith(" 1"):
+            return False
+        await connection.execute(
+            "UPDATE webhooks.deliveries SET state = 'dead', last_error = 'endpoint deleted' "
+            "WHERE endpoint_id = $1 AND state = 'pending'",
+            endpoint_id,
+        )
+        return True
+
+
+async def replay_deliveries(
+    connection: asyncpg.Connection, *, tenant_id: str, delivery_ids: Sequence[UUID] | None = None,
+    endpoint_id: UUID | None = None, state: str = "dead", limit: int = 1_000,
+) -> list[UUID]:
+    """Sends deliveries of the tenant again, with the same delivery id (webhook-id) and body
+    and a fresh set of attempts: the ones named, or up to `limit` in `state` (dead or
+    delivered), of one endpoint if given. Pending ones and those of deleted endpoints are left
+    alone. Returns the ids queued."""
+    rows = await connection.fetch(
+        """
+        UPDATE webhooks.deliveries d SET
+            state = 'pending', attempts = 0, next_attempt_at = now(), replays = d.replays + 1
+        FROM webhooks.endpoints e
+        WHERE d.delivery_id IN (
+            SELECT delivery_id FROM webhooks.deliveries
+            WHERE tenant_id = $1 AND state <> 'pending'
+              AND ($2::uuid[] IS NULL OR delivery_id = ANY($2::uuid[]))
+              AND ($2::uuid[] IS NOT NULL OR state = $4)
+              AND ($3::uuid IS NULL OR endpoint_id = $3)
+            ORDER BY created_at LIMIT $5
+        )
+          AND e.endpoint_id = d.endpoint_id AND e.deleted_at IS NULL
+        RETURNING d.delivery_id
+        """,
+        tenant_id, None if delivery_ids is None else list(delivery_ids), endpoint_id, state, limit,
+    )
+    return [row["delivery_id"] for row in rows]
+
+
+async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL: every tenant's alert.state_changed,
+    signed with FEEDBACKLOOP_ALERT_WEBHOOK_SECRET (or a secret derived from the HMAC secret and
+    the URL, stable across restarts). Removed when the setting is."""
+    url = settings.alert_webhook_url or None
+    if settings.alert_webhook_secret is not None:
+        secret = check_secret(settings.alert_webhook_secret.get_secret_value())
+    else:
+        seed = f"{settings.user_id_hmac_secret.get_secret_value()}\x00alert-webhook\x00{url}"
+        secret = "whsec_" + base64.b64encode(hashlib.sha256(seed.encode()).digest()).decode()
+    async with pool.acquire() as connection:
+        await repository.configure_settings_endpoint(
+            connection, endpoint_id=SETTINGS_ENDPOINT_ID, url=url, secret=secret,
+            event_types=["alert.state_changed"],
+        )

@@ -1,0 +1,130 @@
+"""The delivery job: sends due deliveries, signed with the Standard Webhooks scheme.
+
+Each attempt POSTs the stored body unchanged with `webhook-id` (the delivery id: the same on
+every attempt and replay, for the receiver to deduplicate on), `webhook-timestamp` (the
+attempt's time, in seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
+"<id>.<timestamp>.<body>">` under the endpoint's `whsec_` secret). A 2xx answer delivers it;
+anything else (another status, a timeout, a refused connection) is a failed attempt, retried
+with exponential backoff (`RetryPolicy`) until the last allowed attempt fails: then it is dead,
+until replayed. Delivery is at least once: a sender that dies between the answer and the
+record leaves the delivery to be sent again once its lease ends.
+
+Deliveries are claimed with SKIP LOCKED under a lease, so replicas share the work and never
+send one delivery concurrently. A slow or dead receiver costs at most the timeout per attempt,
+and never touches the consumer: deliveries were written by its transaction, and wait here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+from prometheus_client import CollectorRegistry
+from standardwebhooks import Webhook
+
+from feedbackloop.jobs import Job
+from feedbackloop.observability import WebhookMetrics
+from feedbackloop.settings import Settings
+from services.webhooks import repository
+from services.webhooks.admin import configure_alert_webhook
+from services.webhooks.processing import RetryPolicy
+
+USER_AGENT = "feedbackloop-webhooks/1"
+
+
+def signed_headers(delivery_id: str, secret: str, body: str, at: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt."""
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(delivery_id, at, body),
+    }
+
+
+async def attempt(
+    client: httpx.AsyncClient, due: repository.DueDelivery, policy: RetryPolicy,
+    metrics: WebhookMetrics,
+) -> repository.AttemptResult:
+    """One attempt; never raises for what the receiver or the network does."""
+    at = datetime.now(UTC)
+    started = time.perf_counter()
+    status: int | None = None
+    error: str | None = None
+    try:
+        response = await client.post(
+            due.url, content=due.body.encode(),
+            headers=signed_headers(str(due.delivery_id), due.secret, due.body, at),
+        )
+        status = response.status_code
+        if not 200 <= status < 300:
+            error = f"HTTP {status}: {response.text[:200]}"
+    except httpx.HTTPError as failure:
+        error = f"{type(failure).__name__}: {failure}"[:500]
+    metrics.attempt_seconds.observe(time.perf_counter() - started)
+    delivered = error is None
+    retry_in = None if delivered else policy.next_delay(due.attempts + 1)
+    metrics.attempt("delivered" if delivered else "failed" if retry_in is not None else "dead")
+    return repository.AttemptResult(due.delivery_id, at, status, error, delivered, retry_in)
+
+
+async def deliver_due(
+    pool: asyncpg.Pool,
+    client: httpx.AsyncClient,
+    policy: RetryPolicy,
+    metrics: WebhookMetrics,
+    *,
+    batch_size: int,
+    timeout_seconds: float,
+) -> int:
+    """Claims up to `batch_size` due deliveries, attempts them concurrently and records each
+    outcome; returns how many were attempted."""
+    async with pool.acquire() as connection:
+        claimed = await repository.claim_due(
+            connection, limit=batch_size, lease_seconds=timeout_seconds + 30
+        )
+    results: Sequence[repository.AttemptResult] = []
+    if claimed:
+        results = await asyncio.gather(*(attempt(client, due, policy, metrics) for due in claimed))
+    async with pool.acquire() as connection:
+        if results:
+            await repository.record_attempts(connection, results)
+        metrics.pending.set(await repository.pending_count(connection))
+    return len(claimed)
+
+
+def delivery_jobs(
+    pool: asyncpg.Pool, registry: CollectorRegistry, settings: Settings
+) -> list[Job]:
+    """The delivery job of one replica (its HTTP client closed when it stops). Its first run
+    also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL."""
+    policy = RetryPolicy(
+        max_attempts=settings.webhooks_max_attempts,
+        base_seconds=settings.webhooks_retry_base_seconds,
+        max_seconds=settings.webhooks_retry_max_seconds,
+    )
+    metrics = WebhookMetrics(registry)
+    client = httpx.AsyncClient(timeout=settings.webhooks_timeout_seconds, follow_redirects=False)
+    configured: list[bool] = []
+
+    async def deliver() -> int:
+        if not configured:
+            await configure_alert_webhook(pool, settings)
+            configured.append(True)
+        return await deliver_due(
+            pool, client, policy, metrics,
+            batch_size=settings.webhooks_delivery_batch_size,
+            timeout_seconds=settings.webhooks_timeout_seconds,
+        )
+
+    return [Job(
+        "webhook-delivery", deliver,
+        interval=settings.webhooks_delivery_interval_seconds,
+        retry_max_seconds=settings.consumer_retry_max_seconds,
+        close=client.aclose,
+    )]

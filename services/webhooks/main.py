@@ -1,0 +1,27 @@
+"""Wires the webhooks consumer service and its delivery job. No logic here."""
+
+from fastapi import FastAPI
+
+from feedbackloop.consumer_app import build_consumer_app, consumer_config
+from feedbackloop.serving import serve
+from services.webhooks.delivery import delivery_jobs
+from services.webhooks.handlers import SPEC
+from services.webhooks.settings import Settings, port
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.require_runtime()
+    return build_consumer_app(
+        SPEC, consumer_config(settings),
+        jobs=lambda pool, registry: delivery_jobs(pool, registry, settings),
+    )
+
+
+def main() -> None:
+    settings = Settings()
+    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+
+
+if __name__ == "__main__":
+    main()
