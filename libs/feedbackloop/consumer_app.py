@@ -25,7 +25,7 @@ from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.consumer import BatchPipeline, ConsumerSpec, DeadLetter
-from feedbackloop.contract import TopicNames
+from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.jobs import Job, JobRunner
 from feedbackloop.kafka import KafkaConnection
 from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, JobMetrics, render
@@ -181,8 +181,12 @@ def build_consumer_app(
     *,
     background: Background | None = None,
     jobs: Jobs | None = None,
+    publishes: Sequence[tuple[Topic, Any, str]] = (),
 ) -> FastAPI:
     """The ASGI app of one consumer service. Nothing connects until the app starts.
+
+    `publishes` names the output topics the service writes (topic, contract model, what it is),
+    so its `/asyncapi.json` shows them with their real schema beside the topics it consumes.
 
     `background`, when given, is called once the pool and the broker are up, and its coroutine
     runs for the life of the app: it is cancelled on shutdown before the broker and the pool
@@ -205,6 +209,11 @@ def build_consumer_app(
     state: dict[str, Any] = {}
     topics = [config.topic_names.physical(topic) for topic in spec.topics]
     lag = ConsumerLag(metrics, topics, interval=config.lag_interval_seconds)
+
+    for topic, model, description in publishes:
+        # Documentation: the publishing itself goes through the service's outbox relay.
+        broker.publisher(config.topic_names.physical(topic), title=f"{spec.name}: {topic.value}",
+                         description=description, schema=model)
 
     subscriber = broker.subscriber(
         *topics,

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
 from feedbackloop.consumer_app import build_consumer_app, consumer_config
+from feedbackloop.contract import Topic, TrainingExampleMessage
 from feedbackloop.serving import serve
 from services.trainer.handlers import SPEC
 from services.trainer.settings import Settings, port
@@ -19,7 +20,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def training_tasks(pool: asyncpg.Pool, broker: KafkaBroker) -> None:
         await run_training_tasks(pool, settings)
 
-    return build_consumer_app(SPEC, consumer_config(settings), background=training_tasks)
+    return build_consumer_app(
+        SPEC, consumer_config(settings), background=training_tasks,
+        publishes=[(Topic.TRAINING_EXAMPLES, TrainingExampleMessage,
+                    "Training examples, their revisions and their retractions "
+                    "(feedbackloop.contract.training_examples), keyed <tenant>:<conversation>.")],
+    )
 
 
 def main() -> None:

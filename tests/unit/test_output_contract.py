@@ -76,3 +76,19 @@ def test_alert_change_model_matches_its_sample() -> None:
     doc = load_output_samples()["alert.state_changed"][1]
     change = AlertStateChanged.model_validate(doc)
     assert (change.previous, change.state, change.value) == ("firing", "ok", None)
+
+
+def test_the_trainer_documents_the_training_examples_topic_with_its_schema() -> None:
+    import asyncio
+
+    from feedbackloop.settings import Settings
+    from services.trainer.main import create_app
+
+    app = create_app(Settings(database_url="postgresql://u@127.0.0.1:9/d", user_id_hmac_secret="s" * 40,
+                              kafka_bootstrap_servers="127.0.0.1:9"))
+    route = next(r for r in app.routes if getattr(r, "path", "") == "/asyncapi.json")
+    document = orjson.loads(asyncio.run(route.endpoint()).body)  # type: ignore[attr-defined]
+    assert any(name.endswith("training-examples") for name in document["channels"])
+    schemas = document["components"]["schemas"]
+    assert {"TrainingExample", "TrainingExampleRetracted"} <= set(schemas)
+    assert {"example_id", "revision", "kind", "split"} <= set(schemas["TrainingExample"]["properties"])
