@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from services.learner.handlers import SPEC as LEARNER
@@ -253,7 +254,7 @@ WRITES = {
         "/v1/responses", "/v1/feedback", "/v1/feedback/retractions", "/v1/feedback/tokens",
         "/v1/recommendations/sessions", "/v1/recommendations/interactions", "/v1/recommendations/choices",
         "/v1/users/{user_id}/consent", "/v1/users/{user_id}/erasure", "/v1/events",
-        "/v1/reviews",
+        "/v1/reviews", "/v1/traces",
     )
 } | {
     ("query", "POST", "/v1/webhooks/endpoints"),
@@ -388,6 +389,19 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
         for path, body in writes.items():
             await _ok(ingest.post(path, json=body))
             written.add(("ingest", "POST", path.replace(USER, "{user_id}")))
+        # A GenAI span sent with W's key, naming B's response id: a response of W's alone.
+        span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+                "name": "chat", "endTimeUnixNano": "1700000000000000000", "attributes": [
+                    {"key": "gen_ai.request.model", "value": {"stringValue": "w-model"}},
+                    {"key": "gen_ai.input.messages", "value": {"stringValue": orjson.dumps(
+                        [{"role": "user", "content": "w"}]).decode()}},
+                    {"key": "gen_ai.output.messages", "value": {"stringValue": orjson.dumps(
+                        [{"role": "assistant", "content": "w"}]).decode()}},
+                    {"key": "feedbackloop.action_type", "value": {"stringValue": "w"}}]}
+        traced = await ingest.post("/v1/traces", json={"resourceSpans": [
+            {"scopeSpans": [{"spans": [span]}]}]})
+        assert traced.status_code == 200 and traced.json() == {}, traced.text
+        written.add(("ingest", "POST", "/v1/traces"))
         # A feedback token W mints for B's response id grants W's tenant only.
         minted = await _ok(ingest.post("/v1/feedback/tokens", json={"response_id": response_id}),
                            status=201)
