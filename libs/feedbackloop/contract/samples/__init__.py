@@ -1,4 +1,5 @@
-"""Sample events per schema version: every processor is tested against every one of them."""
+"""Sample events per schema version, and sample messages of the output topics that consumers
+read (`outputs/`): every processor is tested against every one of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ import orjson
 def load_samples(version: int = 1) -> dict[str, list[dict[str, Any]]]:
     """Sample event documents by event type, for one schema version."""
     folder = resources.files(__package__) / f"v{version}"
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".json"):
+            samples[entry.name.removesuffix(".json")] = orjson.loads(entry.read_bytes())
+    return samples
+
+
+def load_output_samples(version: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """Sample output-topic messages (weights versions) by type, for a version."""
+    folder = resources.files(__package__) / "outputs" / f"v{version}"
     samples: dict[str, list[dict[str, Any]]] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".json"):
