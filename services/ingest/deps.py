@@ -32,6 +32,7 @@ class IngestState:
     max_batch_events: int
     max_batch_bytes: int = 1_048_576
     otlp_response_id_attribute: str = ""
+    customer_min_confidence: float = 0.5
 
     def count(self, event_type: str | None, outcome: str, amount: int = 1) -> None:
         """Count events of a request by outcome; the request is then not counted again."""

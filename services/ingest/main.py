@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_batch_events=settings.max_batch_events,
             max_batch_bytes=settings.max_batch_bytes,
             otlp_response_id_attribute=settings.otlp_response_id_attribute,
+            customer_min_confidence=settings.learner_customer_min_confidence,
         )
         app.state.pool = pool
         try:
