@@ -228,3 +228,5 @@ class Settings(BaseSettings):
     alert_learning_confidence_min: float = Field(default=0.5, ge=0, le=1)
     alert_learning_confidence_min_samples: int = Field(default=30, ge=1)
     alert_learning_confidence_for_seconds: int = Field(default=86_400, ge=0)
+    # How long `learning_preference_shift` fires after the learner detected a shift.
+    alert_learning_shift_window_seconds: int = Field(default=21_600, ge=1)
