@@ -24,7 +24,14 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import numpy as np
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from feedbackloop.contract.envelope import Identifier, Label
 from feedbackloop.contract.recommendations import Segment
@@ -117,10 +124,20 @@ class RankedOut(BaseModel):
 class WeightsUsed(BaseModel):
     source: Literal["learned", "customer", "default"]
     version: int | None
-    kind: Literal["full", "incremental"] | None = None
+    kind: Literal["full", "incremental"] | None = Field(
+        default=None, description="Of a learned version: a full refit or an incremental update "
+        "(absent with the defaults).")
     weights: dict[str, float]
     confidence: float | None
     sample_size: int | None
+
+    @model_serializer(mode="wrap")
+    def _without_kind_for_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # The defaults have no version, so no kind: the answer stays as it was for them.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("kind") is None:
+            data.pop("kind", None)
+        return data
 
 
 class RankResponse(BaseModel):
