@@ -63,6 +63,7 @@ class OnlineLearner:
     refit_every: int = 250
     shift_alpha: float = 1e-3
     shift_batches: int = 40
+    shift_min_history: int = 200
     detect_shifts: bool = True
     posterior: Posterior | None = None
     choices: list[ObservedChoice] = field(default_factory=list)
@@ -100,7 +101,7 @@ class OnlineLearner:
             self.posterior = updated
         self.since_refit += len(self.pending)
         self.pending = []
-        if self.detect_shifts:
+        if self.detect_shifts and len(self.choices) - self.window_start >= self.shift_min_history:
             kept = [(at, score) for at, score in self.scores if at >= self.window_start]
             test = detect_shift([score for _, score in kept], alpha=self.shift_alpha)
             if test.detected:

@@ -88,6 +88,9 @@ class RefitConfig:
     shift_alpha: float = 1e-3
     shift_batches: int = 40
     shift_min_choices: int = 20
+    # No shift is tested for until the posterior rests on this many choices: an early posterior
+    # moves a lot between batches, and its tests raised most of the false alarms simulated.
+    shift_min_history: int = 200
     customer_min_choices: int = 50
     customer_pooling_sd: float = 0.5
 
@@ -299,12 +302,13 @@ async def update_segment(
         starts = [str(r["drift"]["batch"]["from"]) for r in kept]
         test = detect_shift([*history, score], alpha=config.shift_alpha,
                             min_choices=config.shift_min_choices)
-        detected = test.detected
+        detected = test.detected and int(newest["sample_size"]) >= config.shift_min_history
         oldest = min(row["recorded_at"] for row in rows)
         starts.append(oldest.isoformat())
         drift = {"batch": score.to_json() | {"from": oldest.isoformat(),
                                              "through": through.isoformat()},
-                 "test": test.to_json() | {"change_at": starts[test.change_batch]}}
+                 "test": test.to_json() | {"change_at": starts[test.change_batch],
+                                           "detected": detected}}
         weights = summarize(updated, int(newest["sample_size"]) + data.size, config.fit)
     update_seconds = time.perf_counter() - began
     promotion = None
