@@ -82,12 +82,22 @@ class Settings(BaseSettings):
     # Learner: batched refits of the segment weights (see services/learner/learning.py).
     learner_refit_min_new_choices: int = Field(default=50, ge=1)
     learner_refit_interval_seconds: float = Field(default=300.0, gt=0)
-    learner_refit_poll_seconds: float = Field(default=5.0, gt=0)
+    learner_refit_poll_seconds: float = Field(default=1.0, gt=0)
     learner_refit_max_choices: int = Field(default=20_000, ge=10)
     learner_min_choices: int = Field(default=30, ge=1)
     learner_pooling_sd: float = Field(default=1.0, gt=0)
     learner_min_weight: float = Field(default=0.02, ge=0, lt=1)
     learner_max_weight: float = Field(default=0.8, gt=0, le=1)
+    # Between refits: incremental updates every poll, checked off-policy before they are
+    # served; shift detection; per-customer weights (services/learner/adaptive.py).
+    learner_incremental: bool = True
+    learner_offpolicy_sessions: int = Field(default=2_000, ge=10)
+    learner_offpolicy_min_sessions: int = Field(default=30, ge=1)
+    learner_offpolicy_margin: float = Field(default=0.0, ge=0, le=1)
+    learner_shift_alpha: float = Field(default=1e-3, gt=0, lt=1)
+    learner_customer_min_choices: int = Field(default=50, ge=1)
+    learner_customer_pooling_sd: float = Field(default=0.5, gt=0)
+    learner_customer_min_confidence: float = Field(default=0.5, ge=0, le=1)
 
     # Metrics: how late (received_at - occurred_at) an event may be reported and still land in
     # the minute it occurred; later ones are counted in the oldest minute the window allows.
@@ -255,3 +265,5 @@ class Settings(BaseSettings):
     alert_learning_confidence_min: float = Field(default=0.5, ge=0, le=1)
     alert_learning_confidence_min_samples: int = Field(default=30, ge=1)
     alert_learning_confidence_for_seconds: int = Field(default=86_400, ge=0)
+    # How long `learning_preference_shift` fires after the learner detected a shift.
+    alert_learning_shift_window_seconds: int = Field(default=21_600, ge=1)

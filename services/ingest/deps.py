@@ -36,6 +36,7 @@ class IngestState:
     otlp_response_id_attribute: str = ""
     token_default_ttl_seconds: int = 3_600
     token_max_ttl_seconds: int = 86_400
+    customer_min_confidence: float = 0.5
 
     def count(self, event_type: str | None, outcome: str, amount: int = 1) -> None:
         """Count events of a request by outcome; the request is then not counted again."""

@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tokens=tokens,
             token_default_ttl_seconds=settings.feedback_token_default_ttl_seconds,
             token_max_ttl_seconds=settings.feedback_token_max_ttl_seconds,
+            customer_min_confidence=settings.learner_customer_min_confidence,
         )
         app.state.pool = pool
         try:

@@ -3,20 +3,35 @@ log what was shown as `recommendation.session_started`, so the choice that follo
 learner and the next ranking uses what it learned.
 
 The ranking maths is `services.learner.ranking` (pure); the segment rules are
-`services.profiles.segments`; the weights are the learner's newest version for the segment
-(`learner.weights_versions`), or equal weights while the segment has none (a version exists
-only once the segment reached the learner's minimum number of choices).
+`services.profiles.segments`; the weights are the customer's own (`learner.customer_weights`,
+shrunk toward the segment) when the learner fitted them with at least
+`FEEDBACKLOOP_LEARNER_CUSTOMER_MIN_CONFIDENCE`, else the learner's newest promoted version
+for the segment (`learner.weights_versions`), or equal weights while the segment has none (a
+version exists only once the segment reached the learner's minimum number of choices).
+
+Exploration is off unless asked for: `{"policy": "shuffle", "rate": r, "top_k": k}` shuffles
+the top k with probability r; `{"policy": "thompson"}` orders by one draw from the weights'
+posterior. Either way each option's logged propensity is the probability of its placement.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from typing import Annotated, Literal
+import zlib
+from typing import Annotated, Any, Literal
 
 import asyncpg
+import numpy as np
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from feedbackloop.contract.envelope import Identifier, Label
 from feedbackloop.contract.recommendations import Segment
@@ -28,7 +43,13 @@ from services.ingest.deps import Caller, State, requires, tenancy_of
 from services.ingest.handlers import publish_events
 from services.ingest.processing import RequestProblem, prepare
 from services.learner import repository as learner
-from services.learner.ranking import Candidate, RankedCandidate, rank_candidates, weights_for
+from services.learner.ranking import (
+    Candidate,
+    RankedCandidate,
+    rank_candidates,
+    thompson_rank,
+    weights_for,
+)
 from services.profiles import repository as profiles
 from services.profiles.segments import (
     Decision,
@@ -62,7 +83,12 @@ class Customer(_Strict):
 
 
 class Exploration(_Strict):
-    rate: float = Field(ge=0.0, le=0.5, description="Chance of shuffling the top k.")
+    policy: Literal["shuffle", "thompson"] = Field(
+        default="shuffle",
+        description="`shuffle`: shuffle the top k with chance `rate`; `thompson`: order by "
+        "one draw from the learned weights' posterior (the defaults' order until learned).",
+    )
+    rate: float = Field(default=0.0, ge=0.0, le=0.5, description="Chance of shuffling the top k.")
     top_k: int = Field(default=3, ge=2, le=10)
 
 
@@ -96,11 +122,22 @@ class RankedOut(BaseModel):
 
 
 class WeightsUsed(BaseModel):
-    source: Literal["learned", "default"]
+    source: Literal["learned", "customer", "default"]
     version: int | None
+    kind: Literal["full", "incremental"] | None = Field(
+        default=None, description="Of a learned version: a full refit or an incremental update "
+        "(absent with the defaults).")
     weights: dict[str, float]
     confidence: float | None
     sample_size: int | None
+
+    @model_serializer(mode="wrap")
+    def _without_kind_for_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # The defaults have no version, so no kind: the answer stays as it was for them.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("kind") is None:
+            data.pop("kind", None)
+        return data
 
 
 class RankResponse(BaseModel):
@@ -122,6 +159,31 @@ def _exploration_rng(tenant_id: str, body: RankRequest) -> random.Random:
     return random.Random()
 
 
+def _thompson_rng(tenant_id: str, body: RankRequest) -> np.random.Generator:
+    """Seeded like `_exploration_rng`, so a retry draws the same order."""
+    if body.session_id and body.event_id:
+        return np.random.default_rng(
+            zlib.crc32(f"{tenant_id}:{body.session_id}:{body.event_id}".encode()))
+    return np.random.default_rng()
+
+
+def _order(body: RankRequest, tenant_id: str, candidates: list[Candidate],
+           weights: dict[str, float], stored: Any) -> list[RankedCandidate]:
+    exploration = body.exploration
+    if (exploration is not None and exploration.policy == "thompson" and stored is not None
+            and stored["coefficients"] and stored["covariance"]):
+        return thompson_rank(candidates, weights, stored["coefficients"], stored["covariance"],
+                             rng=_thompson_rng(tenant_id, body))
+    shuffling = exploration is not None and exploration.policy == "shuffle"
+    return rank_candidates(
+        candidates,
+        weights,
+        exploration_rate=exploration.rate if exploration and shuffling else 0.0,
+        explore_top_k=exploration.top_k if exploration else 3,
+        rng=_exploration_rng(tenant_id, body),
+    )
+
+
 @router.post("/recommendations/rank", dependencies=[requires(Scope.INGEST)])
 async def rank(body: RankRequest, request: Request, state: State, caller: Caller) -> RankResponse:
     """Rank the candidates for the customer and log the session. The answer comes only after
@@ -130,16 +192,15 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
     pool = request.app.state.pool
     segment, source, reasons = await _segment(pool, caller.tenant_id, body.customer, state)
     stored = await learner.current_weights(pool, tenant_id=caller.tenant_id, segment=segment)
+    own = await _customer_weights(pool, caller.tenant_id, body.customer, segment, state)
     candidates = [Candidate(c.item_id, c.scores, c.category) for c in body.candidates]
-    weights = weights_for(stored["weights"] if stored else None, candidates)
-    ranked = rank_candidates(
-        candidates,
-        weights,
-        exploration_rate=body.exploration.rate if body.exploration else 0.0,
-        explore_top_k=body.exploration.top_k if body.exploration else 3,
-        rng=_exploration_rng(caller.tenant_id, body),
-    )
-    version = f"segment-weights/{segment}/v{stored['version']}" if stored else "defaults"
+    chosen_weights = own if own is not None else stored
+    weights = weights_for(chosen_weights["weights"] if chosen_weights else None, candidates)
+    ranked = _order(body, caller.tenant_id, candidates, weights, chosen_weights)
+    if own is not None:
+        version = f"customer-weights/{segment}/v{own['segment_version']}"
+    else:
+        version = f"segment-weights/{segment}/v{stored['version']}" if stored else "defaults"
     session_id = body.session_id or uuid.uuid4().hex
     event_id = await _log_session(state, caller, body, session_id, segment, version, ranked)
     return RankResponse(
@@ -148,16 +209,36 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
         segment=segment,
         segment_source=source,
         segment_reasons=reasons,
-        weights=WeightsUsed(
-            source="learned" if stored else "default",
-            version=stored["version"] if stored else None,
-            weights=weights,
-            confidence=stored["confidence"] if stored else None,
-            sample_size=stored["sample_size"] if stored else None,
-        ),
+        weights=_weights_used(weights, stored, own),
         algorithm_version=version,
         ranked=[RankedOut(**r.__dict__) for r in ranked],
     )
+
+
+def _weights_used(weights: dict[str, float], stored: Any, own: Any) -> WeightsUsed:
+    if own is not None:
+        return WeightsUsed(source="customer", version=own["segment_version"], kind="full",
+                           weights=weights, confidence=own["confidence"],
+                           sample_size=own["sample_size"])
+    if stored is None:
+        return WeightsUsed(source="default", version=None, weights=weights, confidence=None,
+                           sample_size=None)
+    return WeightsUsed(source="learned", version=stored["version"], kind=stored["kind"],
+                       weights=weights, confidence=stored["confidence"],
+                       sample_size=stored["sample_size"])
+
+
+async def _customer_weights(
+    pool: asyncpg.Pool, tenant_id: str, customer: Customer, segment: str, state: State
+) -> asyncpg.Record | None:
+    """The customer's own weights when fitted for this segment with enough confidence."""
+    if customer.id is None:
+        return None
+    user_hash = hash_user_id(state.hmac_secret, tenant_id, customer.id)
+    own = await learner.customer_weights(pool, tenant_id=tenant_id, user_id=user_hash)
+    if own is None or own["segment"] != segment:
+        return None
+    return own if own["confidence"] >= state.customer_min_confidence else None
 
 
 async def _segment(

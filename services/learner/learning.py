@@ -133,6 +133,26 @@ class Posterior:
         k = len(self.factors)
         return self.covariance[:k, :k]
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "factors": list(self.factors),
+            "rank_terms": self.rank_terms,
+            "mean": self.mean.tolist(),
+            "covariance": self.covariance.tolist(),
+            "max_rank": self.max_rank,
+        }
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Posterior:
+        return cls(
+            tuple(stored["factors"]),
+            int(stored["rank_terms"]),
+            np.array(stored["mean"], dtype=float),
+            np.array(stored["covariance"], dtype=float),
+            True,
+            int(stored["max_rank"]),
+        )
+
 
 @dataclass(frozen=True)
 class SegmentWeights:
@@ -148,6 +168,7 @@ class SegmentWeights:
     coefficients: dict[str, float]
     covariance: list[list[float]]
     converged: bool
+    posterior: Posterior | None = None
 
 
 def factors_of(choices: Iterable[ObservedChoice]) -> tuple[str, ...]:
@@ -320,6 +341,7 @@ def summarize(posterior: Posterior, sample_size: int, options: FitOptions) -> Se
         coefficients={name: float(v) for name, v in zip(names, posterior.beta, strict=True)},
         covariance=posterior.beta_covariance.tolist(),
         converged=posterior.converged,
+        posterior=posterior,
     )
 
 
@@ -373,6 +395,28 @@ def fit_segments(
         )
         segments[segment] = summarize(posterior, packed.size, options)
     return SegmentedFit(summarize(overall, data.size, options), segments)
+
+
+def fit_customer(
+    choices: Sequence[ObservedChoice], segment: Posterior, options: FitOptions, *,
+    pooling_sd: float,
+) -> SegmentWeights | None:
+    """One customer's weights, shrunk toward their segment: the segment's posterior mean is
+    the prior mean, and the prior's spread is `pooling_sd` plus the segment's own uncertainty
+    (the hierarchy global -> segment -> customer). The rank effects are the segment's, held
+    close (their prior keeps the segment's covariance): one customer says little about
+    position."""
+    data = pack_choices(choices, segment.factors,
+                        max_rank_terms=segment.rank_terms + 1)
+    if data.size == 0:
+        return None
+    k = len(segment.factors)
+    spread = np.sqrt(np.clip(np.diag(segment.covariance), 0.0, None))
+    prior_sd = np.concatenate([np.sqrt(pooling_sd**2 + spread[:k] ** 2),
+                               np.maximum(spread[k:], 1e-3)])
+    posterior = fit_posterior(data, prior_mean=segment.mean, prior_sd=prior_sd,
+                              start=segment.mean)
+    return summarize(posterior, data.size, options)
 
 
 def _start(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from feedbackloop.contract import Choice, ErasureRequested, Event, SessionStarted
+from feedbackloop.contract.weights import WEIGHTS_SCHEMA_VERSION
 from services.learner.learning import ObservedChoice
 
 
@@ -134,10 +135,17 @@ def group_choices(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[ObservedC
 
 
 def weights_message(version: Mapping[str, Any]) -> dict[str, Any]:
-    """What the weights topic carries for one stored version (keyed by tenant and segment)."""
+    """What the weights topic carries for one stored version (keyed by tenant and segment):
+    a `SegmentWeightsVersion` of the contract, schema version 2."""
+    promotion = version.get("promotion")
     return {
         "type": "segment_weights.version",
-        "schema_version": 1,
+        "schema_version": WEIGHTS_SCHEMA_VERSION,
+        "kind": version.get("kind") or "full",
+        "promotion": (
+            {key: promotion[key] for key in ("promoted", "reason", "sessions") if key in promotion}
+            if promotion else None
+        ),
         "tenant_id": version["tenant_id"],
         "segment": version["segment"],
         "version": version["version"],

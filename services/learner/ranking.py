@@ -10,6 +10,9 @@ for a candidate whose deterministic rank is `r <= k`, being shown at `r` has pro
 `(1 - rate) + rate / k` and any other rank within the top k `rate / k`; ranks below k are
 never shuffled (propensity 1). The learner uses these propensities so that position effects
 stay learnable from the randomised placements.
+
+Thompson sampling (`thompson_rank`) is the other exploration: the order of one posterior draw,
+with the propensities of the placements estimated from further draws.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from services.learner.learning import default_weights
 
@@ -97,4 +102,54 @@ def rank_candidates(
                 category=candidate.category,
             )
         )
+    return ranked
+
+
+THOMPSON_DRAWS = 256
+
+
+def thompson_rank(
+    candidates: Sequence[Candidate],
+    weights: Mapping[str, float],
+    coefficients: Mapping[str, float],
+    covariance: Sequence[Sequence[float]],
+    *,
+    rng: np.random.Generator,
+    draws: int = THOMPSON_DRAWS,
+) -> list[RankedCandidate]:
+    """Thompson sampling: candidates ordered by one draw of the coefficients from the
+    segment's posterior `N(coefficients, covariance)` (clipped at 0 like the fit), so the
+    order explores exactly as much as the posterior is unsure. The propensity of each shown
+    placement is the share of `draws` further draws (and the one used) that put the candidate
+    at that rank. Contributions and totals are those of the served `weights`, the
+    explanation a customer sees; only the order follows the draw."""
+    factors = list(coefficients)
+    mean = np.array([coefficients[name] for name in factors], dtype=float)
+    scores = np.array(
+        [[float(c.scores.get(name, 0.0)) for name in factors] for c in candidates], dtype=float
+    )
+    sampled = np.maximum(
+        rng.multivariate_normal(mean, np.array(covariance, dtype=float), size=draws + 1,
+                                method="eigh"), 0.0)
+    utility = sampled @ scores.T  # (draws + 1, candidates)
+    ids = np.array([c.item_id for c in candidates])
+    # Ties broken by item id, as in the deterministic order.
+    tie = np.argsort(np.argsort(ids)) * 1e-12
+    orders = np.argsort(-(utility - tie), axis=1, kind="stable")
+    ranks = np.empty_like(orders)
+    rows = np.arange(orders.shape[0])[:, None]
+    ranks[rows, orders] = np.arange(orders.shape[1])[None, :]
+    shown = orders[0]
+    ranked = []
+    for position, index in enumerate(shown):
+        candidate = candidates[int(index)]
+        parts = contributions(candidate, weights)
+        ranked.append(RankedCandidate(
+            item_id=candidate.item_id,
+            rank=position + 1,
+            total=sum(parts.values()),
+            contributions=parts,
+            propensity=float((ranks[:, index] == position).mean()),
+            category=candidate.category,
+        ))
     return ranked

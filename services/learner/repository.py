@@ -3,9 +3,9 @@ the ranking and query services make of them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 
@@ -78,6 +78,10 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Learne
             await connection.executemany(
                 "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
             )
+            await connection.executemany(
+                "DELETE FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2",
+                users,
+            )
 
 
 # Refits and weights versions.
@@ -106,18 +110,43 @@ async def pending_choices(connection: Connection) -> list[PendingChoices]:
 async def recent_choices(
     connection: Connection, *, tenant_id: str, limit: int
 ) -> list[asyncpg.Record]:
-    """The tenant's newest `limit` choices of an option, with the options shown and the
-    segment the session was ranked for (`balanced` when it named none)."""
+    """The tenant's newest `limit` choices of an option, with the options shown, the customer
+    and the segment the session was ranked for (`balanced` when it named none). A segment
+    whose preferences shifted forgets the choices before its window."""
     return await connection.fetch(
         f"""
-        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at
+        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.user_id
         FROM learner.choices c
         JOIN learner.sessions s USING (tenant_id, session_id)
+        LEFT JOIN learner.refit_state r
+            ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
         WHERE c.tenant_id = $1 AND c.chosen_item_id IS NOT NULL
+          AND (r.window_start IS NULL OR c.recorded_at >= r.window_start)
         ORDER BY c.recorded_at DESC
         LIMIT $2
         """,
         tenant_id,
+        limit,
+    )
+
+
+async def recent_choices_of_segment(
+    connection: Connection, *, tenant_id: str, segment: str, limit: int
+) -> list[asyncpg.Record]:
+    """The segment's newest `limit` choices of an option in its window, newest first."""
+    return await connection.fetch(
+        f"""
+        SELECT s.options, c.chosen_item_id
+        FROM learner.choices c
+        JOIN learner.sessions s USING (tenant_id, session_id)
+        LEFT JOIN learner.refit_state r ON r.tenant_id = c.tenant_id AND r.segment = $2
+        WHERE c.tenant_id = $1 AND {_SEGMENT} = $2 AND c.chosen_item_id IS NOT NULL
+          AND (r.window_start IS NULL OR c.recorded_at >= r.window_start)
+        ORDER BY c.recorded_at DESC
+        LIMIT $3
+        """,
+        tenant_id,
+        segment,
         limit,
     )
 
@@ -169,14 +198,19 @@ async def insert_weights_version(
     segment: str,
     fit: SegmentWeights,
     fit_seconds: float,
+    kind: str = "full",
+    promotion: Mapping[str, Any] | None = None,
+    drift: Mapping[str, Any] | None = None,
 ) -> int:
-    """Store an accepted refit as the segment's next version; returns the version number."""
+    """Store an accepted fit as the segment's next version; returns the version number. It is
+    served once promoted (`promotion["promoted"]`, true when no check was made)."""
     version: int = await connection.fetchval(
         """
         INSERT INTO learner.weights_versions (tenant_id, segment, version, factors, weights,
             intervals, confidence, sample_size, rank_effects, coefficients, covariance,
-            fit_seconds)
-        SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11
+            fit_seconds, kind, posterior, promoted, promotion, drift)
+        SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+               $12, $13, $14, $15, $16
         FROM learner.weights_versions WHERE tenant_id = $1 AND segment = $2
         RETURNING version
         """,
@@ -191,8 +225,180 @@ async def insert_weights_version(
         fit.coefficients,
         fit.covariance,
         fit_seconds,
+        kind,
+        fit.posterior.to_json() if fit.posterior is not None else None,
+        bool((promotion or {}).get("promoted", True)),
+        dict(promotion) if promotion is not None else None,
+        dict(drift) if drift is not None else None,
     )
     return version
+
+
+async def newest_version(
+    connection: Connection, *, tenant_id: str, segment: str
+) -> asyncpg.Record | None:
+    """The segment's newest version, promoted or not: where the next incremental step starts."""
+    return await connection.fetchrow(
+        """
+        SELECT version, kind, posterior, sample_size, promoted FROM learner.weights_versions
+        WHERE tenant_id = $1 AND segment = $2 ORDER BY version DESC LIMIT 1
+        """,
+        tenant_id,
+        segment,
+    )
+
+
+async def promoted_posterior(
+    connection: Connection, *, tenant_id: str, segment: str
+) -> asyncpg.Record | None:
+    """The posterior of the version served now (the newest promoted one)."""
+    return await connection.fetchrow(
+        """
+        SELECT version, posterior FROM learner.weights_versions
+        WHERE tenant_id = $1 AND segment = $2 AND promoted ORDER BY version DESC LIMIT 1
+        """,
+        tenant_id,
+        segment,
+    )
+
+
+async def incremental_pending(connection: Connection) -> list[asyncpg.Record]:
+    """Per tenant and segment that has a version with a posterior: how far increments and
+    refits have absorbed its choices (`through`), and whether any choice came after."""
+    return await connection.fetch(
+        f"""
+        SELECT r.tenant_id, r.segment,
+               GREATEST(r.fitted_through, r.updated_through) AS through
+        FROM learner.refit_state r
+        WHERE EXISTS (
+            SELECT 1 FROM learner.weights_versions v
+            WHERE v.tenant_id = r.tenant_id AND v.segment = r.segment
+              AND v.posterior IS NOT NULL)
+          AND EXISTS (
+            SELECT 1 FROM learner.choices c JOIN learner.sessions s USING (tenant_id, session_id)
+            WHERE c.tenant_id = r.tenant_id AND {_SEGMENT} = r.segment
+              AND c.chosen_item_id IS NOT NULL
+              AND c.recorded_at > GREATEST(r.fitted_through, r.updated_through))
+        ORDER BY 1, 2
+        """
+    )
+
+
+async def choices_after(
+    connection: Connection, *, tenant_id: str, segment: str, after: datetime,
+    through: datetime, limit: int,
+) -> list[asyncpg.Record]:
+    """The segment's choices recorded in `(after, through]`, oldest first."""
+    return await connection.fetch(
+        f"""
+        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.user_id
+        FROM learner.choices c
+        JOIN learner.sessions s USING (tenant_id, session_id)
+        WHERE c.tenant_id = $1 AND {_SEGMENT} = $2 AND c.chosen_item_id IS NOT NULL
+          AND c.recorded_at > $3 AND c.recorded_at <= $4
+        ORDER BY c.recorded_at
+        LIMIT $5
+        """,
+        tenant_id,
+        segment,
+        after,
+        through,
+        limit,
+    )
+
+
+async def recent_batch_scores(
+    connection: Connection, *, tenant_id: str, segment: str, limit: int
+) -> list[asyncpg.Record]:
+    """The batch scores the newest incremental versions kept (`drift`), oldest first, from
+    the segment's window on."""
+    return await connection.fetch(
+        """
+        SELECT v.version, v.drift FROM (
+            SELECT version, drift FROM learner.weights_versions v
+            LEFT JOIN learner.refit_state r USING (tenant_id, segment)
+            WHERE v.tenant_id = $1 AND v.segment = $2 AND v.drift ? 'batch'
+              AND (r.window_start IS NULL
+                   OR (v.drift->'batch'->>'from')::timestamptz >= r.window_start)
+            ORDER BY version DESC LIMIT $3
+        ) v ORDER BY v.version
+        """,
+        tenant_id,
+        segment,
+        limit,
+    )
+
+
+async def mark_updated(
+    connection: Connection, *, tenant_id: str, segment: str, updated_through: datetime
+) -> None:
+    await connection.execute(
+        """
+        UPDATE learner.refit_state SET updated_through = GREATEST(updated_through, $3)
+        WHERE tenant_id = $1 AND segment = $2
+        """,
+        tenant_id,
+        segment,
+        updated_through,
+    )
+
+
+async def forget_before(
+    connection: Connection, *, tenant_id: str, segment: str, window_start: datetime
+) -> None:
+    """The segment's preferences shifted at `window_start`: its fits forget earlier choices,
+    and its next full refit is due now."""
+    await connection.execute(
+        """
+        UPDATE learner.refit_state
+        SET window_start = $3, fitted_through = LEAST(fitted_through, $3 - interval '1 microsecond')
+        WHERE tenant_id = $1 AND segment = $2
+        """,
+        tenant_id,
+        segment,
+        window_start,
+    )
+
+
+async def replace_customer_weights(
+    connection: Connection, *, tenant_id: str, segment: str, segment_version: int,
+    customers: Mapping[str, SegmentWeights],
+) -> None:
+    """The segment's per-customer weights, as fitted with its version `segment_version`."""
+    await connection.executemany(
+        """
+        INSERT INTO learner.customer_weights (tenant_id, user_id, segment, weights, intervals,
+            confidence, sample_size, coefficients, covariance, segment_version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+            segment = EXCLUDED.segment, weights = EXCLUDED.weights,
+            intervals = EXCLUDED.intervals, confidence = EXCLUDED.confidence,
+            sample_size = EXCLUDED.sample_size, coefficients = EXCLUDED.coefficients,
+            covariance = EXCLUDED.covariance, segment_version = EXCLUDED.segment_version,
+            fitted_at = now()
+        """,
+        [
+            (tenant_id, user_id, segment, fit.weights,
+             {name: list(bounds) for name, bounds in fit.intervals.items()}, fit.confidence,
+             fit.sample_size, fit.coefficients, fit.covariance, segment_version)
+            for user_id, fit in sorted(customers.items())
+        ],
+    )
+
+
+async def customer_weights(
+    connection: Connection, *, tenant_id: str, user_id: str
+) -> asyncpg.Record | None:
+    """A customer's own weights (user id as stored: the tenant-keyed HMAC), if fitted."""
+    return await connection.fetchrow(
+        """
+        SELECT user_id, segment, weights, intervals, confidence, sample_size, coefficients,
+               covariance, segment_version, fitted_at
+        FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2
+        """,
+        tenant_id,
+        user_id,
+    )
 
 
 async def mark_fitted(
@@ -216,8 +422,8 @@ async def unpublished_versions(connection: Connection, *, limit: int) -> list[as
     return await connection.fetch(
         """
         SELECT tenant_id, segment, version, weights, intervals, confidence, sample_size,
-               rank_effects, fitted_at
-        FROM learner.weights_versions WHERE published_at IS NULL
+               rank_effects, fitted_at, kind, promotion, drift
+        FROM learner.weights_versions WHERE published_at IS NULL AND promoted
         ORDER BY fitted_at, tenant_id, segment, version
         LIMIT $1
         """,
@@ -243,12 +449,13 @@ async def mark_published(
 async def current_weights(
     connection: Connection, *, tenant_id: str, segment: str
 ) -> asyncpg.Record | None:
-    """The segment's newest version, or None while it has none (defaults apply)."""
+    """The segment's newest promoted version, or None while it has none (defaults apply)."""
     return await connection.fetchrow(
         """
-        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at
+        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at, kind,
+               coefficients, covariance
         FROM learner.weights_versions
-        WHERE tenant_id = $1 AND segment = $2
+        WHERE tenant_id = $1 AND segment = $2 AND promoted
         ORDER BY version DESC LIMIT 1
         """,
         tenant_id,
@@ -263,7 +470,8 @@ async def weights_versions(
     return await connection.fetch(
         """
         SELECT segment, version, factors, weights, intervals, confidence, sample_size,
-               rank_effects, fit_seconds, fitted_at, published_at IS NOT NULL AS published
+               rank_effects, fit_seconds, fitted_at, published_at IS NOT NULL AS published,
+               kind, promoted, promotion, drift
         FROM (
             SELECT *, row_number() OVER (PARTITION BY segment ORDER BY version DESC) AS age
             FROM learner.weights_versions WHERE tenant_id = $1

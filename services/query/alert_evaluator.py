@@ -61,6 +61,7 @@ def alert_config(settings: Settings) -> AlertConfig:
         confidence_min=settings.alert_learning_confidence_min,
         confidence_min_samples=settings.alert_learning_confidence_min_samples,
         confidence_hold=timedelta(seconds=settings.alert_learning_confidence_for_seconds),
+        shift_window=timedelta(seconds=settings.alert_learning_shift_window_seconds),
     )
 
 
@@ -136,7 +137,8 @@ async def evaluate_alerts(
         },
         confidence={
             (row["tenant_id"], row["segment"]): SegmentConfidence(
-                float(row["confidence"]), int(row["sample_size"])
+                float(row["confidence"]), int(row["sample_size"]), row["last_shift_at"],
+                row["shift_statistic"], row["shift_threshold"],
             )
             for row in confidence
         },

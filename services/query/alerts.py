@@ -18,6 +18,11 @@ Rules (subject: an action type, or '' for a rule over the whole tenant):
   learned weights below `confidence_min`, on a fit of at least `confidence_min_samples` choices.
   It holds for `confidence_hold` (a day by default), not `hold`: a segment's first fits are
   uncertain by nature; one that stays uncertain for a day is learning nothing from its choices.
+- learning_preference_shift (subject: a segment): the learner detected a shift in the
+  segment's preferences (its sequential test of recent choices against the fitted model, see
+  services/learner/adaptive.py) less than `shift_window` ago. It fires at once (no hold) and
+  resolves `shift_window` after the last detection; the value is the test's statistic, the
+  threshold the test's own. The learner has already moved the segment's window and refitted.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ RULES = (
     "chosen_rank_above",
     "satisfaction_below",
     "learning_confidence_below",
+    "learning_preference_shift",
 )
 BASELINE_SPAN = timedelta(hours=24)
 
@@ -62,11 +68,13 @@ class AlertConfig:
     confidence_min: float = 0.5
     confidence_min_samples: int = 30
     confidence_hold: timedelta = timedelta(hours=24)
+    shift_window: timedelta = timedelta(hours=6)
 
     @property
     def holds(self) -> dict[str, timedelta]:
         """Rules whose breach must hold for longer (or shorter) than `hold` before firing."""
-        return {"learning_confidence_below": self.confidence_hold}
+        return {"learning_confidence_below": self.confidence_hold,
+                "learning_preference_shift": timedelta(0)}
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,9 @@ class SegmentConfidence:
 
     confidence: float
     sample_size: int
+    last_shift_at: datetime | None = None  # the newest version whose shift test fired
+    shift_statistic: float | None = None
+    shift_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,12 @@ def observe(inputs: WindowInputs, config: AlertConfig, now: datetime) -> list[Ob
             newest.sample_size >= config.confidence_min_samples
             and newest.confidence < config.confidence_min,
         ))
+        if newest.last_shift_at is not None:
+            found.append(Observation(
+                "learning_preference_shift", tenant, segment, newest.shift_statistic,
+                newest.sample_size, newest.shift_threshold or 0.0,
+                now - newest.last_shift_at < config.shift_window,
+            ))
     return found
 
 

@@ -40,6 +40,7 @@ WINDOW = "feedbackloop_analytics_window_seconds"
 EVALUATED = "feedbackloop_analytics_evaluated_timestamp_seconds"
 CONFIDENCE = "feedbackloop_learning_confidence"
 CONFIDENCE_SAMPLES = "feedbackloop_learning_choices"
+SHIFT = "feedbackloop_learning_shift_timestamp_seconds"
 STATES = ("ok", "pending", "firing")
 BOUNDED_SEGMENTS = frozenset(SEGMENTS)
 
@@ -52,6 +53,7 @@ class _Snapshot:
     confidence: dict[str, SegmentConfidence] = field(default_factory=dict)
     window_seconds: float = 0.0
     evaluated_at: float | None = None
+    shifts: dict[str, float] = field(default_factory=dict)  # segment -> newest shift, any tenant
 
 
 class AnalyticsGauges(Collector):
@@ -102,7 +104,7 @@ class AnalyticsGauges(Collector):
         self._snapshot = _Snapshot(
             dict(votes), dict(segments), dict(counted),
             least_confident(confidence or {}, confidence_min_samples),
-            window_seconds, evaluated_at.timestamp(),
+            window_seconds, evaluated_at.timestamp(), newest_shifts(confidence or {}),
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -155,7 +157,13 @@ class AnalyticsGauges(Collector):
         for segment, newest in sorted(snap.confidence.items()):
             confidence.add_metric([segment], newest.confidence)
             choices.add_metric([segment], newest.sample_size)
-        yield from (confidence, choices)
+        shifts = GaugeMetricFamily(
+            SHIFT, "Unix time of the newest preference shift the learner detected in a "
+            "segment (any tenant).", labels=["segment"],
+        )
+        for segment, at in sorted(snap.shifts.items()):
+            shifts.add_metric([segment], at)
+        yield from (confidence, choices, shifts)
 
     @staticmethod
     def _recommendation_families(snap: _Snapshot) -> Iterator[GaugeMetricFamily]:
@@ -203,6 +211,15 @@ def least_confident(
         if held is None or _alert_order(newest, min_samples) < _alert_order(held, min_samples):
             chosen[segment] = newest
     return chosen
+
+
+def newest_shifts(confidence: Mapping[tuple[str, str], SegmentConfidence]) -> dict[str, float]:
+    """Per segment of the contract, the newest detected preference shift of any tenant."""
+    newest: dict[str, float] = {}
+    for (_, segment), weights in confidence.items():
+        if segment in BOUNDED_SEGMENTS and weights.last_shift_at is not None:
+            newest[segment] = max(newest.get(segment, 0.0), weights.last_shift_at.timestamp())
+    return newest
 
 
 def _alert_order(weights: SegmentConfidence, min_samples: int) -> tuple[bool, float]:

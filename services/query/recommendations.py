@@ -5,7 +5,7 @@ tenant. The SQL is the learner repository's, the owner of the schema it reads.""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -28,11 +28,15 @@ class WeightsVersion(BaseModel):
     fit_seconds: float
     fitted_at: datetime
     published: bool
+    kind: Literal["full", "incremental"] = "full"
+    promoted: bool = True
+    promotion: dict[str, Any] | None = None
+    shift: dict[str, Any] | None = None
 
 
 class SegmentWeightsOut(BaseModel):
     segment: str
-    current: WeightsVersion
+    current: WeightsVersion | None
     history: list[WeightsVersion]
 
 
@@ -47,7 +51,14 @@ async def segment_weights(
     """Each segment's current learned weights (version, sample size, 95% intervals per weight,
     confidence 0-1) and its newest `history` versions, newest first. `global` is the fit over
     every choice that the segments are pooled toward. A segment absent here is served the
-    default (equal) weights."""
+    default (equal) weights.
+
+    `current` is the newest promoted version, the one the rank API serves. Each version says
+    its `kind` (`full`: a batched refit; `incremental`: a Newton step on the choices since the
+    previous version), whether it was `promoted` and why (`promotion`: the off-policy
+    estimates of its top-choice rate against the version then served, and the reason), and
+    for incremental versions the `shift` test of its batch (`detected`, `statistic`,
+    `threshold`, `change_at`)."""
     rows = await learner.weights_versions(state.pool, tenant_id=caller.tenant_id,
                                           history=history)
     by_segment: dict[str, list[WeightsVersion]] = {}
@@ -55,10 +66,16 @@ async def segment_weights(
         fields = dict(row)
         segment = fields.pop("segment")
         fields.pop("factors")
+        drift = fields.pop("drift") or {}
+        fields["shift"] = drift.get("test")
         by_segment.setdefault(segment, []).append(WeightsVersion(**fields))
     return SegmentWeightsReport(
         segments=[
-            SegmentWeightsOut(segment=segment, current=versions[0], history=versions)
+            SegmentWeightsOut(
+                segment=segment,
+                current=next((v for v in versions if v.promoted), None),
+                history=versions,
+            )
             for segment, versions in sorted(by_segment.items())
         ]
     )

@@ -346,15 +346,27 @@ async def newest_segment_confidence(
     connection: asyncpg.Connection | asyncpg.Pool, *, segments: list[str]
 ) -> list[asyncpg.Record]:
     """(tenant_id, segment, version, confidence, sample_size, fitted_at) of each segment's newest
-    learned weights, every tenant, for the `segments` named (the learner's pooled `global` fit is
-    no segment the ranking serves). A segment with no version yet has no row."""
+    promoted (served) learned weights, every tenant, for the `segments` named (the learner's
+    pooled `global` fit is no segment the ranking serves), with the time, statistic and
+    threshold of the segment's newest detected preference shift (`last_shift_at`, null when
+    none). A segment with no version yet has no row."""
     return await connection.fetch(
         """
-        SELECT DISTINCT ON (tenant_id, segment)
-               tenant_id, segment, version, confidence, sample_size, fitted_at
-        FROM learner.weights_versions
-        WHERE segment = ANY($1::text[])
-        ORDER BY tenant_id, segment, version DESC
+        SELECT DISTINCT ON (v.tenant_id, v.segment)
+               v.tenant_id, v.segment, v.version, v.confidence, v.sample_size, v.fitted_at,
+               s.fitted_at AS last_shift_at, s.statistic AS shift_statistic,
+               s.threshold AS shift_threshold
+        FROM learner.weights_versions v
+        LEFT JOIN LATERAL (
+            SELECT w.fitted_at, (w.drift->'test'->>'statistic')::double precision AS statistic,
+                   (w.drift->'test'->>'threshold')::double precision AS threshold
+            FROM learner.weights_versions w
+            WHERE w.tenant_id = v.tenant_id AND w.segment = v.segment
+              AND (w.drift->'test'->>'detected')::boolean
+            ORDER BY w.version DESC LIMIT 1
+        ) s ON true
+        WHERE v.segment = ANY($1::text[]) AND v.promoted
+        ORDER BY v.tenant_id, v.segment, v.version DESC
         """,
         segments,
     )

@@ -13,7 +13,9 @@ Starts PostgreSQL and the broker (embedded, in memory) and the services as proce
    highest rate held (see `tests/bench/endtoend.py`); peak RSS of every service under it;
 5. queries: p50/p95 of the analytics endpoints after 1 million and 10 million events, beside
    the minute scan they replaced (see `tests/bench/queries.py`);
-6. the learner's refit time against the number of choices (global fit plus three segments).
+6. the learner's refit time against the number of choices (global fit plus three segments);
+   its incremental update against the full refit it replaces; regret per exploration policy and
+   recovery after a preference shift in full-size simulations with known truth.
 Rounds alternate system and baseline (the machine is shared and noisy); medians and ratios are
 reported. The report is written as JSON and as a table under bench-results/<timestamp>/.
 """
@@ -52,7 +54,12 @@ from services.trainer.handlers import SPEC as TRAINER
 from tests.bench.endtoend import sustained_load
 from tests.bench.queries import measure_queries
 from tests.bench.queries import table as queries_table
-from tests.bench.refits import refit_seconds
+from tests.bench.refits import (
+    learning_simulations,
+    learning_table,
+    refit_seconds,
+    update_against_refit,
+)
 from tests.infra import ROOT, ServiceProcesses, create_database, create_topics, group_lag
 
 CONSUMERS = ("profiles", "trainer", "metrics")
@@ -381,6 +388,8 @@ def _table(report: dict[str, Any]) -> str:
                      f"  {step['seconds_to_zero_lag_after_stop']:>14} s  {step['held']}")
     lines.append("learner refit (s) by choices: " + ", ".join(
         f"{n}: {seconds:.2f}" for n, seconds in report["refit_seconds_by_choices"].items()))
+    if "learning_updates" in report:
+        lines.append(learning_table(report["learning_updates"], report["learning_simulations"]))
     lines.append("peak RSS under the end-to-end load (MiB): "
                  + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mib"].items()))
     lines += ["", "queries after N events (bulk-loaded read models; target p95 < 50 ms at 10M):",
@@ -406,6 +415,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fbl-bench-") as workdir:
         report = asyncio.run(measure(arguments, Path(workdir)))
     report["refit_seconds_by_choices"] = refit_seconds(rounds=arguments.rounds)
+    report["learning_updates"] = update_against_refit(rounds=arguments.rounds)
+    report["learning_simulations"] = learning_simulations()
     folder = arguments.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     table = _table(report)

@@ -141,8 +141,10 @@ def test_a_weights_message_carries_the_version_and_its_uncertainty() -> None:
         "confidence": 0.8, "sample_size": 120, "rank_effects": {"1": 0.0, "2": -0.4},
         "fitted_at": fitted_at,
     })
+    # Schema version 2: a stored version from before 0017 is a full refit with no promotion.
     assert message == {
-        "type": "segment_weights.version", "schema_version": 1, "tenant_id": "acme",
+        "type": "segment_weights.version", "schema_version": 2, "tenant_id": "acme",
+        "kind": "full", "promotion": None,
         "segment": "balanced", "version": 3, "weights": {"price": 0.6, "quality": 0.4},
         "intervals": {"price": [0.5, 0.7], "quality": [0.3, 0.5]}, "confidence": 0.8,
         "sample_size": 120, "rank_effects": {"1": 0.0, "2": -0.4},

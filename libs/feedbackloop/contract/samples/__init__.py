@@ -1,5 +1,6 @@
-"""Sample events per schema version, and sample messages of the output topics that consumers
-read (`outputs/`): every processor is tested against every one of them."""
+"""Sample events per schema version, sample messages of the output topics that consumers read
+(`outputs/`): every processor is tested against every one of them; and sample weights versions
+(`weights/`), read by the product's own ranking outside the platform."""
 
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ def load_samples(version: int = 1) -> dict[str, list[dict[str, Any]]]:
 
 
 def load_output_samples(version: int = 1) -> dict[str, list[dict[str, Any]]]:
-    """Sample output-topic messages (training examples, alert changes) by type, for a version."""
-    folder = resources.files(__package__) / "outputs" / f"v{version}"
+    """Sample messages of the output topics a consumer reads (training examples, alert
+    changes) by type, for a version."""
+    return _load(resources.files(__package__) / "outputs" / f"v{version}")
+
+
+def load_weights_samples(version: int) -> dict[str, list[dict[str, Any]]]:
+    """Sample messages of the weights topic (read outside the platform), for a version."""
+    return _load(resources.files(__package__) / "weights" / f"v{version}")
+
+
+def _load(folder: Any) -> dict[str, list[dict[str, Any]]]:
     samples: dict[str, list[dict[str, Any]]] = {}
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".json"):

@@ -1,0 +1,97 @@
+"""Incremental updates, promotion and customers' weights against real PostgreSQL: a choice
+after a refit becomes an incremental version served at once; a version estimated worse is
+kept with its reason but neither served nor published; customers with enough choices get
+their own weights, and an erasure takes them away."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.learner import repository
+from services.learner.adaptive import Promotion
+from services.learner.learning import FitOptions, Posterior, summarize
+from services.learner.processing import UserErased
+from services.learner.refits import RefitConfig, publish_unpublished, refit_due, update_incrementally
+from tests.integration.test_learner_refits import _choices, _write, pool  # noqa: F401
+
+pytestmark = pytest.mark.integration
+CONFIG = RefitConfig(min_new_choices=50, interval_seconds=3_600, min_choices=50,
+                     customer_min_choices=50, fit=FitOptions())
+
+
+async def test_a_choice_after_a_refit_is_an_incremental_version_served_at_once(
+    pool: Any,  # noqa: F811
+) -> None:
+    await _write(pool, _choices(80, "price_sensitive", seed=11))
+    await refit_due(pool, CONFIG)
+    assert await update_incrementally(pool, CONFIG) == []  # nothing since the refit
+    await _write(pool, _choices(3, "price_sensitive", seed=12))
+    assert await refit_due(pool, CONFIG) == []  # 3 new < 50: the full refit waits
+    [outcome] = await update_incrementally(pool, CONFIG)
+    assert (outcome.segment, outcome.version, outcome.choices) == ("price_sensitive", 2, 3)
+    assert outcome.shift_detected is False
+    served = await repository.current_weights(pool, tenant_id="acme",
+                                              segment="price_sensitive")
+    assert served is not None
+    assert (served["version"], served["kind"], served["sample_size"]) == (2, "incremental", 83)
+    row = await pool.fetchrow("SELECT * FROM learner.weights_versions "
+                              "WHERE segment = 'price_sensitive' AND version = 2")
+    assert row["promoted"] is True and row["promotion"]["promoted"] is True
+    assert row["posterior"]["factors"] == sorted(["price", "quality", "speed"])
+    assert row["drift"]["batch"]["size"] == 3 and row["drift"]["test"]["detected"] is False
+    assert await update_incrementally(pool, CONFIG) == []  # absorbed once
+
+
+async def test_a_version_estimated_worse_is_kept_with_its_reason_but_not_served(
+    pool: Any,  # noqa: F811
+) -> None:
+    await _write(pool, _choices(80, "quality_focused", seed=13))
+    await refit_due(pool, CONFIG)
+    current = await repository.newest_version(pool, tenant_id="acme", segment="quality_focused")
+    assert current is not None
+    good = Posterior.from_json(current["posterior"])
+    backwards = good.mean.copy()
+    backwards[: len(good.factors)] = good.beta[::-1]
+    worse = Posterior(good.factors, good.rank_terms, backwards, good.covariance, True,
+                      good.max_rank)
+    decision = Promotion(False, "estimated worse than the current version: (test)", None,
+                         None, None, 80)
+    await repository.insert_weights_version(
+        pool, tenant_id="acme", segment="quality_focused",
+        fit=summarize(worse, 80, FitOptions()), fit_seconds=0.01, kind="full",
+        promotion=decision.to_json())
+    served = await repository.current_weights(pool, tenant_id="acme", segment="quality_focused")
+    assert served is not None and served["version"] == 1
+    sent: list[str] = []
+
+    async def publish(key: str, value: bytes) -> None:
+        sent.append(value.decode())
+
+    await publish_unpublished(pool, publish)
+    assert not any('"segment":"quality_focused","version":2' in m for m in sent)
+    [kept] = await pool.fetch("SELECT promoted, promotion, published_at FROM "
+                              "learner.weights_versions WHERE segment = 'quality_focused' "
+                              "AND version = 2")
+    assert kept["promoted"] is False and kept["published_at"] is None
+    assert kept["promotion"]["reason"].startswith("estimated worse")
+
+
+async def test_customers_with_enough_choices_get_weights_and_lose_them_when_erased(
+    pool: Any,  # noqa: F811
+) -> None:
+    await _write(pool, _choices(60, "speed_priority", seed=14))  # all by customer "u"
+    await refit_due(pool, CONFIG)
+    own = await repository.customer_weights(pool, tenant_id="acme", user_id="u")
+    assert own is not None
+    assert own["segment"] == "speed_priority" and own["sample_size"] == 60
+    assert sum(own["weights"].values()) == pytest.approx(1.0)
+    assert 0.0 <= own["confidence"] <= 1.0
+    assert np.isfinite(np.array(own["covariance"])).all()
+    async with pool.acquire() as connection, connection.transaction():
+        await repository.write_effects(connection, [
+            UserErased("acme", "u", datetime.now(UTC))])
+    assert await repository.customer_weights(pool, tenant_id="acme", user_id="u") is None
