@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 _EVENT_TYPE_OF_PATH = {
     "/v1/responses": "response.logged",
     "/v1/feedback": "feedback.submitted",
+    "/v1/feedback/retractions": "feedback.retracted",
     "/v1/reviews": "review.submitted",
     "/v1/recommendations/sessions": "recommendation.session_started",
     "/v1/recommendations/rank": "recommendation.session_started",
@@ -54,7 +55,8 @@ def event_type_of_path(path: str) -> str | None:
 
 
 def is_event_route(path: str) -> bool:
-    return path.startswith("/v1/")
+    """Routes that take events (a token is minted, not an event)."""
+    return path.startswith("/v1/") and path != "/v1/feedback/tokens"
 UserIdPath = Annotated[str, Path(min_length=1, max_length=256)]
 
 

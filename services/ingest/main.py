@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_batch_bytes if path in batches else settings.max_event_bytes
 
     # Inside the size limit, which bounds what it buffers.
-    app.add_middleware(Utf8Bodies, binary_types={"application/x-protobuf"})
+    app.add_middleware(Utf8Bodies, binary_types={"application/x-protobuf"},
+                       decompressing_paths={"/v1/traces"})
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     # Outside the size limit, so a 413 it answers is counted too.
     app.add_middleware(

@@ -3,8 +3,8 @@ events and logged responses they came from, as JSONL and Parquet with a manifest
 by the time rows were stored.
 
 An increment of one tenant's stream covers rows stored in `(exported_to, until]`, where
-`until` is at least `settle` in the past (so a transaction still open cannot commit rows into a
-stretch already exported). Its objects are
+`until` is at least `settle` in the past and before the oldest transaction still open (so none of
+them can commit rows into a stretch already exported). Its objects are
 
     <prefix>/<tenant>/<stream>/<from>--<until>.jsonl
     <prefix>/<tenant>/<stream>/<from>--<until>.parquet
@@ -18,7 +18,9 @@ the same rows. Streams:
   manifest the examples retracted in it (erasure, opt-out, a retracted signal);
 - `feedback`: every stored feedback event (retractions included), one row each;
 - `responses`: every logged response.
-Users who opted out of training use are left out (erased users' rows are gone already).
+Texts are redacted like every text that leaves the trainer; rows where the event's user, or
+the user whose conversation it is, has opted out of training use are left out (erased users'
+rows are gone from the trainer already; objects written before an erasure are not rewritten).
 Parquet columns are the JSONL keys; nested values are JSON text, so every file of a stream has
 one schema. Credentials come from settings and are never logged or written.
 """
@@ -40,6 +42,8 @@ import orjson
 from feedbackloop.consumer import is_transient
 from feedbackloop.settings import Settings
 from services.trainer.examples import published_document
+from services.trainer.redaction import redact
+from services.trainer.repository import _NOBODY_OPTED_OUT
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +136,19 @@ def jsonl_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(row, default=str) + b"\n" for row in rows)
 
 
-# Neither the event's user nor (for feedback) the response's user opted out.
-_CONSENTED = """NOT EXISTS (SELECT 1 FROM trainer.consent c WHERE c.tenant_id = {t}.tenant_id
-    AND NOT c.training_allowed AND c.user_id = {t}.user_id)"""
+# Text columns of the event streams, redacted like every text that leaves the trainer.
+_TEXT_COLUMNS = frozenset({"prompt", "context", "output", "action_data", "comment", "correction",
+                           "replay", "inline_prompt", "inline_output"})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value).text
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value
 
 
 async def _rows(
@@ -161,18 +175,26 @@ async def _rows(
             [{k: str(v) if k == "example_id" else v for k, v in dict(row).items()}
              for row in retracted],
         )
-    table = {"feedback": "trainer.feedback", "responses": "trainer.responses"}[stream]
-    order = "stored_at, event_id" if stream == "feedback" else "stored_at, response_id"
-    found = await connection.fetch(
-        f"""
-        SELECT * FROM {table} t
-        WHERE t.tenant_id = $1 AND t.stored_at > $2 AND t.stored_at <= $3
-          AND {_CONSENTED.format(t="t")}
-        ORDER BY {order}
-        """, tenant_id, since, until)
+    # Neither the event's user nor the user whose conversation it is has opted out, now.
+    query = {
+        "feedback": f"""
+            SELECT f.* FROM trainer.feedback f
+            LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+            WHERE f.tenant_id = $1 AND f.stored_at > $2 AND f.stored_at <= $3
+              AND {_NOBODY_OPTED_OUT}
+            ORDER BY f.stored_at, f.event_id""",
+        "responses": """
+            SELECT t.* FROM trainer.responses t
+            WHERE t.tenant_id = $1 AND t.stored_at > $2 AND t.stored_at <= $3
+              AND NOT EXISTS (SELECT 1 FROM trainer.consent c WHERE c.tenant_id = t.tenant_id
+                              AND NOT c.training_allowed AND c.user_id = t.user_id)
+            ORDER BY t.stored_at, t.response_id""",
+    }[stream]
     rows = []
-    for row in found:
-        item = {key: str(value) if key == "event_id" else value for key, value in row.items()}
+    for row in await connection.fetch(query, tenant_id, since, until):
+        item = {key: str(value) if key == "event_id" else
+                _redacted(value) if key in _TEXT_COLUMNS else value
+                for key, value in row.items()}
         if stream == "feedback":
             item["type"] = "feedback.retracted" if item.get("retraction") else "feedback.submitted"
         rows.append(item)
@@ -236,12 +258,19 @@ async def export_due(
 ) -> list[Increment] | None:
     """One increment per tenant and stream, up to `now - settle`; None when another replica is
     exporting (an advisory lock held for the run)."""
-    until = now - settle
     client = store.client()
     async with pool.acquire() as lock:
         if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", _EXPORT_LOCK_KEY):
             return None
         try:
+            # stored_at is when a writing transaction began: cut before the oldest one still
+            # open, so rows it commits later cannot land in a stretch already exported.
+            until = await lock.fetchval(
+                """
+                SELECT least($1::timestamptz, (
+                    SELECT min(xact_start) FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()))
+                """, now - settle)
             if tenants is None:
                 tenants = [row["tenant_id"] for row in await lock.fetch(
                     "SELECT tenant_id FROM trainer.responses UNION "

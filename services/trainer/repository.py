@@ -121,6 +121,16 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
                 "WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]",
                 users,
             )
+            # Reviews of the user's responses (labels and notes quote them) go with them too.
+            for table in ("review_labels", "review_states"):
+                await connection.executemany(
+                    f"""
+                    DELETE FROM trainer.{table} x USING trainer.responses r
+                    WHERE r.tenant_id = $1 AND r.user_id = $2
+                      AND x.tenant_id = r.tenant_id AND x.response_id = r.response_id
+                    """,
+                    users,
+                )
             # Explanations quote the prompt: they go with the user's responses too.
             await connection.executemany(
                 """

@@ -50,9 +50,11 @@ async def create_snapshot(
             """
             INSERT INTO trainer.snapshot_examples
                 (snapshot_id, line, tenant_id, example_id, user_ids, document)
-            SELECT $1, d.line, $2, d.example_id, COALESCE(e.user_ids, '{}'), d.document
+            SELECT $1, d.line, $2, d.example_id, e.user_ids, d.document
             FROM unnest($3::int[], $4::uuid[], $5::json[]) AS d(line, example_id, document)
-            LEFT JOIN trainer.examples e ON e.example_id = d.example_id
+            -- An example erased or opted out while the export ran is not kept: its line
+            -- reads as left out when the snapshot is exported.
+            JOIN trainer.examples e ON e.example_id = d.example_id
             """,
             snapshot_id, tenant_id, list(range(1, len(documents) + 1)),
             [uuid.UUID(str(d["example_id"])) for d in documents], list(documents))

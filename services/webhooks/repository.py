@@ -194,6 +194,7 @@ async def claim_due(
         SET next_attempt_at = now() + make_interval(secs => $2)
         FROM due, webhooks.endpoints e
         WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
+          AND e.deleted_at IS NULL
         RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts
         """,
         limit, lease_seconds,

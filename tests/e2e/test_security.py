@@ -414,6 +414,13 @@ async def test_a_charset_other_than_utf8_and_invalid_utf8_bytes_are_refused(edge
         invalid = await ingest.post("/v1/feedback", content=broken,
                                     headers={"Content-Type": "application/json"})
         assert invalid.status_code == 400 and "not valid UTF-8" in invalid.json()["detail"]
+        # A Content-Encoding does not carry a body past the check: only the OTLP route
+        # decompresses, and elsewhere the header itself is refused.
+        for encoding in ("x-anything", "gzip"):
+            labelled = await ingest.post(
+                "/v1/feedback", content=orjson.dumps(_SNEAKY).decode().encode("utf-16"),
+                headers={"Content-Type": "application/json", "Content-Encoding": encoding})
+            assert labelled.status_code == 415, labelled.text
         # Every service refuses such a body, whatever the route.
         on_query = await query.post("/v1/analytics/approval", content="{}".encode("utf-16"),
                                     headers={"Content-Type": "application/json"})

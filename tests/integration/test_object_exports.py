@@ -179,3 +179,26 @@ async def test_rows_stored_within_the_settle_time_wait_for_the_next_increment(
     done = await export_due(pool, store, now=datetime.now(UTC), settle=timedelta(0))
     assert done is not None and {(i.stream, i.rows) for i in done} == {
         ("examples", 2), ("feedback", 1), ("responses", 1)}
+
+
+async def test_event_streams_are_redacted_and_forget_a_conversation_whose_user_opted_out(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    owner, voter = "9" * 64, "8" * 64
+    await _apply(pool, [
+        *_conversation("acme", 1, "a" * 64),
+        _doc("feedback.submitted", "acme", "a" * 64, {"response_id": "r1", "comment": {
+            "text": "write to jo@example.com"}}, 3),
+        *_conversation("acme", 5, owner),
+        _doc("feedback.submitted", "acme", voter, {"response_id": "r5", "thumb": "down"}, 8),
+        _doc("user.consent_changed", "acme", owner, {"training_allowed": False}, 20),
+    ])
+    done = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert done is not None
+    objects = _objects(store)
+    feedback = next(i for i in done if i.stream == "feedback")
+    rows = [orjson.loads(line) for line in objects[feedback.keys[0]].splitlines()]
+    assert {row["response_id"] for row in rows} == {"r1"}, "r5's owner opted out"
+    assert any(row["comment"] and row["comment"]["text"] == "write to [EMAIL]" for row in rows)
+    assert b"jo@example.com" not in b"".join(objects.values())

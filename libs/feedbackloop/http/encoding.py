@@ -44,27 +44,39 @@ def encoding_problem(body: bytes, content_type: str) -> tuple[int, str] | None:
 class Utf8Bodies:
     """ASGI middleware: a request body that is not UTF-8 gets 415 (another encoding) or 400
     (invalid bytes) as a problem document, and the app never sees it. Bodies of the media types
-    in `binary_types` pass untouched, and so do compressed bodies: a route that accepts a
-    `Content-Encoding` checks what it decompresses with `encoding_problem`. Place it inside the
-    body size limit, which bounds what it buffers."""
+    in `binary_types` pass untouched. A compressed body passes only to `decompressing_paths`,
+    whose route checks what it decompresses with `encoding_problem`; anywhere else it gets 415.
+    Place it inside the body size limit, which bounds what it buffers."""
 
-    def __init__(self, app: ASGIApp, binary_types: Collection[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, binary_types: Collection[str] = (),
+        decompressing_paths: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.binary_types = frozenset(binary_types)
+        self.decompressing_paths = frozenset(decompressing_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         content_type = ""
-        compressed = False
+        encoding = ""
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-encoding":
-                compressed = value.strip().lower() not in (b"", b"identity")
-        # A compressed body is checked by the route that decompresses it (or refused there).
-        if compressed or content_type.partition(";")[0].strip().lower() in self.binary_types:
+                encoding = value.decode("latin-1").strip().lower()
+        if encoding not in ("", "identity"):
+            # Only a route that decompresses may take a compressed body, and it checks what it
+            # decompresses; elsewhere the parser would read the bytes as they are.
+            if scope["path"] in self.decompressing_paths:
+                await self.app(scope, receive, send)
+            else:
+                await _refuse(send, 415, f"request bodies here are not compressed "
+                                         f"(Content-Encoding: {encoding})")
+            return
+        if content_type.partition(";")[0].strip().lower() in self.binary_types:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
