@@ -59,12 +59,27 @@ async def export_training_examples(
         action_type=action_type, model=model, min_quality=min_quality,
     )
 
+    # The first line is read before the answer starts, so a value PostgreSQL refuses (a NUL
+    # character in a filter) is a 422 problem, not a 200 that breaks off mid-stream.
+    connection = await state.pool.acquire()
+    lines = jsonl_lines(connection, selection=selection, export_format=export_format,
+                        context=context)
+    try:
+        first = await anext(lines, None)
+    except BaseException:
+        await lines.aclose()
+        await state.pool.release(connection)
+        raise
+
     async def body() -> AsyncIterator[bytes]:
-        async with state.pool.acquire() as connection:
-            async for line in jsonl_lines(
-                connection, selection=selection, export_format=export_format, context=context
-            ):
+        try:
+            if first is not None:
+                yield first
+            async for line in lines:
                 yield line
+        finally:
+            await lines.aclose()
+            await state.pool.release(connection)
 
     filename = f"{caller.tenant_id}-{export_format}-{split or 'all'}.jsonl"
     return StreamingResponse(

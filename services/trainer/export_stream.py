@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,7 +60,7 @@ async def jsonl_lines(
     export_format: str,
     tally: ExportTally | None = None,
     context: ContextMode = "none",
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`export_rows`' lines, each one newline-terminated JSON object."""
     async for _, line in export_rows(
         connection, selection=selection, export_format=export_format, tally=tally,
