@@ -202,6 +202,9 @@ async def _queue_item(console: ConsoleState, session: ConsoleSession, response_i
     return queue["items"][0]
 
 
+_CORRECTION_NAMESPACE = uuid.UUID("3c1f5a52-8d0e-4b6f-a2a9-6f0d7b8e4c15")
+
+
 @router.post("/items/{response_id}/correction")
 async def use_agent_reply(request: Request, response_id: str) -> Response:
     """The agent's reply becomes the response's correction: a `feedback.submitted` through
@@ -211,8 +214,12 @@ async def use_agent_reply(request: Request, response_id: str) -> Response:
     item = await _queue_item(console, session, response_id)
     if not item["agent_reply"]:
         raise ProblemException(422, "this response has no agent reply to use")
+    # The same reviewer using the same reply on the same response is one event, however often
+    # the form is sent (a double click, a re-post): ingest and the consumers apply it once.
+    event_id = uuid.uuid5(_CORRECTION_NAMESPACE,
+                          f"{session.key_id}\x1f{response_id}\x1f{item['agent_reply']}")
     await console.publish(session, "/v1/feedback", {
-        "event_id": str(uuid.uuid4()), "response_id": response_id,
+        "event_id": str(event_id), "response_id": response_id,
         "correction": {"text": item["agent_reply"]},
         "metadata": {"source": "console", "reviewer": session.key_id},
     })
