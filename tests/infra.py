@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -281,3 +282,27 @@ class CollectedDeadLetters:
 
     async def publish(self, dead_letters) -> None:  # type: ignore[no-untyped-def]
         self.items.extend(dead_letters)
+
+
+def start_feedbackloop_run(
+    run_env: dict[str, str], timeout: float = 240.0
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """`feedbackloop run` as a person starts it, ready: (the process, its output so far, the
+    thread that keeps reading it, so the pipe never fills and blocks the supervisor's reports).
+    Kills it and raises if it exits or is not ready within `timeout`."""
+    process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "run"], env=run_env,
+                               cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    output: list[str] = []
+    stdout = process.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not any(line.startswith("Press Ctrl-C") for line in list(output)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("feedbackloop run did not become ready:\n" + "".join(output))
+        time.sleep(0.2)
+    return process, output, reader

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from feedbackloop.embedded import free_port
+from tests.infra import start_feedbackloop_run
 
 pytestmark = pytest.mark.e2e
 
@@ -55,21 +56,7 @@ def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSyst
                                       for name in PORTS}
     # Memory keeps the test quick; the durable broker log is tested in test_broker_restart.
     run_env["FEEDBACKLOOP_EMBEDDED_BROKER_STORAGE"] = "memory"
-    process = subprocess.Popen([*CLI, "run"], env=run_env, cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[str] = []
-    stdout = process.stdout
-    assert stdout is not None
-    # Read all along, so the pipe never fills and blocks the supervisor's reports.
-    reader = threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")),
-                              daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 240
-    while not any(line.startswith("Press Ctrl-C") for line in list(output)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("feedbackloop run did not become ready:\n" + "".join(output))
-        time.sleep(0.2)
+    process, output, reader = start_feedbackloop_run(run_env)
     try:
         yield LocalSystem(process, _clean_env(data_dir), output, reader)
     finally:

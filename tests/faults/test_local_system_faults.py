@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -36,6 +35,7 @@ import pytest
 from feedbackloop.embedded import free_port
 from tests.e2e.test_broker_restart import _free_port_block
 from tests.faults.test_faults import Ledger, _send, _stream, current_thumbs
+from tests.infra import start_feedbackloop_run
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -90,20 +90,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         "FEEDBACKLOOP_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
         "FEEDBACKLOOP_CONSUMER_RETRY_MAX_SECONDS": "1",
     }
-    process = subprocess.Popen([*CLI, "run"], env=run_env, cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[str] = []
-    stdout = process.stdout
-    assert stdout is not None
-    reader = threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")),
-                              daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 240
-    while not any(line.startswith("Press Ctrl-C") for line in list(output)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("feedbackloop run did not become ready:\n" + "".join(output))
-        time.sleep(0.2)
+    process, output, _ = start_feedbackloop_run(run_env)
     try:
         yield Running(process, env, data_dir, output)
     finally:
