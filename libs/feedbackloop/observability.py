@@ -103,7 +103,7 @@ class ConsumerMetrics:
 
 
 class JobMetrics:
-    """Background jobs (`feedbackloop.jobs`): `job` values are the job names a service wires."""
+    """Background jobs (`feedbackloop.pipeline.jobs`): `job` values are the job names a service wires."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter(

@@ -1,7 +1,7 @@
 """The learner consumer: recommendation sessions and choices in; the learner schema out."""
 
-from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.learner.processing import LearnerEffect, process_message
 from services.learner.repository import write_effects
 

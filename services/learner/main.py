@@ -4,8 +4,8 @@ import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from feedbackloop.consumer_app import build_consumer_app, consumer_config
 from feedbackloop.contract import Topic
+from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.learner.handlers import SPEC
 from services.learner.refits import RefitConfig, run_refits

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeAlias
 
 import asyncpg
 
-from feedbackloop.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.learner.learning import SegmentWeights
 from services.learner.processing import (
     ChoiceMade,

@@ -3,8 +3,8 @@
 from datetime import timedelta
 from functools import partial
 
-from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.metrics.processing import DEFAULT_LATENESS, MetricsEffect, process_message
 from services.metrics.repository import write_effects
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from feedbackloop.consumer_app import build_consumer_app, consumer_config
+from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.metrics.handlers import build_spec
 from services.metrics.settings import Settings, port

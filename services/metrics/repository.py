@@ -20,7 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
-from feedbackloop.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.metrics.processing import (
     COUNTERS_OF,
     DIMENSIONS,

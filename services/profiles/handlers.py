@@ -1,8 +1,8 @@
 """The profiles consumer: responses, feedback, recommendations and consent in; the profiles
 schema out."""
 
-from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.profiles.processing import FeedbackGiven, ProfileEffect, process_message
 from services.profiles.repository import write_effects
 

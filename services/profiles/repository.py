@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from feedbackloop.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.profiles.processing import (
     ConsentSet,
     FeedbackGiven,

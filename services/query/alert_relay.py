@@ -1,6 +1,6 @@
 """Publishes queued alert state changes on the alerts topic (the evaluator's outbox).
 
-One replica relays at a time (a session advisory lock, `feedbackloop.jobs.singleton`), in the
+One replica relays at a time (a session advisory lock, `feedbackloop.pipeline.jobs.singleton`), in the
 order the changes were queued; a change is marked published only after the broker acknowledged
 it. A crash in between publishes it again with the same `event_id`, which the webhooks consumer
 claims once. Messages are keyed `<tenant_id>:<rule>`.
@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from feedbackloop.contract import Topic
-from feedbackloop.jobs import Job, singleton
 from feedbackloop.kafka import EventPublisher, OutgoingMessage
+from feedbackloop.pipeline.jobs import Job, singleton
 from feedbackloop.settings import Settings
 from services.query import repository
 

@@ -16,8 +16,8 @@ from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
-from feedbackloop.jobs import JobRunner
 from feedbackloop.observability import CONTENT_TYPE_LATEST, JobMetrics, render
+from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.query.alert_relay import alert_relay_job

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import openai
 
-from feedbackloop.consumer import is_transient
+from feedbackloop.pipeline.consumer import is_transient
 from services.trainer import repository
 from services.trainer.redaction import redact
 

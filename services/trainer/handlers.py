@@ -1,7 +1,7 @@
 """The trainer consumer: responses, feedback and consent in; the trainer schema out."""
 
-from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.trainer.processing import (
     ConsentSet,
     TrainerEffect,

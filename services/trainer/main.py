@@ -5,8 +5,8 @@ import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from feedbackloop.consumer_app import build_consumer_app, consumer_config
 from feedbackloop.contract import Topic, TrainingExampleMessage
+from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.trainer.handlers import SPEC
 from services.trainer.settings import Settings, port

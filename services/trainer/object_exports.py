@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from feedbackloop.consumer import is_transient
+from feedbackloop.pipeline.consumer import is_transient
 from feedbackloop.settings import Settings
 from services.trainer.examples import published_document
 from services.trainer.redaction import redact

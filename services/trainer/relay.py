@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import orjson
 
-from feedbackloop.consumer import is_transient
 from feedbackloop.kafka import OutgoingMessage, PublishUnavailable
+from feedbackloop.pipeline.consumer import is_transient
 from services.trainer import repository
 from services.trainer.examples import published_document
 

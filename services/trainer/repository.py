@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from feedbackloop.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.trainer import dedupe
 from services.trainer.examples import (
     FeedbackRecord,

@@ -34,7 +34,7 @@ import asyncpg
 import openai
 import orjson
 
-from feedbackloop.consumer import is_transient
+from feedbackloop.pipeline.consumer import is_transient
 from services.trainer import repository
 from services.trainer.export_stream import jsonl_lines
 from services.trainer.exports import validate_lines

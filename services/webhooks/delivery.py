@@ -26,8 +26,8 @@ import httpx
 from prometheus_client import CollectorRegistry
 from standardwebhooks import Webhook
 
-from feedbackloop.jobs import Job
 from feedbackloop.observability import WebhookMetrics
+from feedbackloop.pipeline.jobs import Job
 from feedbackloop.settings import Settings
 from services.webhooks import repository
 from services.webhooks.admin import configure_alert_webhook

@@ -1,7 +1,7 @@
 """The webhooks consumer: feedback, training examples and alert changes in; deliveries out."""
 
-from feedbackloop.consumer import ConsumerSpec
 from feedbackloop.contract import Topic, decode_message
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.webhooks.processing import (
     AlertNotice,
     ExampleNotice,

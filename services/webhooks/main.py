@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from feedbackloop.consumer_app import build_consumer_app, consumer_config
+from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.webhooks.delivery import delivery_jobs
 from services.webhooks.handlers import SPEC

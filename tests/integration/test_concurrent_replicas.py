@@ -14,9 +14,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.contract import load_samples
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES

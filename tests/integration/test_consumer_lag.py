@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from feedbackloop.consumer_app import ConsumerConfig, build_consumer_app
 from feedbackloop.contract import TOPIC_OF_TYPE, TopicNames, decode_event, load_samples
 from feedbackloop.kafka import KafkaConnection
 from feedbackloop.migrations import apply_migrations
+from feedbackloop.pipeline.app import ConsumerConfig, build_consumer_app
 from services.metrics.handlers import SPEC as METRICS
 from tests.infra import create_topics, eventually, group_lag, unique_prefix
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from feedbackloop.consumer_app import ConsumerConfig, build_consumer_app
 from feedbackloop.contract import TOPIC_OF_TYPE, Topic, TopicNames, decode_event, load_samples
 from feedbackloop.kafka import KafkaConnection
+from feedbackloop.pipeline.app import ConsumerConfig, build_consumer_app
 from feedbackloop.postgres import create_pool
 from services.learner.handlers import SPEC as LEARNER
 from services.metrics.handlers import SPEC as METRICS

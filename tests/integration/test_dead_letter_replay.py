@@ -9,10 +9,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from feedbackloop.consumer import ConsumerSpec
-from feedbackloop.consumer_app import ConsumerConfig, build_consumer_app
 from feedbackloop.contract import InvalidEvent, Topic, load_samples
 from feedbackloop.kafka import KafkaConnection
+from feedbackloop.pipeline.app import ConsumerConfig, build_consumer_app
+from feedbackloop.pipeline.consumer import ConsumerSpec
 from feedbackloop.postgres import create_pool
 from services.cli.deadletters import list_dead_letters, replay_dead_letters
 from services.profiles.handlers import SPEC as PROFILES

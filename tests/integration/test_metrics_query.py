@@ -16,10 +16,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline
 from feedbackloop.contract import AlertStateChanged, Event, decode_message, encode_event
 from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.admin import create_key

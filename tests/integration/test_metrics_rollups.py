@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline
 from feedbackloop.contract import Event, encode_event
 from feedbackloop.migrations import apply_migrations, available_migrations
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import build_spec
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline
 from feedbackloop.contract import load_samples
 from feedbackloop.migrations import apply_migrations
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from tests.infra import CollectedDeadLetters, records_of

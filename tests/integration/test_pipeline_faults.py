@@ -12,11 +12,11 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, DeadLetterGuard, DeadLetterStorm
 from feedbackloop.contract import load_samples
 from feedbackloop.embedded import EmbeddedPostgres, free_port
 from feedbackloop.migrations import apply_migrations
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline, DeadLetterGuard, DeadLetterStorm
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES

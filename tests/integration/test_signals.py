@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.contract import Event, FeedbackSubmitted, encode_event
 from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.observability import ConsumerMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES

@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from standardwebhooks import Webhook
 
-from feedbackloop.consumer import BatchPipeline
 from feedbackloop.contract import load_samples
 from feedbackloop.observability import ConsumerMetrics, WebhookMetrics
+from feedbackloop.pipeline.consumer import BatchPipeline
 from feedbackloop.postgres import create_pool
 from services.webhooks import admin, reads, repository
 from services.webhooks.delivery import deliver_due

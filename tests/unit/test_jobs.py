@@ -7,8 +7,8 @@ import itertools
 
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.jobs import Job, JobRunner
 from feedbackloop.observability import JobMetrics
+from feedbackloop.pipeline.jobs import Job, JobRunner
 
 
 async def test_a_failing_job_backs_off_reports_itself_and_recovers() -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from feedbackloop.consumer import consecutive_runs
 from feedbackloop.contract import TOPIC_OF_OUTPUT_TYPE, decode_event, load_output_samples, load_samples
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.learner.handlers import SPEC as LEARNER
 from services.metrics import processing as metrics
 from services.metrics.handlers import SPEC as METRICS

@@ -24,11 +24,11 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.consumer import BatchPipeline, ConsumerSpec, DeadLetter
 from feedbackloop.contract import Topic, TopicNames
-from feedbackloop.jobs import Job, JobRunner
 from feedbackloop.kafka import KafkaConnection
 from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, JobMetrics, render
+from feedbackloop.pipeline.consumer import BatchPipeline, ConsumerSpec, DeadLetter
+from feedbackloop.pipeline.jobs import Job, JobRunner
 from feedbackloop.postgres import create_pool
 
 logger = logging.getLogger(__name__)

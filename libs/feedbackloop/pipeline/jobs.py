@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from feedbackloop.consumer import is_transient
 from feedbackloop.kafka import PublishUnavailable
 from feedbackloop.observability import JobMetrics
+from feedbackloop.pipeline.consumer import is_transient
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,6 @@
+"""The pipeline core every service builds on.
+
+- `consumer`: the batch core (decode, apply in one transaction, commit, dead-letter poison).
+- `app`: the FastStream app builder around a `ConsumerSpec`, with health, metrics and jobs.
+- `jobs`: background work as `Job`s under a `JobRunner` (singleton lock, backoff, readiness).
+"""
