@@ -6,7 +6,31 @@
 # The default command runs ingest.
 
 ARG PYTHON_VERSION=3.11
+ARG NODE_VERSION=20
 ARG DEBIAN_RELEASE=bookworm
+
+# The browser assets: the feedback widget's bundles (served by ingest at /widget/v1/) and the
+# review console's script and stylesheet (served by query at /console/static/), built from
+# source with the locked npm tooling. Only the built files reach the runtime stage.
+FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS assets
+
+ENV NPM_CONFIG_AUDIT=false \
+    NPM_CONFIG_FUND=false \
+    NPM_CONFIG_UPDATE_NOTIFIER=false
+
+WORKDIR /src/libs
+# The locks first, their own layer: reused while only the sources change.
+COPY libs/widget/package.json libs/widget/package-lock.json ./widget/
+COPY libs/console/package.json libs/console/package-lock.json ./console/
+RUN cd widget && npm ci --loglevel=error \
+    && cd ../console && npm ci --loglevel=error
+
+COPY libs/widget/build.mjs libs/widget/tsconfig.json ./widget/
+COPY libs/widget/src ./widget/src
+COPY libs/console/build.mjs libs/console/tsconfig.json ./console/
+COPY libs/console/src ./console/src
+RUN cd widget && npm run --silent build \
+    && cd ../console && npm run --silent build
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS build
 
@@ -54,6 +78,10 @@ RUN groupadd --system --gid 10001 feedbackloop \
 
 COPY --from=build /opt/feedbackloop /opt/feedbackloop
 COPY deploy/docker/healthcheck.py /opt/feedbackloop/healthcheck.py
+COPY --from=assets /src/libs/widget/dist /opt/feedbackloop/assets/widget
+COPY --from=assets /src/libs/console/dist /opt/feedbackloop/assets/console
+ENV FEEDBACKLOOP_WIDGET_DIR=/opt/feedbackloop/assets/widget \
+    FEEDBACKLOOP_CONSOLE_DIR=/opt/feedbackloop/assets/console
 
 # The service user owns nothing in the image, so the root filesystem can be mounted read-only
 # (bytecode was compiled at install time).

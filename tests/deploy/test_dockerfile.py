@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
+import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -65,13 +67,13 @@ def stages() -> list[Stage]:
 def test_stages_build_on_slim_python_matching_the_project(stages: list[Stage]) -> None:
     specifiers = require("packaging.specifiers")
     requires_python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert [stage.name for stage in stages] == ["build", "runtime"]
-    for stage in stages:
+    assert [stage.name for stage in stages] == ["assets", "build", "runtime"]
+    for stage in stages[1:]:
         match = re.fullmatch(r"python:(3\.\d+)(?:\.\d+)?-slim(?:-[a-z]+)?", stage.base)
         assert match, f"stage {stage.name} must build on a slim python image, not {stage.base}"
         assert match[1] == "3.11", f"stage {stage.name}: python {match[1]}, expected 3.11"
         assert specifiers.SpecifierSet(requires_python).contains(match[1] + ".0")
-    assert len({stage.base for stage in stages}) == 1, (
+    assert len({stage.base for stage in stages[1:]}) == 1, (
         "both stages must share the base image: the virtual environment is copied between them"
     )
 
@@ -79,7 +81,7 @@ def test_stages_build_on_slim_python_matching_the_project(stages: list[Stage]) -
 def test_build_stage_installs_the_lock_then_the_project_without_resolving(
     stages: list[Stage],
 ) -> None:
-    build = stages[0]
+    build = _stage(stages, "build")
     lines = [command.original for command in build.commands]
 
     def index(pattern: str) -> int:
@@ -106,7 +108,7 @@ def test_build_stage_installs_the_lock_then_the_project_without_resolving(
 
 
 def test_runtime_stage_is_non_root_without_build_tools(stages: list[Stage]) -> None:
-    build, runtime = stages
+    assets, build, runtime = stages
     users = runtime.of("USER")
     assert users, "the runtime stage must switch to a non-root user"
     user = users[-1].value[0].split(":")[0]
@@ -115,15 +117,89 @@ def test_runtime_stage_is_non_root_without_build_tools(stages: list[Stage]) -> N
         text = " ".join(command.value)
         assert not BUILD_TOOLS.search(text), f"build tools in the runtime stage: {text}"
         assert "pip install" not in text, "the runtime stage installs nothing: copy the venv"
-    copies_from = [command for command in runtime.of("COPY") if _flag(command, "from")]
+    copies_from = [command for command in runtime.of("COPY") if _flag(command, "from") == build.name]
     assert copies_from, "the runtime stage must copy the virtual environment from the build"
     for command in copies_from:
-        assert _flag(command, "from") == build.name
         assert command.value == ("/opt/feedbackloop", "/opt/feedbackloop"), command.original
+    for command in runtime.of("COPY"):
+        assert _flag(command, "from") in (None, build.name, assets.name), command.original
     env = _env(runtime)
     assert env["PATH"].split(":")[0] == "/opt/feedbackloop/bin"
     assert env.get("FEEDBACKLOOP_HOST") == "0.0.0.0", "bind all interfaces inside a container"
     assert env.get("FEEDBACKLOOP_ENVIRONMENT") == "production"
+
+
+def _stage(stages: list[Stage], name: str) -> Stage:
+    found = [stage for stage in stages if stage.name == name]
+    assert found, f"no stage named {name}"
+    return found[0]
+
+
+def test_assets_stage_builds_the_widget_and_console_from_their_locks(stages: list[Stage]) -> None:
+    assets = _stage(stages, "assets")
+    assert re.fullmatch(r"node:20-bookworm-slim", assets.base), assets.base
+    lines = [command.original for command in assets.commands]
+    installs = [number for number, line in enumerate(lines) if "npm ci" in line]
+    builds = [number for number, line in enumerate(lines) if "npm run" in line]
+    sources = [number for number, line in enumerate(lines) if re.search(r"^COPY\s+libs/\w+/src\s", line)]
+    assert installs and builds and sources
+    assert max(installs) < min(sources) <= max(sources) < min(builds), (
+        "install from the locks before copying the sources, so source changes reuse the npm layer"
+    )
+    assert all("npm install" not in line for line in lines), "npm ci only: the lock is the dependency set"
+
+
+def test_runtime_serves_the_assets_it_copies(stages: list[Stage], monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = _stage(stages, "runtime")
+    copied = {
+        command.value[1]: command.value[0]
+        for command in runtime.of("COPY")
+        if _flag(command, "from") == "assets"
+    }
+    assert copied == {
+        "/opt/feedbackloop/assets/widget": "/src/libs/widget/dist",
+        "/opt/feedbackloop/assets/console": "/src/libs/console/dist",
+    }
+    env = _env(runtime)
+    settings = settings_from(
+        {name: env[name] for name in ("FEEDBACKLOOP_WIDGET_DIR", "FEEDBACKLOOP_CONSOLE_DIR")}, monkeypatch
+    )
+    assert str(settings.widget_dir) == "/opt/feedbackloop/assets/widget"
+    assert str(settings.console_dir) == "/opt/feedbackloop/assets/console"
+
+
+def test_assets_stage_copies_everything_the_builds_read(stages: list[Stage], tmp_path: Path) -> None:
+    """Replays the stage's copies into an empty directory and runs its builds there, with the
+    node_modules `make widget` and `make console` installed from the same locks: a source the
+    build reads but the stage does not copy fails the build here, as it would in the image."""
+    assets = _stage(stages, "assets")
+    workdir = tmp_path / "src" / "libs"
+    for command in assets.commands:
+        if command.cmd.upper() == "WORKDIR":
+            assert command.value[0] == "/src/libs"
+        if command.cmd.upper() != "COPY":
+            continue
+        *sources, destination = command.value
+        target = workdir / destination
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                shutil.copytree(path, target / path.name if destination.endswith("/") else target)
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / path.name)
+    for package in ("widget", "console"):
+        modules = ROOT / "libs" / package / "node_modules"
+        if not modules.is_dir():
+            pytest.fail(f"{modules} is missing: run `make {package}`")
+        (workdir / package / "node_modules").symlink_to(modules)
+        built = subprocess.run(
+            ["npm", "run", "--silent", "build"], cwd=workdir / package, capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stdout + built.stderr
+    assert (workdir / "widget" / "dist" / "feedbackloop.js").is_file()
+    assert (workdir / "console" / "dist" / "console.js").is_file()
+    assert (workdir / "console" / "dist" / "console.css").is_file()
 
 
 def test_healthcheck_runs_the_shipped_script_with_python(stages: list[Stage]) -> None:
