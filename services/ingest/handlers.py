@@ -23,8 +23,9 @@ from feedbackloop.contract.requests import (
     RetractionRequest,
     SessionStartedRequest,
 )
-from feedbackloop.http.auth import Scope
+from feedbackloop.http.auth import Principal, Scope
 from feedbackloop.http.problems import ProblemException
+from feedbackloop.identity import hash_user_id
 from feedbackloop.kafka import PublishRejected, PublishUnavailable
 from services.ingest.deps import Caller, IngestState, State, requires, strict, tenancy_of
 from services.ingest.processing import PreparedEvent, RequestProblem, parse_request, prepare
@@ -119,10 +120,12 @@ async def _accept_one(
     request: RequestEnvelope,
     *,
     user_id: str | None = None,
+    user_hash: str | None = None,
 ) -> Accepted:
     try:
         event = prepare(
-            event_type, request, tenancy_of(state, caller), state.topics, user_id=user_id
+            event_type, request, tenancy_of(state, caller), state.topics, user_id=user_id,
+            user_hash=user_hash,
         )
     except RequestProblem as problem:
         state.count(event_type, "invalid")
@@ -150,7 +153,8 @@ async def submit_feedback(body: FeedbackRequest, state: State, caller: Caller) -
     may be used instead of a key, on its own response only; a `review` key may send one too
     (a reviewer's correction from the console)."""
     caller.require_response(body.response_id)
-    return await _accept_one(state, caller, "feedback.submitted", body)
+    return await _accept_one(state, caller, "feedback.submitted", body,
+                             user_hash=_speaker(state, caller, body))
 
 
 @router.post(
@@ -166,7 +170,35 @@ async def retract_feedback(body: RetractionRequest, state: State, caller: Caller
     of the kind by `occurred_at` and loses to later ones. A signed feedback token may be used
     instead of a key, on its own response only."""
     caller.require_response(body.response_id)
-    return await _accept_one(state, caller, "feedback.retracted", body)
+    return await _accept_one(state, caller, "feedback.retracted", body,
+                             user_hash=_speaker(state, caller, body))
+
+
+def _speaker(state: IngestState, caller: Principal, body: FeedbackRequest | RetractionRequest) -> str | None:
+    """Whom feedback may speak for. A token bound to a user sends that user's feedback only:
+    the body's `user_id` must be theirs (403 otherwise) and may be left out (the token's user
+    is the event's). A `review` key without the `ingest` scope sends the reviewer's own
+    corrections: it cannot name a user or a feedback key (403). Returns the user hash to use
+    when the body names none."""
+    if caller.user_hash is not None:
+        if body.user_id is not None and hash_user_id(
+            state.hmac_secret, caller.tenant_id, body.user_id
+        ) != caller.user_hash:
+            raise ProblemException(
+                403, "this feedback token is for another user: send no user_id, or that user's"
+            )
+        return caller.user_hash
+    if Scope.REVIEW.value in caller.scopes and not caller.scopes & _SPEAKS_FOR_USERS:
+        if body.user_id is not None or body.feedback_key is not None:
+            raise ProblemException(
+                403,
+                "a review key sends a reviewer's corrections: it cannot name a user_id or a "
+                "feedback_key (use an ingest key, or a feedback token bound to the user)",
+            )
+    return None
+
+
+_SPEAKS_FOR_USERS = frozenset({Scope.INGEST.value, Scope.FEEDBACK.value})
 
 
 @router.post(

@@ -86,18 +86,17 @@ def prepare(
     topics: TopicNames,
     *,
     user_id: str | None = None,
+    user_hash: str | None = None,
 ) -> PreparedEvent:
-    """The message for a validated request; `user_id` (from a path) overrides the body's.
+    """The message for a validated request; `user_id` (from a path) overrides the body's, and
+    `user_hash` (a bound feedback token's user, already hashed) stands in for a body without one.
     The user id and the feedback key are published only as their tenant-keyed HMACs.
 
     Keyed by tenant and subject, so one response's or session's events stay in order.
     Raises `RequestProblem` if the request does not make a publishable event."""
     raw_user = user_id if user_id is not None else request.user_id
-    user_hash = (
-        hash_user_id(tenancy.hmac_secret, tenancy.tenant_id, raw_user)
-        if raw_user is not None
-        else None
-    )
+    if raw_user is not None:
+        user_hash = hash_user_id(tenancy.hmac_secret, tenancy.tenant_id, raw_user)
     raw_key: str | None = getattr(request, "feedback_key", None)
     key_hash = (
         hash_feedback_key(tenancy.hmac_secret, tenancy.tenant_id, raw_key)

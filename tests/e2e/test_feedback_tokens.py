@@ -14,10 +14,13 @@ from datetime import datetime
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.http.tokens import FeedbackTokenSigner
+from feedbackloop.identity import hash_user_id
 from services.cli.admin import create_key
-from tests.e2e.conftest import service_env
+from tests.e2e.conftest import HMAC_SECRET, service_env
 from tests.infra import ServiceProcesses, create_database, create_topics, unique_prefix
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +35,9 @@ class Edge:
     services: ServiceProcesses
     ingest_key: str
     feedback_key: str
+    review_key: str
+    bootstrap: str
+    names: TopicNames
 
     def client(self, service: str, credential: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
@@ -54,11 +60,13 @@ def edge(
 ) -> Iterator[Edge]:
     prefix = unique_prefix()
     database_url = asyncio.run(create_database(postgres_url))
-    asyncio.run(create_topics(kafka_bootstrap, prefix))
+    names = asyncio.run(create_topics(kafka_bootstrap, prefix))
     _, ingest_key = asyncio.run(create_key(database_url, tenant_id="shop", name="backend",
                                            scopes=["ingest"]))
     _, feedback_key = asyncio.run(create_key(database_url, tenant_id="shop", name="page",
                                              scopes=["feedback"]))
+    _, review_key = asyncio.run(create_key(database_url, tenant_id="shop", name="reviewer",
+                                           scopes=["review"]))
     env = service_env(kafka_bootstrap, database_url, prefix) | {
         "FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET": SECRET,
         "FEEDBACKLOOP_FEEDBACK_TOKEN_MAX_TTL_SECONDS": str(MAX_TTL),
@@ -67,7 +75,7 @@ def edge(
     services = ServiceProcesses(env, tmp_path_factory.mktemp("tokens"))
     try:
         services.start(("ingest", "query"))
-        yield Edge(services, ingest_key, feedback_key)
+        yield Edge(services, ingest_key, feedback_key, review_key, kafka_bootstrap, names)
     finally:
         services.stop()
 
@@ -156,3 +164,69 @@ async def test_minting_needs_an_ingest_key_and_a_ttl_within_the_maximum(edge: Ed
     assert too_long.status_code == 422
     unknown = await edge.mint(_rid(), scope="everything")
     assert unknown.status_code == 422
+
+
+async def _published_feedback(edge: Edge, response_id: str, count: int) -> list[dict[str, object]]:
+    """The feedback topic's events on `response_id`, as ingest published them."""
+    consumer = AIOKafkaConsumer(
+        edge.names.physical(Topic.FEEDBACK), bootstrap_servers=edge.bootstrap,
+        auto_offset_reset="earliest", group_id=f"tokens-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    found: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(found) < count and time.monotonic() < deadline:
+            for part in (await consumer.getmany(timeout_ms=300)).values():
+                for record in part:
+                    document = orjson.loads(record.value)
+                    if document.get("payload", {}).get("response_id") == response_id:
+                        found.append(document)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_token_bound_to_a_user_speaks_for_that_user_only(edge: Edge) -> None:
+    rid = _rid()
+    minted = await edge.mint(rid, user_id="alice@example.com")
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    assert "alice" not in token, "the token carries the user id's HMAC, never the id"
+    alice = hash_user_id(HMAC_SECRET.encode(), "shop", "alice@example.com")
+    async with edge.client("ingest", token) as page:
+        as_someone_else = await page.post("/v1/feedback", json={
+            "response_id": rid, "thumb": "down", "user_id": "mallory"})
+        retract_someone_else = await page.post("/v1/feedback/retractions", json={
+            "response_id": rid, "kind": "thumb", "user_id": "mallory"})
+        implicit = await page.post("/v1/feedback", json={"response_id": rid, "thumb": "up"})
+        explicit = await page.post("/v1/feedback", json={
+            "response_id": rid, "rating": 4, "user_id": "alice@example.com"})
+    for refused in (as_someone_else, retract_someone_else):
+        assert refused.status_code == 403, refused.text
+        assert "another user" in refused.json()["detail"]
+    assert implicit.status_code == 202, implicit.text
+    assert explicit.status_code == 202, explicit.text
+    published = await _published_feedback(edge, rid, 2)
+    assert sorted(event["event_id"] for event in published) == sorted(
+        [implicit.json()["event_id"], explicit.json()["event_id"]]
+    ), "the refused requests published nothing"
+    assert {event["user_id"] for event in published} == {alice}
+
+
+async def test_a_review_key_cannot_speak_for_a_user(edge: Edge) -> None:
+    rid = _rid()
+    async with edge.client("ingest", edge.review_key) as reviewer:
+        named = await reviewer.post("/v1/feedback", json={
+            "response_id": rid, "correction": {"text": "better"}, "user_id": "bob"})
+        keyed = await reviewer.post("/v1/feedback", json={
+            "response_id": rid, "correction": {"text": "better"}, "feedback_key": "bob-device"})
+        own = await reviewer.post("/v1/feedback", json={
+            "response_id": rid, "correction": {"text": "better"}})
+    for refused in (named, keyed):
+        assert refused.status_code == 403, refused.text
+        assert "review key" in refused.json()["detail"]
+    assert own.status_code == 202, own.text
+    published = await _published_feedback(edge, rid, 1)
+    assert [event["event_id"] for event in published] == [own.json()["event_id"]]
+    assert published[0].get("user_id") is None

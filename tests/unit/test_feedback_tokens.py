@@ -59,3 +59,14 @@ def test_no_secret_no_signer() -> None:
 def test_the_derived_key_is_stable_and_not_the_user_id_key() -> None:
     assert derived_token_secret(SECRET) == derived_token_secret(SECRET)
     assert derived_token_secret(SECRET) not in (SECRET, derived_token_secret(SECRET + b"x"))
+
+
+def test_a_token_may_bind_a_user_hash_which_it_carries_signed() -> None:
+    token, _ = signer().mint("acme", "r-1", 60, user_hash="h" * 32)
+    assert signer().verify(token).user_hash == "h" * 32
+    assert signer().verify(signer().mint("acme", "r-1", 60)[0]).user_hash is None
+    unbound = signer().mint("acme", "r-1", 60)[0]
+    # Grafting a bound token's claims onto an unbound token's signature is refused.
+    grafted = f"{token.rsplit('.', 1)[0]}.{unbound.rsplit('.', 1)[1]}"
+    with pytest.raises(InvalidFeedbackToken, match="signature"):
+        signer().verify(grafted)

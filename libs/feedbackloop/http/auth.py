@@ -38,6 +38,7 @@ class Principal:
     scopes: frozenset[str]
     response_id: str | None = None
     name: str | None = None  # the API key's name, for attributing reviews
+    user_hash: str | None = None  # a feedback token bound to one user: that user's id HMAC
 
     def require(self, *any_of: Scope) -> None:
         if not self.scopes.intersection(any_of):
@@ -135,6 +136,7 @@ class ApiKeyVerifier:
             grant.tenant_id,
             frozenset({Scope.FEEDBACK.value}),
             response_id=grant.response_id,
+            user_hash=grant.user_hash,
         )
 
     def invalidate(self, key_hash: str | None = None) -> None:

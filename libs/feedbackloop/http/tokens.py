@@ -1,10 +1,12 @@
 """Signed feedback tokens: what a web page holds instead of a key that works on any response.
 
 A product's backend mints a token per AI response it shows (with an `ingest` key); the token
-names the tenant, the response and an expiry, signed with HMAC-SHA256 under a server secret.
-Ingest verifies it without a lookup: a page can send feedback on that response only, until the
-expiry. Format: `fbt1.<base64url JSON {"t": tenant, "r": response, "e": unix expiry}>.<base64url
-signature>`; the signature covers everything before its dot.
+names the tenant, the response, an expiry and, when the backend names one, the user, signed with
+HMAC-SHA256 under a server secret. Ingest verifies it without a lookup: a page can send feedback
+on that response only, until the expiry, and only as that user when one is bound. Format:
+`fbt1.<base64url JSON {"t": tenant, "r": response, "e": unix expiry, "u": user hash}>.<base64url
+signature>` ("u" only when bound: the user id's tenant-keyed HMAC, never the id itself); the
+signature covers everything before its dot.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ class InvalidFeedbackToken(Exception):
 
 @dataclass(frozen=True)
 class FeedbackGrant:
-    """What a valid token allows: feedback on one response of one tenant, until `expires_at`."""
+    """What a valid token allows: feedback on one response of one tenant, until `expires_at`,
+    as the user whose id hashes to `user_hash` when one is bound."""
 
     tenant_id: str
     response_id: str
     expires_at: int
+    user_hash: str | None = None
 
 
 def derived_token_secret(user_id_hmac_secret: bytes) -> bytes:
@@ -60,10 +64,16 @@ class FeedbackTokenSigner:
     def _signature(self, signed: str) -> str:
         return _encode(hmac.new(self._secret, signed.encode(), hashlib.sha256).digest())
 
-    def mint(self, tenant_id: str, response_id: str, ttl_seconds: int) -> tuple[str, int]:
-        """A token for the response, and its expiry (unix seconds)."""
+    def mint(
+        self, tenant_id: str, response_id: str, ttl_seconds: int, *, user_hash: str | None = None
+    ) -> tuple[str, int]:
+        """A token for the response (for one user's hash when given), and its expiry (unix
+        seconds)."""
         expires_at = int(self._clock()) + ttl_seconds
-        claims = orjson.dumps({"t": tenant_id, "r": response_id, "e": expires_at})
+        document: dict[str, object] = {"t": tenant_id, "r": response_id, "e": expires_at}
+        if user_hash is not None:
+            document["u"] = user_hash
+        claims = orjson.dumps(document)
         signed = TOKEN_PREFIX + _encode(claims)
         return f"{signed}.{self._signature(signed)}", expires_at
 
@@ -76,7 +86,9 @@ class FeedbackTokenSigner:
             raise InvalidFeedbackToken("feedback token signature does not match")
         try:
             claims = orjson.loads(_decode(signed[len(TOKEN_PREFIX):]))
-            grant = FeedbackGrant(str(claims["t"]), str(claims["r"]), int(claims["e"]))
+            user = claims.get("u")
+            grant = FeedbackGrant(str(claims["t"]), str(claims["r"]), int(claims["e"]),
+                                  None if user is None else str(user))
         except (ValueError, KeyError, TypeError) as error:
             raise InvalidFeedbackToken("malformed feedback token") from error
         if grant.expires_at <= self._clock():
