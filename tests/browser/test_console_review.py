@@ -260,3 +260,54 @@ async def test_a_key_of_another_tenant_sees_none_of_the_items(
         assert answer.status == 404, await answer.text()
     finally:
         await context.close()
+
+
+async def test_an_admin_key_without_the_review_scope_sees_no_actions(
+    console_stack: ConsoleStack, browser: Browser,
+) -> None:
+    """Ingest takes reviews and corrections from `review` keys only, so the console offers an
+    admin key none of the buttons ingest would refuse, and refuses the action itself."""
+    stack = console_stack
+    response_id = f"r-admin-{uuid.uuid4().hex[:6]}"
+    await stack.send("/v1/responses", {
+        "response_id": response_id, "output": "An answer.", "model": "model-a",
+        "prompt": [{"role": "user", "content": "A question"}],
+    })
+    await stack.send("/v1/feedback", {"response_id": response_id, "thumb": "down",
+                                      "user_id": "user-admin-check"})
+
+    async def queued() -> bool:
+        async with stack.query() as query:
+            answer = await query.get("/v1/reviews/queue", params={"limit": 100})
+        return any(item["response_id"] == response_id for item in answer.json()["items"])
+
+    await eventually(queued)
+    queue = f"{stack.console_url}/queue"
+    reviewer = await browser.new_context(viewport={"width": 1100, "height": 800})
+    try:
+        page = await reviewer.new_page()
+        await sign_in(page, stack.console_url, await stack.key("carol", ["read", "review"]))
+        await page.goto(queue)
+        assert await page.get_by_role("button", name="Mark reviewed").count() > 0
+    finally:
+        await reviewer.close()
+    key = await stack.key(f"admin-{uuid.uuid4().hex[:6]}", ["read", "admin"])
+    context = await browser.new_context(viewport={"width": 1100, "height": 800})
+    page = await context.new_page()
+    try:
+        await sign_in(page, stack.console_url, key)
+        await page.goto(queue)
+        await expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
+        for name in ("Mark reviewed", "Assign", "Use the agent's reply as the correction"):
+            assert await page.get_by_role("button", name=name).count() == 0, name
+        csrf = await page.evaluate(
+            "() => document.querySelector('input[name=csrf_token]')?.value ?? ''")
+        answer = await page.request.post(
+            stack.console_url + "/items/r-any/reviewed",
+            form={"csrf_token": csrf, "next": "/console/queue"},
+            headers={"Origin": stack.console_url.rsplit("/console", 1)[0]},
+        )
+        assert answer.status == 403
+        assert "review scope" in await answer.text()
+    finally:
+        await context.close()

@@ -72,7 +72,7 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
 
 def _page(request: Request, session: ConsoleSession, template: str, **context: Any) -> HTMLResponse:
     return _render(request, template, session=session,
-                   can_review=bool(session.scopes & {Scope.REVIEW.value, Scope.ADMIN.value}),
+                   can_review=Scope.REVIEW.value in session.scopes,
                    **context)
 
 
@@ -100,7 +100,9 @@ async def _action_form(request: Request) -> tuple[ConsoleSession, dict[str, str]
     form = await _form(request)
     if not session.csrf_matches(form.get("csrf_token")):
         raise ProblemException(403, "the form is stale or forged (CSRF token mismatch); reload")
-    if not session.scopes & {Scope.REVIEW.value, Scope.ADMIN.value}:
+    # Ingest accepts reviews and corrections from `review` keys only: an admin key without that
+    # scope sees no actions rather than buttons ingest would refuse.
+    if Scope.REVIEW.value not in session.scopes:
         raise ProblemException(403, "this key lacks the review scope needed for actions")
     return session, form
 
