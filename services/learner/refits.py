@@ -1,4 +1,4 @@
-"""The learner's background refit loop: batched refits of the segment weights, each accepted
+"""The learner's background refits: batched refits of the segment weights, each accepted
 refit committed as a new version, then published on the weights topic (an outbox).
 
 Contract:
@@ -10,10 +10,8 @@ Contract:
 - A refit is accepted when it converged and its segment has at least `min_choices` choices;
   accepted refits become versions in one transaction, under a per-tenant advisory lock, that
   also records what the refit read (rejected ones too, so they wait for new choices).
-- After the commit every unpublished version is published (keyed `tenant:segment`) and then
-  marked published. A crash in between leaves it unpublished, so it is published again on the
-  next pass: delivery on the weights topic is at least once, and consumers deduplicate on
-  (tenant_id, segment, version).
+- Committed versions are published by the weights relay (`weights_outbox`: keyed
+  `tenant:segment`, at least once, consumers deduplicate on (tenant_id, segment, version)).
 - Between refits, every poll, each segment with a version and choices since is updated
   incrementally (`adaptive.incremental_update`: a Newton step from the newest version's
   posterior on the new choices), so a choice reaches the served weights within a poll or two
@@ -27,7 +25,8 @@ Contract:
   published.
 - A full refit also fits each customer with `customer_min_choices` choices in the segment,
   with the segment's posterior as the prior (`learning.fit_customer`).
-- Errors are logged and the pass retried on the next poll; the loop ends only when cancelled.
+- The passes run as one job (`refits_job`): an error is the job's failure (logged, counted,
+  the learner not ready until a pass succeeds) and the pass is retried with bounded backoff.
 """
 
 from __future__ import annotations
@@ -35,13 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 
+from feedbackloop.pipeline.jobs import Job
 from feedbackloop.settings import Settings
 from services.learner import repository
 from services.learner.adaptive import (
@@ -64,12 +62,12 @@ from services.learner.learning import (
     pack_choices,
     summarize,
 )
-from services.learner.processing import group_choices, segments_due, weights_message
+from services.learner.processing import group_choices, segments_due
 
 logger = logging.getLogger(__name__)
 
 GLOBAL_SEGMENT = "global"
-Publish = Callable[[str, bytes], Awaitable[None]]  # (key, value) onto the weights topic
+JOB = "learner-refits"
 
 
 @dataclass(frozen=True)
@@ -347,31 +345,15 @@ def _at_most(moment: datetime | None, bound: datetime) -> datetime | None:
     return None if moment is None else min(moment, bound)
 
 
-async def publish_unpublished(pool: asyncpg.Pool, publish: Publish, *, limit: int = 500) -> int:
-    """Publish committed versions not yet acknowledged on the weights topic, oldest first."""
-    published = 0
-    for row in await repository.unpublished_versions(pool, limit=limit):
-        message = weights_message(row)
-        await publish(f"{row['tenant_id']}:{row['segment']}", orjson.dumps(message))
-        await repository.mark_published(
-            pool, tenant_id=row["tenant_id"], segment=row["segment"], version=row["version"]
-        )
-        published += 1
-    return published
+def refits_job(pool: asyncpg.Pool, config: RefitConfig) -> Job:
+    """Every `poll_seconds`: the due full refits, then (when enabled) the incremental updates;
+    the versions they commit are published by the weights relay (`weights_outbox`)."""
 
+    async def run() -> int:
+        done = len(await refit_due(pool, config))
+        if config.incremental:
+            done += len(await update_incrementally(pool, config))
+        return done
 
-async def run_refits(pool: asyncpg.Pool, publish: Publish, config: RefitConfig) -> None:
-    """The loop the learner runs beside its consumer, until cancelled."""
-    while True:
-        try:
-            await publish_unpublished(pool, publish)
-            changed = bool(await refit_due(pool, config))
-            if config.incremental:
-                changed = bool(await update_incrementally(pool, config)) or changed
-            if changed:
-                await publish_unpublished(pool, publish)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("learner: refit pass failed; retrying in %.1fs", config.poll_seconds)
-        await asyncio.sleep(config.poll_seconds)
+    return Job(JOB, run, interval=config.poll_seconds, periodic=True,
+               retry_max_seconds=max(config.poll_seconds, 30.0))
