@@ -1,4 +1,6 @@
-"""The trainer's reads other services may use: the review queue, reviews and labels.
+"""The trainer's reads other services may use: the review queue, reviews and labels, the
+down-voted replies, and the export selections (`ExampleFilter`, counted, read as published
+documents or as JSONL lines of a format).
 
 The review queue is the responses of a tenant with low signals: current thumbs down, ratings
 1-2, corrections and replays (an agent's reply beside the AI's). It reads the newest
@@ -16,6 +18,31 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+
+from services.trainer.exports.filters import ExampleFilter, count_examples
+from services.trainer.exports.stream import (
+    ExportTally,
+    export_rows,
+    jsonl_lines,
+    published_documents,
+    selection_for,
+)
+from services.trainer.repository import _NOBODY_OPTED_OUT, _REPLY_COLUMNS
+
+__all__ = [
+    "ExampleFilter",
+    "ExportTally",
+    "QueueFilter",
+    "count_examples",
+    "down_voted_replies",
+    "export_rows",
+    "jsonl_lines",
+    "label_answers",
+    "published_documents",
+    "review_labels",
+    "review_queue",
+    "selection_for",
+]
 
 QueueSignal = Literal["all", "down", "low", "corrected"]
 QueueStatus = Literal["all", "open", "reviewed"]
@@ -176,4 +203,38 @@ def prompt_text(prompt: Any) -> str:
         f"{message.get('role', 'user')}: {message.get('content', '')}"
         for message in prompt
         if isinstance(message, dict)
+    )
+
+
+async def down_voted_replies(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    since: datetime,
+    until: datetime,
+    action_type: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The tenant's down-voted replies in `[since, until)`, newest first, with the prompt,
+    the reply and the explanation when there is one; none of a voter or a conversation's user
+    who has opted out of training use (erased users' rows are gone already)."""
+    return await connection.fetch(
+        f"""
+        SELECT f.event_id, f.response_id, f.occurred_at,
+               {_REPLY_COLUMNS},
+               COALESCE(r.action_type, f.inline_action_type, 'unspecified') AS action_type,
+               e.explanation
+        FROM trainer.feedback f
+        LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+        LEFT JOIN trainer.failure_explanations e
+            ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
+            AND e.status = 'explained'
+        WHERE f.tenant_id = $1 AND f.occurred_at >= $2 AND f.occurred_at < $3
+          AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
+          AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
+          AND {_NOBODY_OPTED_OUT}
+        ORDER BY f.occurred_at DESC
+        LIMIT $5
+        """,
+        tenant_id, since, until, action_type, limit,
     )

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from services.trainer import dedupe
-from services.trainer.redaction import redact
+from services.trainer.examples import dedupe
+from services.trainer.examples.redaction import redact
 
 MATERIAL_SIMILARITY = 0.90
 DEFAULT_EVAL_FRACTION = 0.1
