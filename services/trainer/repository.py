@@ -46,107 +46,126 @@ async def store_effects(
         if kind in (ResponseStored, FeedbackStored):
             touched.update(dict.fromkeys((e.tenant_id, e.response_id) for e in run))
         if kind is ResponseStored:
-            await connection.executemany(
-                """
-                INSERT INTO trainer.responses (tenant_id, response_id, event_id, user_id, prompt,
-                    context, output, model, action_type, action_data, feature, language,
-                    prompt_version, experiment, variant, occurred_at, session_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.response_id, e.event_id, e.user_id, e.prompt, e.context,
-                        e.output, e.model, e.action_type, e.action_data, e.feature, e.language,
-                        e.prompt_version, e.experiment, e.variant, e.occurred_at, e.session_id,
-                    )
-                    for e in run
-                ],
-            )
+            await _store_responses(connection, run)
         elif kind is FeedbackStored:
-            await connection.executemany(
-                """
-                INSERT INTO trainer.feedback (tenant_id, event_id, response_id, user_id, kind,
-                    thumb, rating, comment, correction, replay, inline_prompt, inline_output,
-                    inline_model, inline_action_type, occurred_at, session_id, person,
-                    retraction, current)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, NOT $18)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.event_id, e.response_id, e.user_id, e.kind, e.thumb,
-                        e.rating, e.comment, e.correction, e.replay, e.inline_prompt,
-                        e.inline_output, e.inline_model, e.inline_action_type, e.occurred_at,
-                        e.session_id, e.person, e.retraction,
-                    )
-                    for e in run
-                ],
-            )
-            await _mark_current(connection, run)
+            await _store_feedback(connection, run)
         elif kind is ReviewRecorded:
             await write_reviews(connection, run)
         elif kind is ConsentSet:
-            await connection.executemany(
-                """
-                INSERT INTO trainer.consent (tenant_id, user_id, training_allowed, changed_at)
-                VALUES ($1, $2, $3, $4)
-                ON CONFLICT (tenant_id, user_id) DO UPDATE SET
-                    training_allowed = EXCLUDED.training_allowed,
-                    changed_at = EXCLUDED.changed_at
-                WHERE trainer.consent.changed_at <= EXCLUDED.changed_at
-                """,
-                [(e.tenant_id, e.user_id, e.training_allowed, e.changed_at) for e in run],
-            )
-            users = [(e.tenant_id, e.user_id) for e in run]
-            await store.remove_opted_out_examples(connection, users=users)
-            # Opting back in: the user's responses are built again with their feedback.
-            touched.update(dict.fromkeys(await store.responses_of_users(connection, users=users)))
+            touched.update(dict.fromkeys(await _set_consent(connection, run)))
         elif kind is UserErased:
-            users = [(e.tenant_id, e.user_id) for e in run]
-            # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
-            await connection.executemany(
-                """
-                INSERT INTO trainer.erased_users (tenant_id, user_digest, erased_at)
-                VALUES ($1, public.erased_user_digest($2), $3)
-                ON CONFLICT (tenant_id, user_digest) DO UPDATE
-                SET erased_at = GREATEST(trainer.erased_users.erased_at, EXCLUDED.erased_at)
-                """,
-                [(e.tenant_id, e.user_id, e.erased_at) for e in run],
-            )
-            await store.remove_user_examples(connection, users=users, reason="erasure")
-            # Snapshots of exports keep nothing of an erased user either.
-            await connection.executemany(
-                "DELETE FROM trainer.snapshot_examples "
-                "WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]",
-                users,
-            )
-            # Reviews of the user's responses (labels and notes quote them) go with them too.
-            for table in ("review_labels", "review_states"):
-                await connection.executemany(
-                    f"""
-                    DELETE FROM trainer.{table} x USING trainer.responses r
-                    WHERE r.tenant_id = $1 AND r.user_id = $2
-                      AND x.tenant_id = r.tenant_id AND x.response_id = r.response_id
-                    """,
-                    users,
-                )
-            # Explanations quote the prompt: they go with the user's responses too.
-            await connection.executemany(
-                """
-                DELETE FROM trainer.failure_explanations e USING trainer.responses r
-                WHERE r.tenant_id = $1 AND r.user_id = $2
-                  AND e.tenant_id = r.tenant_id AND e.response_id = r.response_id
-                """,
-                users,
-            )
-            for table in ("failure_explanations", "feedback", "responses", "consent"):
-                await connection.executemany(
-                    f"DELETE FROM trainer.{table} WHERE tenant_id = $1 AND user_id = $2", users
-                )
+            await _erase_users(connection, run)
     return list(touched)
+
+
+async def _store_responses(connection: asyncpg.Connection, run: list[ResponseStored]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO trainer.responses (tenant_id, response_id, event_id, user_id, prompt,
+            context, output, model, action_type, action_data, feature, language,
+            prompt_version, experiment, variant, occurred_at, session_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            $17)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.response_id, e.event_id, e.user_id, e.prompt, e.context,
+                e.output, e.model, e.action_type, e.action_data, e.feature, e.language,
+                e.prompt_version, e.experiment, e.variant, e.occurred_at, e.session_id,
+            )
+            for e in run
+        ],
+    )
+
+
+async def _store_feedback(connection: asyncpg.Connection, run: list[FeedbackStored]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO trainer.feedback (tenant_id, event_id, response_id, user_id, kind,
+            thumb, rating, comment, correction, replay, inline_prompt, inline_output,
+            inline_model, inline_action_type, occurred_at, session_id, person,
+            retraction, current)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            $17, $18, NOT $18)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.event_id, e.response_id, e.user_id, e.kind, e.thumb,
+                e.rating, e.comment, e.correction, e.replay, e.inline_prompt,
+                e.inline_output, e.inline_model, e.inline_action_type, e.occurred_at,
+                e.session_id, e.person, e.retraction,
+            )
+            for e in run
+        ],
+    )
+    await _mark_current(connection, run)
+
+
+async def _set_consent(
+    connection: asyncpg.Connection, run: list[ConsentSet]
+) -> list[tuple[str, str]]:
+    """Stores the latest consent of each user; returns the responses to build again."""
+    await connection.executemany(
+        """
+        INSERT INTO trainer.consent (tenant_id, user_id, training_allowed, changed_at)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+            training_allowed = EXCLUDED.training_allowed,
+            changed_at = EXCLUDED.changed_at
+        WHERE trainer.consent.changed_at <= EXCLUDED.changed_at
+        """,
+        [(e.tenant_id, e.user_id, e.training_allowed, e.changed_at) for e in run],
+    )
+    users = [(e.tenant_id, e.user_id) for e in run]
+    await store.remove_opted_out_examples(connection, users=users)
+    # Opting back in: the user's responses are built again with their feedback.
+    return await store.responses_of_users(connection, users=users)
+
+
+async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
+    users = [(e.tenant_id, e.user_id) for e in run]
+    # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
+    await connection.executemany(
+        """
+        INSERT INTO trainer.erased_users (tenant_id, user_digest, erased_at)
+        VALUES ($1, public.erased_user_digest($2), $3)
+        ON CONFLICT (tenant_id, user_digest) DO UPDATE
+        SET erased_at = GREATEST(trainer.erased_users.erased_at, EXCLUDED.erased_at)
+        """,
+        [(e.tenant_id, e.user_id, e.erased_at) for e in run],
+    )
+    await store.remove_user_examples(connection, users=users, reason="erasure")
+    # Snapshots of exports keep nothing of an erased user either.
+    await connection.executemany(
+        "DELETE FROM trainer.snapshot_examples "
+        "WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]",
+        users,
+    )
+    # Reviews of the user's responses (labels and notes quote them) go with them too.
+    for table in ("review_labels", "review_states"):
+        await connection.executemany(
+            f"""
+            DELETE FROM trainer.{table} x USING trainer.responses r
+            WHERE r.tenant_id = $1 AND r.user_id = $2
+              AND x.tenant_id = r.tenant_id AND x.response_id = r.response_id
+            """,
+            users,
+        )
+    # Explanations quote the prompt: they go with the user's responses too.
+    await connection.executemany(
+        """
+        DELETE FROM trainer.failure_explanations e USING trainer.responses r
+        WHERE r.tenant_id = $1 AND r.user_id = $2
+          AND e.tenant_id = r.tenant_id AND e.response_id = r.response_id
+        """,
+        users,
+    )
+    for table in ("failure_explanations", "feedback", "responses", "consent"):
+        await connection.executemany(
+            f"DELETE FROM trainer.{table} WHERE tenant_id = $1 AND user_id = $2", users
+        )
 
 
 async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackStored]) -> None:

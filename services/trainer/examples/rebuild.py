@@ -11,7 +11,8 @@ from uuid import UUID
 import asyncpg
 
 from services.trainer.examples import dedupe, store
-from services.trainer.examples.build import FeedbackRecord, TrainingExample, build_examples
+from services.trainer.examples.build import build_examples
+from services.trainer.examples.records import FeedbackRecord, TrainingExample
 
 # How many near-duplicate candidates one example is compared with (the most recent first).
 _NEAR_DUPLICATE_CANDIDATES = 50

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.trainer.examples.build import FeedbackRecord, ResponseRecord, TrainingExample
+from services.trainer.examples.records import FeedbackRecord, ResponseRecord, TrainingExample
 
 # Feedback kinds that can give an example (comments give none).
 _EXAMPLE_FEEDBACK_KINDS = ["thumb", "rating", "correction", "replay"]

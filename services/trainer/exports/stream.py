@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.trainer.examples.build import published_document
+from services.trainer.examples.records import published_document
 from services.trainer.exports.filters import ExampleFilter, stream_example_rows
 from services.trainer.exports.formats import FORMAT_KINDS, ContextMode, format_example
 

@@ -27,7 +27,7 @@ from feedbackloop.pipeline.jobs import Job, singleton
 from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job
 from feedbackloop.settings import Settings
 from services.trainer.examples import outbox as repository
-from services.trainer.examples.build import published_document
+from services.trainer.examples.records import published_document
 
 JOB = "training-relay"
 
