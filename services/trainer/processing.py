@@ -20,7 +20,7 @@ from feedbackloop.contract import (
     ResponseLogged,
     ReviewSubmitted,
 )
-from services.trainer.reviews import ReviewRecorded, review_effect
+from services.trainer.reviews.effects import ReviewRecorded, review_effect
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from services.trainer.processing import (
     TrainerEffect,
     UserErased,
 )
-from services.trainer.review_repository import write_reviews
-from services.trainer.reviews import ReviewRecorded
+from services.trainer.reviews.effects import ReviewRecorded
+from services.trainer.reviews.store import write_reviews
 
 # The prompt and the AI reply a down-vote is about: the logged response's, else what the
 # feedback carried inline (a replay carries the customer message and the AI reply).

@@ -230,8 +230,6 @@ async def upsert_examples(
     )
 
 
-
-
 async def exact_originals(
     connection: asyncpg.Connection, *, examples: Sequence[TrainingExample]
 ) -> dict[int, UUID]:

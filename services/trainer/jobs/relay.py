@@ -26,13 +26,13 @@ from feedbackloop.kafka import EventPublisher, OutgoingMessage
 from feedbackloop.pipeline.jobs import Job, singleton
 from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job
 from feedbackloop.settings import Settings
-from services.trainer.examples import outbox as repository
+from services.trainer.examples import outbox as queued
 from services.trainer.examples.records import published_document
 
 JOB = "training-relay"
 
 
-def outbox_document(item: repository.OutboxItem) -> dict[str, object]:
+def outbox_document(item: queued.OutboxItem) -> dict[str, object]:
     """The topic payload of one queued item: an example revision or a retraction."""
     if item.kind == "example":
         assert item.record is not None
@@ -47,24 +47,24 @@ def outbox_document(item: repository.OutboxItem) -> dict[str, object]:
     }
 
 
-def _keyed(item: repository.OutboxItem) -> tuple[bytes, bytes]:
+def _keyed(item: queued.OutboxItem) -> tuple[bytes, bytes]:
     return f"{item.tenant_id}:{item.conversation_id}".encode(), orjson.dumps(outbox_document(item))
 
 
-def outbox_message(item: repository.OutboxItem, *, topic: str) -> OutgoingMessage:
+def outbox_message(item: queued.OutboxItem, *, topic: str) -> OutgoingMessage:
     key, value = _keyed(item)
     return OutgoingMessage(topic=topic, key=key, value=value)
 
 
-async def _pending(connection: asyncpg.Connection, limit: int) -> list[repository.OutboxItem]:
-    return await repository.pending_outbox(connection, limit=limit)
+async def _pending(connection: asyncpg.Connection, limit: int) -> list[queued.OutboxItem]:
+    return await queued.pending_outbox(connection, limit=limit)
 
 
-async def _mark(connection: asyncpg.Connection, items: Sequence[repository.OutboxItem]) -> None:
-    await repository.mark_published(connection, items=items)
+async def _mark(connection: asyncpg.Connection, items: Sequence[queued.OutboxItem]) -> None:
+    await queued.mark_published(connection, items=items)
 
 
-def training_outbox(*, topic: str, batch_size: int = 500) -> Outbox[repository.OutboxItem]:
+def training_outbox(*, topic: str, batch_size: int = 500) -> Outbox[queued.OutboxItem]:
     return Outbox(JOB, topic, _pending, _keyed, _mark, batch_size=batch_size)
 
 
