@@ -11,8 +11,8 @@ Writes the tenant's stored examples (PII already redacted, duplicates and opted-
 already left out) in the chosen format, as JSONL, Parquet or a Hugging Face dataset directory,
 with a progress bar on stderr, and a manifest beside it (per line: the example id, revision,
 split, quality and source events; the filters, counts, sha256 of every file, KTO balance and
-warnings; see `services.trainer.export_manifest`). Then checks every line against the format's
-rules (see `services.trainer.exports`). Reads the database, or with `--url` and `--key` the
+warnings; see `services.trainer.exports.manifest`). Then checks every line against the format's
+rules (see `services.trainer.exports.formats`). Reads the database, or with `--url` and `--key` the
 query service's API from another machine. Exit status 0 when the file is valid, 1 when it was
 written but breaks a rule (say, fewer than 10 examples for OpenAI), 2 on bad arguments.
 """
@@ -36,10 +36,9 @@ from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.export_files import OUTPUT_KINDS, open_output
 from services.cli.local_system import missing
-from services.trainer import repository, snapshots
-from services.trainer.export_manifest import ExportManifest
-from services.trainer.export_stream import ExportTally, selection_for
-from services.trainer.exports import (
+from services.trainer import reads as trainer
+from services.trainer.exports import snapshots
+from services.trainer.exports.formats import (
     CONTEXT_MODES,
     EXPORT_FORMATS,
     FORMAT_KINDS,
@@ -47,6 +46,7 @@ from services.trainer.exports import (
     format_example,
     line_errors,
 )
+from services.trainer.exports.manifest import ExportManifest
 
 
 def _timestamp(value: str) -> datetime:
@@ -128,16 +128,16 @@ class ProgressBar:
 
 
 async def _documents_from_database(
-    database_url: str, selection: repository.ExampleFilter, export_format: str,
-    progress: ProgressBar, tally: ExportTally,
+    database_url: str, selection: trainer.ExampleFilter, export_format: str,
+    progress: ProgressBar, tally: trainer.ExportTally,
 ) -> AsyncIterator[dict[str, Any]]:
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as connection:
-            narrowed = selection_for(selection, export_format)
-            progress.total = await repository.count_examples(connection, selection=narrowed)
+            narrowed = trainer.selection_for(selection, export_format)
+            progress.total = await trainer.count_examples(connection, selection=narrowed)
             async with connection.transaction(readonly=True):
-                async for document in repository.stream_examples(connection, selection=narrowed):
+                async for document in trainer.published_documents(connection, selection=narrowed):
                     tally.read += 1
                     yield document
     finally:
@@ -145,7 +145,7 @@ async def _documents_from_database(
 
 
 async def _documents_from_api(
-    arguments: argparse.Namespace, export_format: str, tally: ExportTally
+    arguments: argparse.Namespace, export_format: str, tally: trainer.ExportTally
 ) -> AsyncIterator[dict[str, Any]]:
     """The examples as the query service exports them raw, narrowed here to the format's kinds."""
     params = {name: value for name, value in {
@@ -177,7 +177,7 @@ class ExportFailed(Exception):
 
 
 async def _export(arguments: argparse.Namespace, database_url: str, stderr: TextIO) -> int:
-    tally = ExportTally()
+    tally = trainer.ExportTally()
     progress = ProgressBar(0, stderr)
     snapshot: dict[str, Any] | None = None
     documents: AsyncIterator[dict[str, Any]]
@@ -254,8 +254,8 @@ def _report(arguments: argparse.Namespace, described: dict[str, Any], manifest_p
     return 0
 
 
-def _selection(arguments: argparse.Namespace) -> repository.ExampleFilter:
-    return repository.ExampleFilter(
+def _selection(arguments: argparse.Namespace) -> trainer.ExampleFilter:
+    return trainer.ExampleFilter(
         tenant_id=arguments.tenant, split=arguments.split, since=arguments.since,
         until=arguments.until, action_type=arguments.action_type, model=arguments.model,
         min_quality=arguments.min_quality,
@@ -263,7 +263,7 @@ def _selection(arguments: argparse.Namespace) -> repository.ExampleFilter:
 
 
 async def _replayed(
-    documents: list[dict[str, Any]], progress: ProgressBar, tally: ExportTally
+    documents: list[dict[str, Any]], progress: ProgressBar, tally: trainer.ExportTally
 ) -> AsyncIterator[dict[str, Any]]:
     progress.total = len(documents)
     for document in documents:
@@ -337,7 +337,7 @@ def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def run_object_export(arguments: argparse.Namespace, settings: Settings) -> int:
     """`feedbackloop export-objects`: one export run to object storage now, what is due."""
-    from services.trainer.object_exports import export_due, object_store
+    from services.trainer.exports.object_exports import export_due, object_store
 
     database_url = settings.database_url.get_secret_value()
     if not database_url:

@@ -1,30 +1,32 @@
-"""Wires the learner consumer service and its refit loop. No logic here."""
+"""Wires the learner consumer service and its jobs: the refits and the weights relay.
+No logic here."""
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 
-from feedbackloop.contract import Topic
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
+from feedbackloop.pipeline.jobs import Job
+from feedbackloop.pipeline.outbox import settings_publisher
 from feedbackloop.serving import serve
 from services.learner.handlers import SPEC
-from services.learner.refits import RefitConfig, run_refits
+from services.learner.refits import RefitConfig, refits_job
 from services.learner.settings import Settings, port
+from services.learner.weights_outbox import weights_relay_job
+
+
+def learner_jobs(pool: asyncpg.Pool, settings: Settings) -> list[Job]:
+    return [
+        refits_job(pool, RefitConfig.from_settings(settings)),
+        weights_relay_job(pool, settings, settings_publisher(settings)),
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.require_runtime()
-    config = RefitConfig.from_settings(settings)
-    weights_topic = settings.topic_names().physical(Topic.WEIGHTS)
-
-    async def refits(pool: asyncpg.Pool, broker: KafkaBroker) -> None:
-        async def publish(key: str, value: bytes) -> None:
-            await broker.publish(value, topic=weights_topic, key=key.encode())
-
-        await run_refits(pool, publish, config)
-
-    return build_consumer_app(SPEC, consumer_config(settings), background=refits)
+    return build_consumer_app(
+        SPEC, consumer_config(settings), jobs=lambda pool, registry: learner_jobs(pool, settings)
+    )
 
 
 def main() -> None:

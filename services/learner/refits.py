@@ -1,4 +1,4 @@
-"""The learner's background refit loop: batched refits of the segment weights, each accepted
+"""The learner's background refits: batched refits of the segment weights, each accepted
 refit committed as a new version, then published on the weights topic (an outbox).
 
 Contract:
@@ -10,10 +10,8 @@ Contract:
 - A refit is accepted when it converged and its segment has at least `min_choices` choices;
   accepted refits become versions in one transaction, under a per-tenant advisory lock, that
   also records what the refit read (rejected ones too, so they wait for new choices).
-- After the commit every unpublished version is published (keyed `tenant:segment`) and then
-  marked published. A crash in between leaves it unpublished, so it is published again on the
-  next pass: delivery on the weights topic is at least once, and consumers deduplicate on
-  (tenant_id, segment, version).
+- Committed versions are published by the weights relay (`weights_outbox`: keyed
+  `tenant:segment`, at least once, consumers deduplicate on (tenant_id, segment, version)).
 - Between refits, every poll, each segment with a version and choices since is updated
   incrementally (`adaptive.incremental_update`: a Newton step from the newest version's
   posterior on the new choices), so a choice reaches the served weights within a poll or two
@@ -27,7 +25,8 @@ Contract:
   published.
 - A full refit also fits each customer with `customer_min_choices` choices in the segment,
   with the segment's posterior as the prior (`learning.fit_customer`).
-- Errors are logged and the pass retried on the next poll; the loop ends only when cancelled.
+- The passes run as one job (`refits_job`): an error is the job's failure (logged, counted,
+  the learner not ready until a pass succeeds) and the pass is retried with bounded backoff.
 """
 
 from __future__ import annotations
@@ -35,13 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 
+from feedbackloop.pipeline.jobs import Job
 from feedbackloop.settings import Settings
 from services.learner import repository
 from services.learner.adaptive import (
@@ -54,9 +52,11 @@ from services.learner.adaptive import (
     promotion_decision,
 )
 from services.learner.learning import (
+    ChoiceData,
     FitOptions,
     ObservedChoice,
     Posterior,
+    SegmentedFit,
     SegmentWeights,
     WeightBounds,
     fit_customer,
@@ -64,12 +64,12 @@ from services.learner.learning import (
     pack_choices,
     summarize,
 )
-from services.learner.processing import group_choices, segments_due, weights_message
+from services.learner.processing import group_choices, segments_due
 
 logger = logging.getLogger(__name__)
 
 GLOBAL_SEGMENT = "global"
-Publish = Callable[[str, bytes], Awaitable[None]]  # (key, value) onto the weights topic
+JOB = "learner-refits"
 
 
 @dataclass(frozen=True)
@@ -148,27 +148,8 @@ async def refit_tenant(
     began = time.perf_counter()
     fit = await asyncio.to_thread(fit_segments, grouped, config.fit, start=start)
     fit_seconds = time.perf_counter() - began
-    accepted: dict[str, SegmentWeights] = {}
-    if fit is not None:
-        candidates = {GLOBAL_SEGMENT: fit.global_fit} | {
-            segment: fit.segments[segment] for segment in segments if segment in fit.segments
-        }
-        accepted = {
-            segment: weights
-            for segment, weights in candidates.items()
-            if weights.converged and weights.sample_size >= config.min_choices
-        }
-    # What this refit read, per due segment; a segment whose choices fell outside the newest
-    # `max_choices` is marked read up to the newest choice, so it does not come due forever.
-    newest_overall = max((row["recorded_at"] for row in rows), default=None)
-    # Never past the watermark: a choice still being committed must count as new next time.
-    newest = {
-        segment: _at_most(max(
-            (row["recorded_at"] for row in rows if row["segment"] == segment),
-            default=newest_overall,
-        ), watermark)
-        for segment in segments
-    }
+    accepted = _accepted(fit, segments, config)
+    newest = _read_through(rows, segments, watermark)
     promotions = {
         segment: await _check(pool, config, tenant_id, segment, weights,
                               grouped.get(segment, []) if segment != GLOBAL_SEGMENT else
@@ -180,6 +161,53 @@ async def refit_tenant(
         for segment, weights in accepted.items()
         if segment != GLOBAL_SEGMENT and promotions[segment].promoted
     }
+    versions = await _commit_refit(pool, tenant_id, accepted, promotions, customers, newest,
+                                   fit_seconds)
+    logger.info("learner: refit %s %s on %d choices in %.3fs; versions %s",
+                tenant_id, segments, len(rows), fit_seconds, versions)
+    return RefitOutcome(tenant_id, segments, versions, len(rows), fit_seconds)
+
+
+def _accepted(
+    fit: SegmentedFit | None, segments: list[str], config: RefitConfig
+) -> dict[str, SegmentWeights]:
+    """The fits a refit keeps: the global one and the due segments', converged on at least
+    `min_choices` choices."""
+    if fit is None:
+        return {}
+    candidates = {GLOBAL_SEGMENT: fit.global_fit} | {
+        segment: fit.segments[segment] for segment in segments if segment in fit.segments
+    }
+    return {
+        segment: weights
+        for segment, weights in candidates.items()
+        if weights.converged and weights.sample_size >= config.min_choices
+    }
+
+
+def _read_through(
+    rows: list[asyncpg.Record], segments: list[str], watermark: datetime
+) -> dict[str, datetime | None]:
+    """What a refit read, per due segment; a segment whose choices fell outside the newest
+    `max_choices` is marked read up to the newest choice, so it does not come due forever.
+    Never past the watermark: a choice still being committed must count as new next time."""
+    newest_overall = max((row["recorded_at"] for row in rows), default=None)
+    return {
+        segment: _at_most(max(
+            (row["recorded_at"] for row in rows if row["segment"] == segment),
+            default=newest_overall,
+        ), watermark)
+        for segment in segments
+    }
+
+
+async def _commit_refit(
+    pool: asyncpg.Pool, tenant_id: str, accepted: dict[str, SegmentWeights],
+    promotions: dict[str, Promotion], customers: dict[str, dict[str, SegmentWeights]],
+    newest: dict[str, datetime | None], fit_seconds: float,
+) -> dict[str, int]:
+    """The accepted fits as versions, with their customers' fits and what the refit read, in
+    one transaction under the tenant's refit lock; returns the new version of each segment."""
     versions: dict[str, int] = {}
     async with pool.acquire() as connection, connection.transaction():
         await repository.lock_tenant_refits(connection, tenant_id=tenant_id)
@@ -200,9 +228,7 @@ async def refit_tenant(
             await repository.mark_fitted(
                 connection, tenant_id=tenant_id, segment=segment, fitted_through=through
             )
-    logger.info("learner: refit %s %s on %d choices in %.3fs; versions %s",
-                tenant_id, segments, len(rows), fit_seconds, versions)
-    return RefitOutcome(tenant_id, segments, versions, len(rows), fit_seconds)
+    return versions
 
 
 async def _check(
@@ -295,20 +321,8 @@ async def update_segment(
     drift: dict[str, object] | None = None
     detected = False
     if updated is not None:
-        score = batch_score(posterior, data)
-        kept = await repository.recent_batch_scores(
-            pool, tenant_id=tenant_id, segment=segment, limit=config.shift_batches - 1)
-        history = [BatchScore.from_json(r["drift"]["batch"]) for r in kept]
-        starts = [str(r["drift"]["batch"]["from"]) for r in kept]
-        test = detect_shift([*history, score], alpha=config.shift_alpha,
-                            min_choices=config.shift_min_choices)
-        detected = test.detected and int(newest["sample_size"]) >= config.shift_min_history
-        oldest = min(row["recorded_at"] for row in rows)
-        starts.append(oldest.isoformat())
-        drift = {"batch": score.to_json() | {"from": oldest.isoformat(),
-                                             "through": through.isoformat()},
-                 "test": test.to_json() | {"change_at": starts[test.change_batch],
-                                           "detected": detected}}
+        drift, detected = await _shift_test(pool, config, tenant_id, segment, posterior, data,
+                                            rows, int(newest["sample_size"]))
         weights = summarize(updated, int(newest["sample_size"]) + data.size, config.fit)
     update_seconds = time.perf_counter() - began
     promotion = None
@@ -343,35 +357,44 @@ async def update_segment(
     return UpdateOutcome(tenant_id, segment, version, data.size, update_seconds, detected)
 
 
+async def _shift_test(
+    pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segment: str,
+    posterior: Posterior, data: ChoiceData, rows: list[asyncpg.Record], sample_size: int,
+) -> tuple[dict[str, object], bool]:
+    """The new batch scored against the posterior and the segment's recent batch scores tested
+    for a shift: the drift record to keep with the version, and whether a shift is called (never
+    before the posterior rests on `shift_min_history` choices)."""
+    score = batch_score(posterior, data)
+    kept = await repository.recent_batch_scores(
+        pool, tenant_id=tenant_id, segment=segment, limit=config.shift_batches - 1)
+    history = [BatchScore.from_json(r["drift"]["batch"]) for r in kept]
+    starts = [str(r["drift"]["batch"]["from"]) for r in kept]
+    test = detect_shift([*history, score], alpha=config.shift_alpha,
+                        min_choices=config.shift_min_choices)
+    detected = test.detected and sample_size >= config.shift_min_history
+    oldest = min(row["recorded_at"] for row in rows)
+    through = max(row["recorded_at"] for row in rows)
+    starts.append(oldest.isoformat())
+    drift: dict[str, object] = {
+        "batch": score.to_json() | {"from": oldest.isoformat(), "through": through.isoformat()},
+        "test": test.to_json() | {"change_at": starts[test.change_batch], "detected": detected},
+    }
+    return drift, detected
+
+
 def _at_most(moment: datetime | None, bound: datetime) -> datetime | None:
     return None if moment is None else min(moment, bound)
 
 
-async def publish_unpublished(pool: asyncpg.Pool, publish: Publish, *, limit: int = 500) -> int:
-    """Publish committed versions not yet acknowledged on the weights topic, oldest first."""
-    published = 0
-    for row in await repository.unpublished_versions(pool, limit=limit):
-        message = weights_message(row)
-        await publish(f"{row['tenant_id']}:{row['segment']}", orjson.dumps(message))
-        await repository.mark_published(
-            pool, tenant_id=row["tenant_id"], segment=row["segment"], version=row["version"]
-        )
-        published += 1
-    return published
+def refits_job(pool: asyncpg.Pool, config: RefitConfig) -> Job:
+    """Every `poll_seconds`: the due full refits, then (when enabled) the incremental updates;
+    the versions they commit are published by the weights relay (`weights_outbox`)."""
 
+    async def run() -> int:
+        done = len(await refit_due(pool, config))
+        if config.incremental:
+            done += len(await update_incrementally(pool, config))
+        return done
 
-async def run_refits(pool: asyncpg.Pool, publish: Publish, config: RefitConfig) -> None:
-    """The loop the learner runs beside its consumer, until cancelled."""
-    while True:
-        try:
-            await publish_unpublished(pool, publish)
-            changed = bool(await refit_due(pool, config))
-            if config.incremental:
-                changed = bool(await update_incrementally(pool, config)) or changed
-            if changed:
-                await publish_unpublished(pool, publish)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("learner: refit pass failed; retrying in %.1fs", config.poll_seconds)
-        await asyncio.sleep(config.poll_seconds)
+    return Job(JOB, run, interval=config.poll_seconds, periodic=True,
+               retry_max_seconds=max(config.poll_seconds, 30.0))

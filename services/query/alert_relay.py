@@ -1,26 +1,38 @@
 """Publishes queued alert state changes on the alerts topic (the evaluator's outbox).
 
-One replica relays at a time (a session advisory lock, `feedbackloop.pipeline.jobs.singleton`), in the
-order the changes were queued; a change is marked published only after the broker acknowledged
-it. A crash in between publishes it again with the same `event_id`, which the webhooks consumer
-claims once. Messages are keyed `<tenant_id>:<rule>`.
+An `Outbox` (`feedbackloop.pipeline.outbox`) run as a singleton job: one replica relays at a
+time, in the order the changes were queued; a change is marked published only after the broker
+acknowledged it. A crash in between publishes it again with the same `event_id`, which the
+webhooks consumer claims once. Messages are keyed `<tenant_id>:<rule>`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
 from feedbackloop.contract import Topic
-from feedbackloop.kafka import EventPublisher, OutgoingMessage
-from feedbackloop.pipeline.jobs import Job, singleton
+from feedbackloop.pipeline.jobs import Job
+from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job, settings_publisher
 from feedbackloop.settings import Settings
 from services.query import repository
 
-RELAY_LOCK = 7_311_042_016
 
-Publish = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+async def _pending(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await repository.pending_alert_changes(connection, limit=limit)
+
+
+def _message(row: asyncpg.Record) -> tuple[bytes, bytes]:
+    return f"{row['tenant_id']}:{row['rule']}".encode(), row["document"].encode()
+
+
+async def _mark(connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
+    await repository.mark_alert_changes_published(connection, seqs=[row["seq"] for row in rows])
+
+
+def alert_outbox(*, topic: str, batch_size: int = 500) -> Outbox[asyncpg.Record]:
+    return Outbox("alert-relay", topic, _pending, _message, _mark, batch_size=batch_size)
 
 
 async def publish_alert_changes(
@@ -28,39 +40,15 @@ async def publish_alert_changes(
 ) -> int:
     """Publishes up to `batch_size` queued changes; returns how many. `publish` returns only
     once the broker acknowledged every message, and raises otherwise (nothing is marked)."""
-    rows = await repository.pending_alert_changes(connection, limit=batch_size)
-    if not rows:
-        return 0
-    await publish([
-        OutgoingMessage(topic, f"{row['tenant_id']}:{row['rule']}".encode(), row["document"].encode())
-        for row in rows
-    ])
-    await repository.mark_alert_changes_published(connection, seqs=[row["seq"] for row in rows])
-    return len(rows)
+    return await alert_outbox(topic=topic, batch_size=batch_size).relay(connection, publish)
 
 
 def alert_relay_job(pool: asyncpg.Pool, settings: Settings) -> Job:
     """The relay as a job; its producer connects on the first run (a broker that is away makes
     the run fail and back off, the evaluations go on queueing)."""
-    publisher = EventPublisher(
-        settings.kafka_connection(),
-        enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=settings.kafka_linger_ms,
-        request_timeout_ms=settings.kafka_request_timeout_ms,
-        timeout_seconds=settings.publish_timeout_seconds,
-    )
-    topic = settings.topic_names().physical(Topic.ALERTS)
-    started: list[bool] = []
-
-    async def relay(connection: asyncpg.Connection) -> int:
-        if not started:
-            await publisher.start()
-            started.append(True)
-        return await publish_alert_changes(connection, publisher.publish, topic=topic)
-
-    return Job(
-        "alert-relay", singleton(pool, RELAY_LOCK, relay),
+    return outbox_job(
+        alert_outbox(topic=settings.topic_names().physical(Topic.ALERTS)),
+        pool, settings_publisher(settings),
         interval=settings.alert_relay_interval_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,
-        close=publisher.stop,
     )

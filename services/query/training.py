@@ -1,5 +1,5 @@
 """Training data for ML engineers: the tenant's training examples streamed as JSONL, in the
-same formats as `feedbackloop export` (see `services.trainer.exports`), and the failure
+same formats as `feedbackloop export` (see `services.trainer.exports.formats`), and the failure
 patterns of down-voted replies with their explanations."""
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from pydantic import BaseModel
 
 from services.query.deps import Reader, State
 from services.query.timerange import aware, check_order
-from services.trainer import repository
-from services.trainer.export_stream import jsonl_lines
-from services.trainer.failure_patterns import DownVote, group_failures
-from services.trainer.repository import ExampleFilter
+from services.trainer import reads as trainer
+from services.trainer.exports.failure_patterns import DownVote, group_failures
 
 router = APIRouter(prefix="/v1")
 
@@ -54,7 +52,7 @@ async def export_training_examples(
     `context=system` puts the retrieved documents in a system message (chat formats)."""
     start, end = aware(start), aware(end)
     check_order(start, end)
-    selection = ExampleFilter(
+    selection = trainer.ExampleFilter(
         tenant_id=caller.tenant_id, split=split, since=start, until=end,
         action_type=action_type, model=model, min_quality=min_quality,
     )
@@ -62,7 +60,7 @@ async def export_training_examples(
     # The first line is read before the answer starts, so a value PostgreSQL refuses (a NUL
     # character in a filter) is a 422 problem, not a 200 that breaks off mid-stream.
     connection = await state.pool.acquire()
-    lines = jsonl_lines(connection, selection=selection, export_format=export_format,
+    lines = trainer.jsonl_lines(connection, selection=selection, export_format=export_format,
                         context=context)
     try:
         first = await anext(lines, None)
@@ -129,7 +127,7 @@ async def failure_patterns(
     end = aware(end) or datetime.now(UTC)
     start = aware(start) or end - timedelta(days=30)
     check_order(start, end)
-    rows = await repository.down_voted_replies(
+    rows = await trainer.down_voted_replies(
         state.pool, tenant_id=caller.tenant_id, since=start, until=end,
         action_type=action_type, limit=_MAX_DOWN_VOTES,
     )

@@ -20,7 +20,7 @@ from feedbackloop.contract import (
     ResponseLogged,
     ReviewSubmitted,
 )
-from services.trainer.reviews import ReviewRecorded, review_effect
+from services.trainer.reviews.effects import ReviewRecorded, review_effect
 
 
 @dataclass(frozen=True)
@@ -87,70 +87,12 @@ TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased | Revi
 
 def process_message(event: Event) -> TrainerEffect | None:
     match event:
-        case ResponseLogged(payload=p):
-            return ResponseStored(
-                tenant_id=event.tenant_id,
-                response_id=p.response_id,
-                event_id=event.event_id,
-                user_id=event.user_id,
-                prompt=[message.model_dump(mode="json", exclude_none=True) for message in p.prompt],
-                context=[document.model_dump(mode="json") for document in p.context],
-                output=p.output,
-                model=p.model,
-                action_type=p.action_type,
-                action_data=p.action_data,
-                feature=p.feature,
-                language=p.language,
-                prompt_version=p.prompt_version,
-                experiment=event.experiment,
-                variant=event.variant,
-                occurred_at=event.occurred_at,
-                session_id=event.session_id,
-            )
-        case FeedbackSubmitted(payload=p):
-            return FeedbackStored(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                response_id=p.response_id,
-                user_id=event.user_id,
-                kind=p.kind,
-                thumb=p.thumb,
-                rating=p.rating,
-                comment=p.comment.model_dump(mode="json") if p.comment else None,
-                correction=p.correction.text if p.correction else None,
-                replay=p.replay.model_dump(mode="json") if p.replay else None,
-                inline_prompt=(
-                    [m.model_dump(mode="json", exclude_none=True) for m in p.prompt]
-                    if p.prompt else None
-                ),
-                inline_output=p.output,
-                inline_model=p.model,
-                inline_action_type=p.action_type,
-                occurred_at=event.occurred_at,
-                session_id=event.session_id,
-                person=event.person,
-            )
-        case FeedbackRetracted(payload=p):
-            return FeedbackStored(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                response_id=p.response_id,
-                user_id=event.user_id,
-                kind=p.kind,
-                thumb=None,
-                rating=None,
-                comment=None,
-                correction=None,
-                replay=None,
-                inline_prompt=None,
-                inline_output=None,
-                inline_model=None,
-                inline_action_type=None,
-                occurred_at=event.occurred_at,
-                session_id=event.session_id,
-                person=event.person,
-                retraction=True,
-            )
+        case ResponseLogged():
+            return _response_stored(event)
+        case FeedbackSubmitted():
+            return _feedback_stored(event)
+        case FeedbackRetracted():
+            return _retraction_stored(event)
         case ReviewSubmitted():
             return review_effect(event)
         case ConsentChanged(payload=p):
@@ -160,3 +102,78 @@ def process_message(event: Event) -> TrainerEffect | None:
             assert event.user_id is not None
             return UserErased(event.tenant_id, event.user_id, event.occurred_at)
     return None
+
+
+def _response_stored(event: ResponseLogged) -> ResponseStored:
+    p = event.payload
+    return ResponseStored(
+        tenant_id=event.tenant_id,
+        response_id=p.response_id,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        prompt=[message.model_dump(mode="json", exclude_none=True) for message in p.prompt],
+        context=[document.model_dump(mode="json") for document in p.context],
+        output=p.output,
+        model=p.model,
+        action_type=p.action_type,
+        action_data=p.action_data,
+        feature=p.feature,
+        language=p.language,
+        prompt_version=p.prompt_version,
+        experiment=event.experiment,
+        variant=event.variant,
+        occurred_at=event.occurred_at,
+        session_id=event.session_id,
+    )
+
+
+def _feedback_stored(event: FeedbackSubmitted) -> FeedbackStored:
+    p = event.payload
+    return FeedbackStored(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        response_id=p.response_id,
+        user_id=event.user_id,
+        kind=p.kind,
+        thumb=p.thumb,
+        rating=p.rating,
+        comment=p.comment.model_dump(mode="json") if p.comment else None,
+        correction=p.correction.text if p.correction else None,
+        replay=p.replay.model_dump(mode="json") if p.replay else None,
+        inline_prompt=(
+            [m.model_dump(mode="json", exclude_none=True) for m in p.prompt]
+            if p.prompt else None
+        ),
+        inline_output=p.output,
+        inline_model=p.model,
+        inline_action_type=p.action_type,
+        occurred_at=event.occurred_at,
+        session_id=event.session_id,
+        person=event.person,
+    )
+
+
+def _retraction_stored(event: FeedbackRetracted) -> FeedbackStored:
+    """A retraction is stored like the signal's other events; when it is the latest, the
+    signal has no current event (see `repository._mark_current`)."""
+    p = event.payload
+    return FeedbackStored(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        response_id=p.response_id,
+        user_id=event.user_id,
+        kind=p.kind,
+        thumb=None,
+        rating=None,
+        comment=None,
+        correction=None,
+        replay=None,
+        inline_prompt=None,
+        inline_output=None,
+        inline_model=None,
+        inline_action_type=None,
+        occurred_at=event.occurred_at,
+        session_id=event.session_id,
+        person=event.person,
+        retraction=True,
+    )

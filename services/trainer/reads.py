@@ -1,4 +1,6 @@
-"""The trainer's reads other services may use: the review queue, reviews and labels.
+"""The trainer's reads other services may use: the review queue, reviews and labels, the
+down-voted replies, and the export selections (`ExampleFilter`, counted, read as published
+documents or as JSONL lines of a format).
 
 The review queue is the responses of a tenant with low signals: current thumbs down, ratings
 1-2, corrections and replays (an agent's reply beside the AI's). It reads the newest
@@ -16,6 +18,31 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+
+from services.trainer.exports.filters import ExampleFilter, count_examples
+from services.trainer.exports.stream import (
+    ExportTally,
+    export_rows,
+    jsonl_lines,
+    published_documents,
+    selection_for,
+)
+from services.trainer.repository import _NOBODY_OPTED_OUT, _REPLY_COLUMNS
+
+__all__ = [
+    "ExampleFilter",
+    "ExportTally",
+    "QueueFilter",
+    "count_examples",
+    "down_voted_replies",
+    "export_rows",
+    "jsonl_lines",
+    "label_answers",
+    "published_documents",
+    "review_labels",
+    "review_queue",
+    "selection_for",
+]
 
 QueueSignal = Literal["all", "down", "low", "corrected"]
 QueueStatus = Literal["all", "open", "reviewed"]
@@ -51,6 +78,83 @@ class QueueFilter:
         return self.limit * 8
 
 
+# The review queue's statement; `{signal}` and `{status}` are clauses of `_SIGNAL_CLAUSES` and
+# `_STATUS_CLAUSES`, never user input.
+_REVIEW_QUEUE = """
+WITH recent AS (
+    SELECT f.response_id, f.occurred_at
+    FROM trainer.feedback f
+    LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+    LEFT JOIN trainer.review_states s USING (tenant_id, response_id)
+    WHERE f.tenant_id = $1 AND f.current
+      AND (f.thumb = 'down' OR f.rating <= 2 OR f.kind IN ('correction', 'replay'))
+      AND {signal} AND {status}
+      AND f.occurred_at >= $2 AND f.occurred_at < $3
+      AND ($4::text IS NULL OR r.action_type = $4
+           OR (r.response_id IS NULL AND f.inline_action_type = $4))
+      AND ($5::text IS NULL OR r.model = $5
+           OR (r.response_id IS NULL AND f.inline_model = $5))
+      AND ($6::text IS NULL OR f.response_id = $6)
+    ORDER BY f.occurred_at DESC
+    LIMIT $8
+), hits AS (
+    SELECT response_id, max(occurred_at) AS last_at
+    FROM recent GROUP BY response_id
+    ORDER BY last_at DESC, response_id
+    LIMIT $7
+)
+SELECT h.response_id, h.last_at, c.down_votes, c.low_ratings, c.corrections, c.replays,
+       r.response_id IS NOT NULL AS response_logged,
+       COALESCE(r.prompt, i.inline_prompt, CASE WHEN a.message IS NOT NULL THEN
+           jsonb_build_array(jsonb_build_object('role', 'user', 'content', a.message))
+       END) AS prompt,
+       COALESCE(r.output, i.inline_output, a.replay_ai_reply) AS output,
+       COALESCE(r.model, i.inline_model) AS model,
+       COALESCE(r.action_type, i.inline_action_type) AS action_type,
+       a.agent_reply, a.agent_kind, a.agent_at,
+       e.explanation,
+       s.reviewed_by_name, s.reviewed_at, s.assignee, s.assigned_by_name, s.assigned_at
+FROM hits h
+LEFT JOIN trainer.responses r ON r.tenant_id = $1 AND r.response_id = h.response_id
+LEFT JOIN trainer.review_states s
+    ON s.tenant_id = $1 AND s.response_id = h.response_id
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE g.thumb = 'down') AS down_votes,
+           count(*) FILTER (WHERE g.rating <= 2) AS low_ratings,
+           count(*) FILTER (WHERE g.kind = 'correction') AS corrections,
+           count(*) FILTER (WHERE g.kind = 'replay') AS replays
+    FROM trainer.feedback g
+    WHERE g.tenant_id = $1 AND g.response_id = h.response_id AND g.current
+      AND g.occurred_at >= $2 AND g.occurred_at < $3
+) c
+LEFT JOIN LATERAL (
+    SELECT g.inline_prompt, g.inline_output, g.inline_model, g.inline_action_type
+    FROM trainer.feedback g
+    WHERE g.tenant_id = $1 AND g.response_id = h.response_id
+      AND (g.inline_prompt IS NOT NULL OR g.inline_output IS NOT NULL)
+    ORDER BY g.occurred_at DESC LIMIT 1
+) i ON r.response_id IS NULL
+LEFT JOIN LATERAL (
+    SELECT COALESCE(g.correction, g.replay ->> 'agent_reply') AS agent_reply,
+           g.kind AS agent_kind, g.occurred_at AS agent_at,
+           g.replay ->> 'ai_reply' AS replay_ai_reply,
+           g.replay ->> 'message' AS message
+    FROM trainer.feedback g
+    WHERE g.tenant_id = $1 AND g.response_id = h.response_id AND g.current
+      AND (g.kind = 'correction' OR (g.kind = 'replay' AND g.replay ? 'agent_reply'))
+    ORDER BY g.occurred_at DESC, g.event_id DESC LIMIT 1
+) a ON true
+LEFT JOIN LATERAL (
+    SELECT x.explanation FROM trainer.failure_explanations x
+    WHERE x.tenant_id = $1 AND x.response_id = h.response_id
+      AND x.status = 'explained'
+    ORDER BY x.updated_at DESC LIMIT 1
+) e ON true
+ORDER BY h.last_at DESC, h.response_id
+LIMIT $7
+"""
+
+
 async def review_queue(
     pool: asyncpg.Pool | asyncpg.Connection, selection: QueueFilter
 ) -> list[asyncpg.Record]:
@@ -60,79 +164,7 @@ async def review_queue(
     signal = _SIGNAL_CLAUSES[selection.signal]
     status = _STATUS_CLAUSES[selection.status]
     return await pool.fetch(
-        f"""
-        WITH recent AS (
-            SELECT f.response_id, f.occurred_at
-            FROM trainer.feedback f
-            LEFT JOIN trainer.responses r USING (tenant_id, response_id)
-            LEFT JOIN trainer.review_states s USING (tenant_id, response_id)
-            WHERE f.tenant_id = $1 AND f.current
-              AND (f.thumb = 'down' OR f.rating <= 2 OR f.kind IN ('correction', 'replay'))
-              AND {signal} AND {status}
-              AND f.occurred_at >= $2 AND f.occurred_at < $3
-              AND ($4::text IS NULL OR r.action_type = $4
-                   OR (r.response_id IS NULL AND f.inline_action_type = $4))
-              AND ($5::text IS NULL OR r.model = $5
-                   OR (r.response_id IS NULL AND f.inline_model = $5))
-              AND ($6::text IS NULL OR f.response_id = $6)
-            ORDER BY f.occurred_at DESC
-            LIMIT $8
-        ), hits AS (
-            SELECT response_id, max(occurred_at) AS last_at
-            FROM recent GROUP BY response_id
-            ORDER BY last_at DESC, response_id
-            LIMIT $7
-        )
-        SELECT h.response_id, h.last_at, c.down_votes, c.low_ratings, c.corrections, c.replays,
-               r.response_id IS NOT NULL AS response_logged,
-               COALESCE(r.prompt, i.inline_prompt, CASE WHEN a.message IS NOT NULL THEN
-                   jsonb_build_array(jsonb_build_object('role', 'user', 'content', a.message))
-               END) AS prompt,
-               COALESCE(r.output, i.inline_output, a.replay_ai_reply) AS output,
-               COALESCE(r.model, i.inline_model) AS model,
-               COALESCE(r.action_type, i.inline_action_type) AS action_type,
-               a.agent_reply, a.agent_kind, a.agent_at,
-               e.explanation,
-               s.reviewed_by_name, s.reviewed_at, s.assignee, s.assigned_by_name, s.assigned_at
-        FROM hits h
-        LEFT JOIN trainer.responses r ON r.tenant_id = $1 AND r.response_id = h.response_id
-        LEFT JOIN trainer.review_states s
-            ON s.tenant_id = $1 AND s.response_id = h.response_id
-        CROSS JOIN LATERAL (
-            SELECT count(*) FILTER (WHERE g.thumb = 'down') AS down_votes,
-                   count(*) FILTER (WHERE g.rating <= 2) AS low_ratings,
-                   count(*) FILTER (WHERE g.kind = 'correction') AS corrections,
-                   count(*) FILTER (WHERE g.kind = 'replay') AS replays
-            FROM trainer.feedback g
-            WHERE g.tenant_id = $1 AND g.response_id = h.response_id AND g.current
-              AND g.occurred_at >= $2 AND g.occurred_at < $3
-        ) c
-        LEFT JOIN LATERAL (
-            SELECT g.inline_prompt, g.inline_output, g.inline_model, g.inline_action_type
-            FROM trainer.feedback g
-            WHERE g.tenant_id = $1 AND g.response_id = h.response_id
-              AND (g.inline_prompt IS NOT NULL OR g.inline_output IS NOT NULL)
-            ORDER BY g.occurred_at DESC LIMIT 1
-        ) i ON r.response_id IS NULL
-        LEFT JOIN LATERAL (
-            SELECT COALESCE(g.correction, g.replay ->> 'agent_reply') AS agent_reply,
-                   g.kind AS agent_kind, g.occurred_at AS agent_at,
-                   g.replay ->> 'ai_reply' AS replay_ai_reply,
-                   g.replay ->> 'message' AS message
-            FROM trainer.feedback g
-            WHERE g.tenant_id = $1 AND g.response_id = h.response_id AND g.current
-              AND (g.kind = 'correction' OR (g.kind = 'replay' AND g.replay ? 'agent_reply'))
-            ORDER BY g.occurred_at DESC, g.event_id DESC LIMIT 1
-        ) a ON true
-        LEFT JOIN LATERAL (
-            SELECT x.explanation FROM trainer.failure_explanations x
-            WHERE x.tenant_id = $1 AND x.response_id = h.response_id
-              AND x.status = 'explained'
-            ORDER BY x.updated_at DESC LIMIT 1
-        ) e ON true
-        ORDER BY h.last_at DESC, h.response_id
-        LIMIT $7
-        """,
+        _REVIEW_QUEUE.format(signal=signal, status=status),
         selection.tenant_id, selection.since, selection.until, selection.action_type,
         selection.model, selection.response_id, selection.limit, selection.scan,
     )
@@ -176,4 +208,38 @@ def prompt_text(prompt: Any) -> str:
         f"{message.get('role', 'user')}: {message.get('content', '')}"
         for message in prompt
         if isinstance(message, dict)
+    )
+
+
+async def down_voted_replies(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    since: datetime,
+    until: datetime,
+    action_type: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The tenant's down-voted replies in `[since, until)`, newest first, with the prompt,
+    the reply and the explanation when there is one; none of a voter or a conversation's user
+    who has opted out of training use (erased users' rows are gone already)."""
+    return await connection.fetch(
+        f"""
+        SELECT f.event_id, f.response_id, f.occurred_at,
+               {_REPLY_COLUMNS},
+               COALESCE(r.action_type, f.inline_action_type, 'unspecified') AS action_type,
+               e.explanation
+        FROM trainer.feedback f
+        LEFT JOIN trainer.responses r USING (tenant_id, response_id)
+        LEFT JOIN trainer.failure_explanations e
+            ON e.tenant_id = f.tenant_id AND e.feedback_event_id = f.event_id
+            AND e.status = 'explained'
+        WHERE f.tenant_id = $1 AND f.occurred_at >= $2 AND f.occurred_at < $3
+          AND (f.thumb = 'down' OR (f.replay ->> 'useful')::boolean IS FALSE) AND f.current
+          AND ($4::text IS NULL OR COALESCE(r.action_type, f.inline_action_type) = $4)
+          AND {_NOBODY_OPTED_OUT}
+        ORDER BY f.occurred_at DESC
+        LIMIT $5
+        """,
+        tenant_id, since, until, action_type, limit,
     )

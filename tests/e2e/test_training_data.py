@@ -16,16 +16,19 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
 
 from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.http.auth import ALL_SCOPES
+from feedbackloop.observability import JobMetrics
+from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.admin import create_key
 from services.cli.export import add_export_parser, run_export
-from services.trainer.examples import stable_split
-from services.trainer.exports import validate_lines
-from services.trainer.tasks import run_training_tasks
+from services.trainer.examples.build import stable_split
+from services.trainer.exports.formats import validate_lines
+from services.trainer.main import training_jobs
 from tests.e2e.conftest import HMAC_SECRET, service_env
 from tests.infra import (
     ServiceProcesses,
@@ -127,7 +130,8 @@ async def test_feedback_in_over_http_examples_out_on_the_topic_and_in_a_valid_ex
             kafka_enable_idempotence=idempotence_supported(kafka_bootstrap),
             training_relay_interval_seconds=0.1,
         )
-        tasks = asyncio.create_task(run_training_tasks(pool, settings))
+        tasks = JobRunner(training_jobs(pool, settings), JobMetrics(CollectorRegistry()))
+        tasks.start()
         consumer = AIOKafkaConsumer(
             names.physical(Topic.TRAINING_EXAMPLES), bootstrap_servers=kafka_bootstrap,
             auto_offset_reset="earliest", group_id=f"ml-{run}",
@@ -146,9 +150,7 @@ async def test_feedback_in_over_http_examples_out_on_the_topic_and_in_a_valid_ex
             await eventually(published, timeout=30)
         finally:
             await consumer.stop()
-            tasks.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await tasks
+            await tasks.stop()
     finally:
         await pool.close()
 

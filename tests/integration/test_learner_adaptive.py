@@ -5,17 +5,20 @@ their own weights, and an erasure takes them away."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
 
+from feedbackloop.kafka import OutgoingMessage
 from services.learner import repository
 from services.learner.adaptive import Promotion
 from services.learner.learning import FitOptions, Posterior, summarize
 from services.learner.processing import UserErased
-from services.learner.refits import RefitConfig, publish_unpublished, refit_due, update_incrementally
+from services.learner.refits import RefitConfig, refit_due, update_incrementally
+from services.learner.weights_outbox import publish_unpublished
 from tests.integration.test_learner_refits import _choices, _write, pool  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -68,8 +71,8 @@ async def test_a_version_estimated_worse_is_kept_with_its_reason_but_not_served(
     assert served is not None and served["version"] == 1
     sent: list[str] = []
 
-    async def publish(key: str, value: bytes) -> None:
-        sent.append(value.decode())
+    async def publish(messages: Sequence[OutgoingMessage]) -> None:
+        sent.extend(message.value.decode() for message in messages)
 
     await publish_unpublished(pool, publish)
     assert not any('"segment":"quality_focused","version":2' in m for m in sent)

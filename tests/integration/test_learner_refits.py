@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,11 +14,13 @@ import asyncpg
 import numpy as np
 import pytest
 
+from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.postgres import create_pool
 from services.learner.learning import FitOptions
 from services.learner.processing import ChoiceMade, SessionShown
-from services.learner.refits import RefitConfig, publish_unpublished, refit_due
+from services.learner.refits import RefitConfig, refit_due
 from services.learner.repository import write_effects
+from services.learner.weights_outbox import publish_unpublished
 from tests.infra import create_database
 
 pytestmark = pytest.mark.integration
@@ -115,11 +117,11 @@ async def test_a_version_whose_publication_failed_is_published_on_the_next_pass(
     await refit_due(pool, CONFIG)
     sent: list[tuple[str, bytes]] = []
 
-    async def broken(key: str, value: bytes) -> None:
+    async def broken(messages: Sequence[OutgoingMessage]) -> None:
         raise ConnectionError("broker down")
 
-    async def working(key: str, value: bytes) -> None:
-        sent.append((key, value))
+    async def working(messages: Sequence[OutgoingMessage]) -> None:
+        sent.extend((message.key.decode(), message.value) for message in messages)
 
     with pytest.raises(ConnectionError):
         await publish_unpublished(pool, broken)

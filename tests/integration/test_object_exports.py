@@ -17,13 +17,17 @@ import obstore
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client import CollectorRegistry
 
 from feedbackloop.contract import decode_event
 from feedbackloop.embedded import SeaweedS3, free_port
+from feedbackloop.observability import JobMetrics
+from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
-from services.trainer.object_exports import ObjectStore, export_due, export_forever
+from services.trainer.exports.object_exports import ObjectStore, export_due
+from services.trainer.handlers import write_effects
+from services.trainer.jobs.object_export import object_export_job
 from services.trainer.processing import process_message
-from services.trainer.repository import write_effects
 from tests.e2e.test_broker_restart import _free_port_block
 from tests.infra import create_database
 
@@ -153,14 +157,15 @@ async def test_a_store_that_refuses_is_retried_and_its_secret_never_logged(
                        secret_access_key=SECRET, allow_http=True)
     assert SECRET not in repr(gone)
     with caplog.at_level(logging.INFO):
-        running = asyncio.create_task(export_forever(pool, gone, interval=0.2,
-                                                     settle=timedelta(0)))
+        running = JobRunner([object_export_job(pool, gone, interval=0.2, settle=timedelta(0))],
+                            JobMetrics(CollectorRegistry()))
+        running.start()
         deadline = asyncio.get_running_loop().time() + 90
         while len([r for r in caplog.records if "export to" in r.getMessage()]) < 2:
-            assert not running.done(), "a refusing store must not end the export job"
+            assert not running.ended(), "a refusing store must not end the export job"
             assert asyncio.get_running_loop().time() < deadline, "no failure was reported"
             await asyncio.sleep(0.1)
-        running.cancel()
+        await running.stop()
     assert all(SECRET not in record.getMessage() for record in caplog.records)
     # The watermark did not move: the same rows go out once the store answers.
     done = await export_due(pool, _store(seaweed, f"t-{uuid.uuid4().hex[:8]}"), now=_later(),

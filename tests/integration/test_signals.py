@@ -32,7 +32,7 @@ from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
 from services.query import repository as query
 from services.trainer.handlers import SPEC as TRAINER
-from services.trainer.relay import publish_pending_examples
+from services.trainer.jobs.relay import publish_pending_examples
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of
 from tests.ops.events import feedback, response, retraction
 

@@ -15,9 +15,10 @@ from aiokafka import AIOKafkaConsumer
 from feedbackloop.contract import Topic, TopicNames, decode_event
 from feedbackloop.kafka import EventPublisher, KafkaConnection, PublishUnavailable
 from feedbackloop.postgres import create_pool
+from services.trainer.handlers import write_effects
+from services.trainer.jobs.relay import publish_pending_examples
 from services.trainer.processing import process_message
-from services.trainer.relay import publish_pending_examples
-from services.trainer.repository import ExampleFilter, count_examples, write_effects
+from services.trainer.reads import ExampleFilter, count_examples
 from tests.infra import (
     create_database,
     create_topics,

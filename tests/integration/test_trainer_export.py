@@ -22,9 +22,9 @@ from services.cli.admin import create_key
 from services.cli.export import add_export_parser, run_export
 from services.query.deps import QueryState
 from services.query.training import router
-from services.trainer.exports import validate_lines
+from services.trainer.exports.formats import validate_lines
+from services.trainer.handlers import write_effects
 from services.trainer.processing import process_message
-from services.trainer.repository import write_effects
 
 pytestmark = pytest.mark.integration
 

@@ -19,27 +19,30 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 
 from feedbackloop.contract import Topic, decode_event
 from feedbackloop.embedded import free_port
 from feedbackloop.http.auth import ApiKeyVerifier
 from feedbackloop.http.problems import install_problem_handlers
+from feedbackloop.observability import JobMetrics
+from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.admin import create_key
 from services.query.deps import QueryState
 from services.query.training import router
-from services.trainer.examples import stable_split
-from services.trainer.explanations import RateLimiter, build_client, explain_pending_failures
-from services.trainer.processing import process_message
-from services.trainer.repository import write_effects
-from services.trainer.retraining import (
+from services.trainer.examples.build import stable_split
+from services.trainer.handlers import write_effects
+from services.trainer.jobs.explanations import RateLimiter, build_client, explain_pending_failures
+from services.trainer.jobs.retraining import (
     RetrainingConfig,
     poll_fine_tune_jobs,
     run_retraining,
     run_retraining_if_due,
 )
-from services.trainer.tasks import run_training_tasks
+from services.trainer.main import training_jobs
+from services.trainer.processing import process_message
 from tests.infra import (
     create_database,
     create_topics,
@@ -456,7 +459,8 @@ async def test_training_tasks_publish_and_call_the_model_only_when_enabled(
         failure_explanations_requests_per_minute=6_000,
     )
     calls_before = len(provider.requests)
-    task = asyncio.create_task(run_training_tasks(pool, settings))
+    runner = JobRunner(training_jobs(pool, settings), JobMetrics(CollectorRegistry()))
+    runner.start()
     consumer = AIOKafkaConsumer(
         names.physical(Topic.TRAINING_EXAMPLES), bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest", group_id=f"ml-{uuid.uuid4().hex[:6]}",
@@ -481,9 +485,7 @@ async def test_training_tasks_publish_and_call_the_model_only_when_enabled(
             assert await explained() == 0
     finally:
         await consumer.stop()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await runner.stop()
     # The fixture's examples: r1 (down: KTO + eval), r2 (not-useful replay: KTO + eval),
     # r3 (up: SFT + KTO); r4's user opted out, r5 has no prompt.
     kinds = sorted(orjson.loads(record.value)["kind"] for record in received)

@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from services.trainer.examples import (
+from services.trainer.examples.build import (
     FeedbackRecord,
     ResponseRecord,
     build_examples,
     published_document,
 )
-from services.trainer.exports import (
+from services.trainer.exports.formats import (
     EXPORT_FORMATS,
     format_example,
     line_errors,

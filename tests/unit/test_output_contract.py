@@ -18,8 +18,8 @@ from feedbackloop.contract import (
     load_output_samples,
     load_samples,
 )
-from services.trainer import repository as trainer_repository
-from services.trainer.relay import outbox_message
+from services.trainer.examples import outbox as trainer_outbox
+from services.trainer.jobs.relay import outbox_message
 
 OUTPUTS = [(kind, doc) for kind, docs in load_output_samples().items() for doc in docs]
 
@@ -58,13 +58,13 @@ def test_the_trainer_relay_publishes_contract_messages() -> None:
     sample = load_output_samples()["training_example"][0]
     record = {k: v for k, v in sample.items() if k not in ("type", "revision")}
     created = datetime(2026, 11, 20, 10, 0, 2, tzinfo=UTC)
-    example = trainer_repository.OutboxItem(
+    example = trainer_outbox.OutboxItem(
         seq=1, kind="example", example_id=uuid4(), tenant_id="acme", conversation_id="chat-7",
         revision=3, record=record, reason=None, created_at=created,
     )
     message = decode_message(outbox_message(example, topic="t").value)
     assert isinstance(message, TrainingExample) and message.revision == 3
-    retraction = trainer_repository.OutboxItem(
+    retraction = trainer_outbox.OutboxItem(
         seq=2, kind="retraction", example_id=uuid4(), tenant_id="acme",
         conversation_id="chat-7", revision=0, record=None, reason="superseded", created_at=created,
     )

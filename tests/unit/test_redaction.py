@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.redaction import find_pii, iban_valid, luhn_valid, redact
+from services.trainer.examples.redaction import find_pii, iban_valid, luhn_valid, redact
 
 # (text, [(kind, pii substring), ...])
 LABELED: list[tuple[str, list[tuple[str, str]]]] = [

@@ -12,8 +12,8 @@ import random
 import time
 from collections import Counter
 
-from services.trainer import dedupe
-from services.trainer.dedupe import (
+from services.trainer.examples import dedupe
+from services.trainer.examples.dedupe import (
     NEAR_DUPLICATE_JACCARD,
     candidate_keys,
     content_hash,

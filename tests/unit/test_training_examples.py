@@ -12,7 +12,7 @@ import pytest
 
 from feedbackloop.contract import decode_event, load_samples
 from services.trainer import processing
-from services.trainer.examples import (
+from services.trainer.examples.build import (
     MATERIAL_SIMILARITY,
     FeedbackRecord,
     ResponseRecord,

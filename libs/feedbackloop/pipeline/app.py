@@ -1,7 +1,6 @@
 """Wiring a `ConsumerSpec` into a running service: a FastStream batch subscriber with manual
 commits, a Postgres pool, a dead-letter publisher, and the HTTP endpoints every service has
-(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`), and optionally background jobs (or one
-background task)."""
+(`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`), and optionally background jobs."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +170,6 @@ async def _raw_body(message: Any) -> Any:
     return message.body
 
 
-Background = Callable[[asyncpg.Pool, KafkaBroker], Coroutine[Any, Any, None]]
 Jobs = Callable[[asyncpg.Pool, CollectorRegistry], Sequence[Job]]
 
 
@@ -179,7 +177,6 @@ def build_consumer_app(
     spec: ConsumerSpec[Any],
     config: ConsumerConfig,
     *,
-    background: Background | None = None,
     jobs: Jobs | None = None,
     publishes: Sequence[tuple[Topic, Any, str]] = (),
 ) -> FastAPI:
@@ -188,59 +185,83 @@ def build_consumer_app(
     `publishes` names the output topics the service writes (topic, contract model, what it is),
     so its `/asyncapi.json` shows them with their real schema beside the topics it consumes.
 
-    `background`, when given, is called once the pool and the broker are up, and its coroutine
-    runs for the life of the app: it is cancelled on shutdown before the broker and the pool
-    close. It must handle its own errors (a task that raises is logged, not restarted).
-
     `jobs`, when given, is called once the pool is up (with the service's metrics registry) and
-    its jobs run under a `JobRunner` for the life of the app; each is a check of `/readyz`.
+    its jobs run under a `JobRunner` for the life of the app; each is a check of `/readyz`, so
+    a job that keeps failing makes the service not ready.
     """
-    registry = CollectorRegistry()
-    metrics = ConsumerMetrics(registry, spec.name)
-    job_metrics = JobMetrics(registry) if jobs is not None else None
-    broker = KafkaBroker(
-        config.kafka.bootstrap_servers,
-        security=config.kafka.faststream_security(),
-        # Dead letters and anything a background task publishes are durable before they count.
-        acks="all",
-        logger=logging.getLogger(f"feedbackloop.{spec.name}.broker"),
-        client_id=f"feedbackloop-{spec.name}",
-    )
-    state: dict[str, Any] = {}
-    topics = [config.topic_names.physical(topic) for topic in spec.topics]
-    lag = ConsumerLag(metrics, topics, interval=config.lag_interval_seconds)
+    service = _ConsumerService(spec, config, jobs)
+    service.document_outputs(publishes)
+    app = FastAPI(title=f"feedbackloop {spec.name}", lifespan=service.lifespan)
+    app.state.broker = service.broker
+    app.get("/healthz")(_healthz)
+    app.get("/readyz")(service.readyz)
+    app.get("/metrics")(service.prometheus_metrics)
+    app.get("/asyncapi.json")(service.asyncapi)
+    return app
 
-    for topic, model, description in publishes:
-        # Documentation: the publishing itself goes through the service's outbox relay.
-        broker.publisher(config.topic_names.physical(topic), title=f"{spec.name}: {topic.value}",
-                         description=description, schema=model)
 
-    subscriber = broker.subscriber(
-        *topics,
-        group_id=config.group_id(spec.name),
-        batch=True,
-        max_records=config.max_records,
-        batch_timeout_ms=config.batch_timeout_ms,
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",
-        decoder=_raw_body,
-        title=f"{spec.name}",
-        description=f"The {spec.name} consumer group: "
-        + ", ".join(topic.value for topic in spec.topics),
-    )
+async def _healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
-    @subscriber
-    async def consume(body: list[Any], message: KafkaMessage) -> None:
+
+class _ConsumerService:
+    """One consumer service's parts: its broker and subscriber, the pipeline and pool it gets
+    at start, its jobs, and the handlers of its endpoints."""
+
+    def __init__(self, spec: ConsumerSpec[Any], config: ConsumerConfig, jobs: Jobs | None) -> None:
+        self.spec = spec
+        self.config = config
+        self.jobs = jobs
+        self.registry = CollectorRegistry()
+        self.metrics = ConsumerMetrics(self.registry, spec.name)
+        self.job_metrics = JobMetrics(self.registry) if jobs is not None else None
+        self.broker = KafkaBroker(
+            config.kafka.bootstrap_servers,
+            security=config.kafka.faststream_security(),
+            # Dead letters are durable before they count.
+            acks="all",
+            logger=logging.getLogger(f"feedbackloop.{spec.name}.broker"),
+            client_id=f"feedbackloop-{spec.name}",
+        )
+        self.pool: asyncpg.Pool | None = None
+        self.pipeline: BatchPipeline[Any] | None = None
+        self.runner: JobRunner | None = None
+        topics = [config.topic_names.physical(topic) for topic in spec.topics]
+        self.lag = ConsumerLag(self.metrics, topics, interval=config.lag_interval_seconds)
+        self.subscriber = self.broker.subscriber(
+            *topics,
+            group_id=config.group_id(spec.name),
+            batch=True,
+            max_records=config.max_records,
+            batch_timeout_ms=config.batch_timeout_ms,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_raw_body,
+            title=f"{spec.name}",
+            description=f"The {spec.name} consumer group: "
+            + ", ".join(topic.value for topic in spec.topics),
+        )
+        self.subscriber(self.consume)
+
+    def document_outputs(self, publishes: Sequence[tuple[Topic, Any, str]]) -> None:
+        for topic, model, description in publishes:
+            # Documentation: the publishing itself goes through the service's outbox relay.
+            self.broker.publisher(self.config.topic_names.physical(topic),
+                                  title=f"{self.spec.name}: {topic.value}",
+                                  description=description, schema=model)
+
+    async def consume(self, body: list[Any], message: KafkaMessage) -> None:
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
-        lag.batch_started(records)
+        self.lag.batch_started(records)
         try:
-            await _consume_batch(state["pipeline"], message, records)
+            assert self.pipeline is not None, "no batch is consumed before the app started"
+            await self._consume_batch(self.pipeline, message, records)
         finally:
-            lag.batch_finished()
+            self.lag.batch_finished()
 
     async def _consume_batch(
-        pipeline: BatchPipeline[Any], message: KafkaMessage, records: Sequence[Any]
+        self, pipeline: BatchPipeline[Any], message: KafkaMessage, records: Sequence[Any]
     ) -> None:
         try:
             await pipeline.process_batch(records)
@@ -248,70 +269,51 @@ def build_consumer_app(
             raise
         except Exception:
             # Unexpected: rewind every partition in the batch so nothing is committed past it.
-            logger.exception("%s: batch failed; rewinding and retrying", spec.name)
+            logger.exception("%s: batch failed; rewinding and retrying", self.spec.name)
             await message.nack()
             await asyncio.sleep(1.0)
             return
         try:
             await message.ack()
-            metrics.last_commit.labels(spec.name).set_to_current_time()
+            self.metrics.last_commit.labels(self.spec.name).set_to_current_time()
         except (CommitFailedError, IllegalStateError) as error:
             # A rebalance took the partitions away; their new owner re-reads from the last
             # commit and the event-id claims make the replay a no-op.
-            logger.warning("%s: commit failed after rebalance: %s", spec.name, error)
+            logger.warning("%s: commit failed after rebalance: %s", self.spec.name, error)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(
-            config.database_url, min_size=config.pool_min, max_size=config.pool_max
-        )
-        state["pool"] = pool
-        state["pipeline"] = BatchPipeline(
-            spec,
-            pool,
-            BrokerDeadLetters(broker, config.topic_names),
-            metrics,
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        config = self.config
+        pool = await create_pool(config.database_url, min_size=config.pool_min,
+                                 max_size=config.pool_max)
+        self.pool = pool
+        self.pipeline = BatchPipeline(
+            self.spec, pool, BrokerDeadLetters(self.broker, config.topic_names), self.metrics,
             retry_max_seconds=config.retry_max_seconds,
         )
-        await broker.start()
-        lag_task = asyncio.create_task(lag.run(lambda: subscriber.consumer))
-        lag_task.add_done_callback(_log_failure(spec.name))
-        task: asyncio.Task[None] | None = (
-            asyncio.create_task(background(pool, broker)) if background else None
-        )
-        if task is not None:
-            task.add_done_callback(_log_failure(spec.name))
-        if jobs is not None and job_metrics is not None:
-            state["jobs"] = JobRunner(jobs(pool, registry), job_metrics)
-            state["jobs"].start()
+        await self.broker.start()
+        lag_task = asyncio.create_task(self.lag.run(lambda: self.subscriber.consumer))
+        lag_task.add_done_callback(_log_failure(self.spec.name))
+        if self.jobs is not None and self.job_metrics is not None:
+            self.runner = JobRunner(self.jobs(pool, self.registry), self.job_metrics)
+            self.runner.start()
         try:
             yield
         finally:
-            if "jobs" in state:
-                await state.pop("jobs").stop()
+            if self.runner is not None:
+                await self.runner.stop()
+                self.runner = None
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await broker.stop()
+            await self.broker.stop()
+            self.pool = None
             await pool.close()
 
-    app = FastAPI(title=f"feedbackloop {spec.name}", lifespan=lifespan)
-    app.state.broker = broker
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(response: Response) -> dict[str, Any]:
-        checks = {"broker": await _broker_ready(broker), "database": await _db_ready(state)}
-        pipeline = state.get("pipeline")
+    async def readyz(self, response: Response) -> dict[str, Any]:
+        checks = {"broker": await _broker_ready(self.broker), "database": await _db_ready(self.pool)}
+        pipeline, runner = self.pipeline, self.runner
         checks["pipeline"] = pipeline is not None and pipeline.retry_state.healthy
-        runner: JobRunner | None = state.get("jobs")
         if runner is not None:
             checks |= runner.checks()
         ready = all(checks.values())
@@ -323,16 +325,12 @@ def build_consumer_app(
             body["job_errors"] = runner.errors()
         return body
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(self) -> Response:
+        return Response(render(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/asyncapi.json")
-    async def asyncapi() -> Response:
-        document = AsyncAPI(broker, title=f"feedbackloop {spec.name}").to_specification()
+    async def asyncapi(self) -> Response:
+        document = AsyncAPI(self.broker, title=f"feedbackloop {self.spec.name}").to_specification()
         return Response(document.to_json(), media_type="application/json")
-
-    return app
 
 
 def _log_failure(service: str) -> Callable[[asyncio.Task[None]], None]:
@@ -350,8 +348,7 @@ async def _broker_ready(broker: KafkaBroker) -> bool:
         return False
 
 
-async def _db_ready(state: dict[str, Any]) -> bool:
-    pool: asyncpg.Pool | None = state.get("pool")
+async def _db_ready(pool: asyncpg.Pool | None) -> bool:
     if pool is None:
         return False
     try:

@@ -1,12 +1,15 @@
 """Background jobs: one implementation of running work beside a service.
 
 A `Job` is a name and one run (`run() -> how much it did`). `JobRunner` runs each job until
-the service stops: again at once while a run did something (a backlog drains without waiting),
-after `interval` seconds when it did nothing. A run that raises is the one failure policy:
-logged, counted, and retried with bounded exponential backoff (from `interval`, doubling to
-`retry_max_seconds`), never fatal; while a job is failing it is unhealthy, which the service's
-`/readyz` reports with the last error. `singleton` makes a run take a PostgreSQL advisory lock
-first, so one replica does it at a time. Metrics: `feedbackloop_job_runs_total{job,outcome}`,
+the service stops: again at once while a run left a backlog (it did something, or with `batch`
+a full batch; a backlog drains without waiting), after `interval` seconds otherwise. A run
+that raises is the one failure policy, whatever it raised: logged (a log line with the job's
+name and the error), counted, and retried with bounded exponential backoff (from
+`retry_min_seconds`, by default `interval`, doubling to `retry_max_seconds`), never fatal to
+the service or to its other jobs; while a job is failing it is unhealthy, which the service's
+`/readyz` reports (not ready, with the last error) until a run succeeds again. `singleton`
+makes a run take a PostgreSQL advisory lock named after the job first, so one replica does it
+at a time. Metrics: `feedbackloop_job_runs_total{job,outcome}`,
 `feedbackloop_job_healthy{job}` and `feedbackloop_job_last_success_timestamp_seconds{job}`.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,13 +35,28 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Job:
     """`run` does one round of work and returns how much it did (0: nothing was due).
-    `close`, when given, is awaited once the job has stopped (an HTTP client, a producer)."""
+
+    `batch`, when given, is the most one run does: a run that did fewer drained the backlog,
+    so the next one waits `interval`; without it any run that did something goes again at
+    once. `periodic` jobs (a schedule, not a backlog) always wait `interval` between runs, and
+    `first_delay` before the first. `close`, when given, is awaited once the job has stopped
+    (an HTTP client, a producer)."""
 
     name: str
     run: Callable[[], Awaitable[int]]
     interval: float = 1.0
     retry_max_seconds: float = 30.0
+    retry_min_seconds: float | None = None
+    batch: int | None = None
+    periodic: bool = False
+    first_delay: float = 0.0
     close: Callable[[], Awaitable[None]] | None = None
+
+    def backlog_left(self, done: int) -> bool:
+        """Whether a run that did `done` left work for the next one at once."""
+        if self.periodic or not done:
+            return False
+        return self.batch is None or done >= self.batch
 
 
 @dataclass
@@ -81,6 +100,10 @@ class JobRunner:
                 except Exception:
                     logger.exception("job %s: closing failed", job.name)
 
+    def ended(self) -> list[str]:
+        """Jobs whose task ended while the runner runs (none should: a run never ends its job)."""
+        return [task.get_name() for task in self._tasks if task.done()]
+
     def checks(self) -> dict[str, bool]:
         return {f"job:{name}": state.healthy for name, state in self.states.items()}
 
@@ -88,7 +111,10 @@ class JobRunner:
         return {name: s.last_error for name, s in self.states.items() if s.last_error}
 
     async def _forever(self, job: Job, state: JobState) -> None:
-        delay = job.interval
+        first_retry = job.interval if job.retry_min_seconds is None else job.retry_min_seconds
+        delay = first_retry
+        if job.first_delay > 0:
+            await asyncio.sleep(job.first_delay)
         while True:
             try:
                 done = await job.run()
@@ -105,7 +131,7 @@ class JobRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, job.retry_max_seconds)
                 continue
-            delay = job.interval
+            delay = first_retry
             state.runs += 1
             state.failing_since = None
             state.last_error = None
@@ -113,7 +139,7 @@ class JobRunner:
             self.metrics.runs.labels(job.name, "worked" if done else "idle").inc()
             self.metrics.healthy.labels(job.name).set(1)
             self.metrics.last_success.labels(job.name).set(state.last_success)
-            if not done:
+            if not job.backlog_left(done):
                 await asyncio.sleep(job.interval)
 
 
@@ -122,20 +148,29 @@ def _expected(error: BaseException) -> bool:
     return is_transient(error) or isinstance(error, PublishUnavailable | OSError)
 
 
+def lock_key(name: str) -> int:
+    """The advisory lock key of the job called `name`: a stable signed 64-bit number, the same
+    in every replica and every release."""
+    digest = hashlib.sha256(f"feedbackloop.job:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def singleton(
-    pool: asyncpg.Pool, lock_key: int, run: Callable[[asyncpg.Connection], Awaitable[int]]
+    pool: asyncpg.Pool, name: str, run: Callable[[asyncpg.Connection], Awaitable[int]]
 ) -> Callable[[], Awaitable[int]]:
-    """A run that first takes the session advisory lock `lock_key` on a connection of `pool`
-    and gives that connection to `run`; when another replica holds the lock it does nothing
-    (returns 0). The lock is released when the run ends, or with the connection."""
+    """A run that first takes the session advisory lock of the job `name` (`lock_key`) on a
+    connection of `pool` and gives that connection to `run`; when another replica holds the
+    lock it does nothing (returns 0). The lock is released when the run ends, or with the
+    connection."""
+    key = lock_key(name)
 
     async def locked() -> int:
         async with pool.acquire() as connection:
-            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):
+            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 return 0
             try:
                 return await run(connection)
             finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", lock_key)
+                await connection.execute("SELECT pg_advisory_unlock($1)", key)
 
     return locked

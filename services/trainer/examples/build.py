@@ -36,92 +36,35 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from services.trainer import dedupe
-from services.trainer.redaction import redact
+from services.trainer.examples import dedupe
+from services.trainer.examples.records import (
+    ExampleKind,
+    FeedbackRecord,
+    ResponseRecord,
+    Split,
+    TrainingExample,
+    published_document,
+)
+from services.trainer.examples.redaction import redact
+
+__all__ = [
+    "FeedbackRecord",
+    "ResponseRecord",
+    "TrainingExample",
+    "build_examples",
+    "published_document",
+    "similarity",
+    "stable_split",
+]
 
 MATERIAL_SIMILARITY = 0.90
 DEFAULT_EVAL_FRACTION = 0.1
 EXAMPLE_SCHEMA_VERSION = 1
 _EXAMPLE_NAMESPACE = uuid.UUID("6f1d8a52-3b0e-4f57-9a8c-2d4b7e1c9f30")
 _TOKEN = re.compile(r"\w+")
-
-ExampleKind = Literal["sft", "preference", "kto", "eval"]
-Split = Literal["train", "eval"]
-
-
-@dataclass(frozen=True)
-class ResponseRecord:
-    """A logged response, as the trainer stored it."""
-
-    event_id: uuid.UUID
-    user_id: str | None
-    session_id: str | None
-    prompt: list[dict[str, Any]]
-    context: list[dict[str, Any]]
-    output: str
-    model: str
-    action_type: str
-    action_data: dict[str, Any] | None
-    feature: str | None
-    language: str | None
-    prompt_version: str | None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class FeedbackRecord:
-    """A feedback event on the response, as the trainer stored it."""
-
-    event_id: uuid.UUID
-    user_id: str | None
-    session_id: str | None
-    kind: str
-    thumb: str | None
-    rating: int | None
-    correction: str | None
-    replay: dict[str, Any] | None
-    inline_prompt: list[dict[str, Any]] | None
-    inline_output: str | None
-    inline_model: str | None
-    inline_action_type: str | None
-    occurred_at: datetime
-    # Whose signal it is (`feedbackloop.contract.signal_person`); None: a signal of its own.
-    person: str | None = None
-
-
-@dataclass(frozen=True)
-class TrainingExample:
-    """One example, ready to store and publish. `record` is the published document."""
-
-    example_id: uuid.UUID
-    tenant_id: str
-    kind: ExampleKind
-    split: Split
-    conversation_id: str
-    response_id: str
-    user_ids: tuple[str, ...]
-    model: str | None
-    action_type: str | None
-    quality: float
-    occurred_at: datetime
-    record: dict[str, Any]
-    dedupe_group: str
-    content_hash: str
-    sketch: tuple[int, ...] = field(repr=False)
-
-
-def published_document(
-    record: dict[str, Any], *, revision: int, created_at: datetime
-) -> dict[str, Any]:
-    """A stored record as consumers and exports see it: typed, with its revision (a consumer
-    keeps the highest revision of each `example_id`) and when it was first built."""
-    provenance = record["provenance"] | {"created_at": created_at.isoformat()}
-    return {"type": "training_example", "revision": revision} | record | {"provenance": provenance}
-
 
 def similarity(ai_text: str, human_text: str) -> float:
     """difflib ratio over the word tokens of the case-folded texts (0-1)."""
@@ -354,17 +297,7 @@ def _example(
     sources: Sequence[FeedbackRecord] | None = None,
 ) -> TrainingExample:
     sources = list(sources or [feedback])
-    if kind == "eval":
-        identity = f"{context.tenant_id}/{context.response_id}/eval"
-    else:
-        if feedback.person is not None:
-            # One example per signal identity: a flipped thumb is a new revision of the same
-            # KTO example with the other label, an edited correction revises its pair.
-            identity = (f"{context.tenant_id}/{context.response_id}/{feedback.person}"
-                        f"/{feedback.kind}/{kind}")
-        else:
-            label = f"/{fields['label']}" if kind == "kto" else ""
-            identity = f"{context.tenant_id}/{feedback.event_id}/{kind}{label}"
+    identity = _identity(context, feedback, kind, fields)
     # Every example of a conversation, its eval case included, lands in the conversation's
     # split: an eval case held out while its conversation's SFT, KTO and preference rows train
     # would score the model on what it was trained on.
@@ -392,22 +325,7 @@ def _example(
         "action_data": context.action_data,
         **body,
         "quality": quality,
-        "provenance": {
-            "source_event_ids": source_ids,
-            "tenant_id": context.tenant_id,
-            "model": context.model,
-            "action_type": context.action_type,
-            "prompt_version": response.prompt_version if response else None,
-            "feature": response.feature if response else None,
-            "language": response.language if response else None,
-            "feedback_kind": feedback.kind,
-            "signal": _signal(feedback)[2],
-            "similarity": None if similarity is None else round(similarity, 4),
-            "response_logged": response is not None,
-            "response_occurred_at": response.occurred_at.isoformat() if response else None,
-            "feedback_occurred_at": feedback.occurred_at.isoformat(),
-            "redactions": redactions,
-        },
+        "provenance": _provenance(context, feedback, source_ids, similarity, redactions),
     }
     prompt_text = "\n".join(str(message.get("content", "")) for message in context.prompt)
     targets = [str(value) for value in body.values() if value is not None]
@@ -429,3 +347,41 @@ def _example(
         content_hash=dedupe.content_hash([prompt_text, *targets]),
         sketch=dedupe.sketch("\n".join([prompt_text, *targets])),
     )
+
+
+def _identity(
+    context: _Context, feedback: FeedbackRecord, kind: ExampleKind, fields: dict[str, Any]
+) -> str:
+    """What makes an example the same example again (its id is a UUID5 of it)."""
+    if kind == "eval":
+        return f"{context.tenant_id}/{context.response_id}/eval"
+    if feedback.person is not None:
+        # One example per signal identity: a flipped thumb is a new revision of the same
+        # KTO example with the other label, an edited correction revises its pair.
+        return (f"{context.tenant_id}/{context.response_id}/{feedback.person}"
+                f"/{feedback.kind}/{kind}")
+    label = f"/{fields['label']}" if kind == "kto" else ""
+    return f"{context.tenant_id}/{feedback.event_id}/{kind}{label}"
+
+
+def _provenance(
+    context: _Context, feedback: FeedbackRecord, source_ids: list[str],
+    similarity: float | None, redactions: dict[str, int],
+) -> dict[str, Any]:
+    response = context.response
+    return {
+        "source_event_ids": source_ids,
+        "tenant_id": context.tenant_id,
+        "model": context.model,
+        "action_type": context.action_type,
+        "prompt_version": response.prompt_version if response else None,
+        "feature": response.feature if response else None,
+        "language": response.language if response else None,
+        "feedback_kind": feedback.kind,
+        "signal": _signal(feedback)[2],
+        "similarity": None if similarity is None else round(similarity, 4),
+        "response_logged": response is not None,
+        "response_occurred_at": response.occurred_at.isoformat() if response else None,
+        "feedback_occurred_at": feedback.occurred_at.isoformat(),
+        "redactions": redactions,
+    }

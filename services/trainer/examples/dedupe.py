@@ -18,8 +18,9 @@ import hashlib
 import heapq
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
+from uuid import UUID
 
 SKETCH_SIZE = 64
 SHINGLE_CHARS = 5
@@ -94,3 +95,55 @@ def first_near_duplicate(
 
 def candidate_keys(signature: Sequence[int]) -> list[int]:
     return list(signature[:CANDIDATE_KEYS])
+
+
+class Deduplicated(Protocol):
+    """What deduplication reads of an example (`examples.build.TrainingExample` has it)."""
+
+    @property
+    def example_id(self) -> UUID: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def dedupe_group(self) -> str: ...
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def sketch(self) -> Sequence[int]: ...
+
+
+def batch_originals(
+    examples: Sequence[Deduplicated],
+    exact: Mapping[int, UUID],
+    stored_candidates: Mapping[int, list[tuple[UUID, Sequence[int]]]],
+    *,
+    limit: int,
+) -> list[UUID | None]:
+    """For each example in order, the original it repeats, or None: `exact` and
+    `stored_candidates` (by position) are what the store holds; originals earlier in
+    `examples` count as if they had been stored one by one (newer than any stored), at most
+    `limit` near candidates compared per example."""
+    originals: list[UUID | None] = []
+    # The batch's originals so far: the first of each content hash, and per group oldest first.
+    first_with_hash: dict[tuple[str, str, str], UUID] = {}
+    earlier: dict[tuple[str, str], list[Deduplicated]] = {}
+    for i, example in enumerate(examples):
+        group = (example.tenant_id, example.dedupe_group)
+        original = exact.get(i) or first_with_hash.get((*group, example.content_hash))
+        if original is None:
+            own_keys = set(candidate_keys(example.sketch))
+            candidates: list[tuple[UUID, Sequence[int]]] = []
+            for other in reversed(earlier.get(group, [])):
+                if len(candidates) == limit:
+                    break
+                if not own_keys.isdisjoint(other.sketch):
+                    candidates.append((other.example_id, other.sketch))
+            candidates += stored_candidates.get(i, [])
+            original = first_near_duplicate(
+                example.sketch, candidates[:limit]
+            )
+        originals.append(original)
+        if original is None:
+            earlier.setdefault(group, []).append(example)
+            first_with_hash.setdefault((*group, example.content_hash), example.example_id)
+    return originals

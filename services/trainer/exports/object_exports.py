@@ -27,7 +27,6 @@ one schema. Credentials come from settings and are never logged or written.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import logging
@@ -39,10 +38,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from feedbackloop.pipeline.consumer import is_transient
 from feedbackloop.settings import Settings
-from services.trainer.examples import published_document
-from services.trainer.redaction import redact
+from services.trainer.examples.build import published_document
+from services.trainer.examples.redaction import redact
 from services.trainer.repository import _NOBODY_OPTED_OUT
 
 logger = logging.getLogger(__name__)
@@ -286,26 +284,3 @@ async def export_due(
             return done
         finally:
             await lock.execute("SELECT pg_advisory_unlock($1)", _EXPORT_LOCK_KEY)
-
-
-async def export_forever(
-    pool: asyncpg.Pool, store: ObjectStore, *, interval: float, settle: timedelta
-) -> None:
-    """An export run every `interval` seconds. A failed run (the store or PostgreSQL away, a
-    bad credential) is logged and tried again after a backoff of 2, 4, 8... seconds, capped at
-    the interval; it never stops the trainer's other work. Runs until cancelled."""
-    failures = 0
-    while True:
-        await asyncio.sleep(interval if not failures else min(2.0 ** failures, interval))
-        try:
-            done = await export_due(pool, store, now=datetime.now(UTC), settle=settle)
-        except Exception as error:
-            failures += 1
-            level = logging.WARNING if is_transient(error) else logging.ERROR
-            logger.log(level, "export to %s/%s failed (%s: %s); trying again",
-                       store.endpoint, store.bucket, type(error).__name__, error)
-            continue
-        failures = 0
-        for increment in done or []:
-            logger.info("exported %d %s of %s to %s", increment.rows, increment.stream,
-                        increment.tenant_id, increment.keys[-1])

@@ -22,7 +22,6 @@ kept either way.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, replace
@@ -34,13 +33,17 @@ import asyncpg
 import openai
 import orjson
 
-from feedbackloop.pipeline.consumer import is_transient
-from services.trainer import repository
-from services.trainer.export_stream import jsonl_lines
-from services.trainer.exports import validate_lines
-from services.trainer.failure_patterns import DownVote, group_failures
+from feedbackloop.pipeline.jobs import Job, singleton
+from feedbackloop.settings import Settings
+from services.trainer import reads
+from services.trainer.exports.failure_patterns import DownVote, group_failures
+from services.trainer.exports.formats import validate_lines
+from services.trainer.exports.stream import jsonl_lines
+from services.trainer.jobs import retraining_store as store
+from services.trainer.jobs.explanations import build_client
 
 logger = logging.getLogger(__name__)
+JOB = "retraining"
 
 _FORMAT_OF_METHOD = {"supervised": "openai-sft", "dpo": "openai-preference"}
 # Down-votes read per tenant and run.
@@ -64,7 +67,7 @@ async def worst_prompt_responses(
     min_not_useful: int,
 ) -> tuple[int, list[str]]:
     """(how many worst prompts, their response ids)."""
-    rows = await repository.down_voted_replies(
+    rows = await reads.down_voted_replies(
         connection, tenant_id=tenant_id, since=since, until=until, action_type=None,
         limit=_MAX_DOWN_VOTES,
     )
@@ -86,7 +89,7 @@ async def retrain_tenant(
     tenant_id: str,
     now: datetime,
     client: openai.AsyncOpenAI | None,
-) -> repository.RetrainingJob | None:
+) -> store.RetrainingJob | None:
     """One tenant's run; None when no prompt has more than `min_not_useful` signals."""
     export_format = _FORMAT_OF_METHOD[config.method]
     job_id = uuid.uuid4()
@@ -98,7 +101,7 @@ async def retrain_tenant(
         )
         if not prompts:
             return None
-        selection = repository.ExampleFilter(
+        selection = reads.ExampleFilter(
             tenant_id=tenant_id, response_ids=tuple(responses), split="train"
         )
         lines = [
@@ -109,7 +112,7 @@ async def retrain_tenant(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(lines))
     report = validate_lines([orjson.loads(line) for line in lines], export_format)
-    job = repository.RetrainingJob(
+    job = store.RetrainingJob(
         job_id=job_id, tenant_id=tenant_id, mode=config.mode, method=config.method,
         status="stored_for_review", prompt_count=prompts, example_count=len(lines),
         file_path=str(path), provider=config.provider, base_url=config.base_url,
@@ -123,13 +126,13 @@ async def retrain_tenant(
             assert client is not None, "fine-tune mode needs a provider client"
             job = await _submit(client, job, path)
     async with pool.acquire() as connection:
-        await repository.insert_retraining_job(connection, job=job)
+        await store.insert_retraining_job(connection, job=job)
     return job
 
 
 async def _submit(
-    client: openai.AsyncOpenAI, job: repository.RetrainingJob, path: Path
-) -> repository.RetrainingJob:
+    client: openai.AsyncOpenAI, job: store.RetrainingJob, path: Path
+) -> store.RetrainingJob:
     try:
         uploaded = await client.files.create(file=path, purpose="fine-tune")
         created = await client.fine_tuning.jobs.create(
@@ -153,7 +156,7 @@ async def poll_fine_tune_jobs(pool: asyncpg.Pool, client: openai.AsyncOpenAI) ->
     A provider error leaves the job as it was, to be polled again."""
     changed = 0
     async with pool.acquire() as connection:
-        for job in await repository.unfinished_fine_tune_jobs(connection):
+        for job in await store.unfinished_fine_tune_jobs(connection):
             assert job.provider_job_id is not None
             try:
                 remote = await client.fine_tuning.jobs.retrieve(job.provider_job_id)
@@ -164,7 +167,7 @@ async def poll_fine_tune_jobs(pool: asyncpg.Pool, client: openai.AsyncOpenAI) ->
             if (remote.status, remote.fine_tuned_model, error_message) != (
                 job.status, job.fine_tuned_model, job.error
             ):
-                await repository.update_fine_tune_status(
+                await store.update_fine_tune_status(
                     connection, job_id=job.job_id, status=remote.status,
                     fine_tuned_model=remote.fine_tuned_model, error=error_message,
                 )
@@ -178,10 +181,10 @@ async def run_retraining(
     *,
     now: datetime,
     client: openai.AsyncOpenAI | None,
-) -> list[repository.RetrainingJob]:
+) -> list[store.RetrainingJob]:
     """One run over every tenant with down-votes in the lookback; recorded as a run."""
     async with pool.acquire() as connection:
-        tenants = await repository.tenants_with_down_votes(
+        tenants = await store.tenants_with_down_votes(
             connection, since=now - config.lookback, until=now
         )
     jobs = []
@@ -190,7 +193,7 @@ async def run_retraining(
         if job is not None:
             jobs.append(job)
     async with pool.acquire() as connection:
-        await repository.record_retraining_run(connection, started_at=now, jobs=len(jobs))
+        await store.record_retraining_run(connection, started_at=now, jobs=len(jobs))
     return jobs
 
 
@@ -201,38 +204,63 @@ async def run_retraining_if_due(
     interval: timedelta,
     client: openai.AsyncOpenAI | None,
     now: datetime | None = None,
-) -> list[repository.RetrainingJob] | None:
+) -> list[store.RetrainingJob] | None:
     """Runs when the last run is `interval` old or there was none (a restart does not run it
     early); None when not due or another replica is running it."""
     now = now or datetime.now(UTC)
-    async with pool.acquire() as connection:
-        if not await repository.try_lock_retraining(connection):
-            return None
-        try:
-            last = await repository.last_retraining_run(connection)
-            if last is not None and now - last < interval:
-                return None
-            return await run_retraining(pool, config, now=now, client=client)
-        finally:
-            await repository.unlock_retraining(connection)
+    ran: list[list[store.RetrainingJob]] = []
+
+    async def run(connection: asyncpg.Connection) -> int:
+        last = await store.last_retraining_run(connection)
+        if last is not None and now - last < interval:
+            return 0
+        ran.append(await run_retraining(pool, config, now=now, client=client))
+        return 1
+
+    await singleton(pool, JOB, run)()
+    return ran[0] if ran else None
 
 
-async def retrain_forever(
+def retraining_job(
     pool: asyncpg.Pool,
     config: RetrainingConfig,
     *,
     interval: timedelta,
     client: openai.AsyncOpenAI | None,
     poll_seconds: float = 60.0,
-) -> None:
-    """Checks every `poll_seconds` whether a run is due, and polls submitted jobs."""
-    while True:
-        try:
-            await run_retraining_if_due(pool, config, interval=interval, client=client)
-            if client is not None:
-                await poll_fine_tune_jobs(pool, client)
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            logger.warning("retraining: retrying after %s", error)
-        await asyncio.sleep(poll_seconds)
+) -> Job:
+    """Checks every `poll_seconds` whether a run is due, and polls submitted fine-tune jobs."""
+
+    async def run() -> int:
+        jobs = await run_retraining_if_due(pool, config, interval=interval, client=client)
+        polled = await poll_fine_tune_jobs(pool, client) if client is not None else 0
+        return len(jobs or []) + polled
+
+    return Job(JOB, run, interval=poll_seconds, retry_max_seconds=poll_seconds, periodic=True,
+               close=client.close if client is not None else None)
+
+
+def retraining_job_from_settings(pool: asyncpg.Pool, settings: Settings) -> Job:
+    key = settings.retraining_api_key
+    client = None
+    if settings.retraining_mode == "fine_tune":
+        client = build_client(
+            base_url=settings.retraining_base_url,
+            api_key=key.get_secret_value() if key else "",
+            timeout_seconds=120.0,
+        )
+    return retraining_job(
+        pool,
+        RetrainingConfig(
+            export_dir=settings.retraining_export_dir,
+            mode=settings.retraining_mode,
+            method=settings.retraining_method,
+            min_not_useful=settings.retraining_min_not_useful,
+            lookback=timedelta(seconds=settings.retraining_interval_seconds),
+            provider=settings.retraining_provider,
+            base_url=settings.retraining_base_url,
+            model=settings.retraining_model,
+        ),
+        interval=timedelta(seconds=settings.retraining_interval_seconds),
+        client=client,
+    )

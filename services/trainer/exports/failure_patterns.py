@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.trainer import dedupe
-from services.trainer.redaction import redact
+from services.trainer.examples import dedupe
+from services.trainer.examples.redaction import redact
 
 MAX_EXPLANATIONS = 3
 MAX_RESPONSE_IDS = 10

@@ -19,11 +19,13 @@ from typing import Any
 import asyncpg
 import openai
 
-from feedbackloop.pipeline.consumer import is_transient
-from services.trainer import repository
-from services.trainer.redaction import redact
+from feedbackloop.pipeline.jobs import Job, singleton
+from feedbackloop.settings import Settings
+from services.trainer.examples.redaction import redact
+from services.trainer.jobs import explanation_store as store
 
 logger = logging.getLogger(__name__)
+JOB = "failure-explanations"
 
 MAX_TEXT_CHARS = 4_000
 SYSTEM_PROMPT = (
@@ -92,26 +94,23 @@ async def explain_pending_failures(
     on the failure and do not raise; Postgres errors do. Returns 0 at once when another
     explainer holds the lock.
     """
-    async with pool.acquire() as connection:
-        if not await repository.try_lock_explainer(connection):
-            return 0
-        try:
-            failures = await repository.failures_to_explain(
-                connection, limit=batch_size, max_attempts=max_attempts
+    async def explain(connection: asyncpg.Connection) -> int:
+        failures = await store.failures_to_explain(
+            connection, limit=batch_size, max_attempts=max_attempts
+        )
+        for failure in failures:
+            await limiter.acquire()
+            explanation, error = await _ask(client, model, failure)
+            await store.record_explanation(
+                connection, failure=failure, explanation=explanation, model=model, error=error
             )
-            for failure in failures:
-                await limiter.acquire()
-                explanation, error = await _ask(client, model, failure)
-                await repository.record_explanation(
-                    connection, failure=failure, explanation=explanation, model=model, error=error
-                )
-            return len(failures)
-        finally:
-            await repository.unlock_explainer(connection)
+        return len(failures)
+
+    return await singleton(pool, JOB, explain)()
 
 
 async def _ask(
-    client: openai.AsyncOpenAI, model: str, failure: repository.FailureToExplain
+    client: openai.AsyncOpenAI, model: str, failure: store.FailureToExplain
 ) -> tuple[str | None, str | None]:
     try:
         messages: Any = explanation_messages(failure.prompt, failure.output, failure.action_type)
@@ -130,7 +129,7 @@ async def _ask(
     return content.strip(), None
 
 
-async def explain_failures_forever(
+def explanations_job(
     pool: asyncpg.Pool,
     client: openai.AsyncOpenAI,
     *,
@@ -138,18 +137,29 @@ async def explain_failures_forever(
     requests_per_minute: float,
     batch_size: int = 20,
     idle_seconds: float = 10.0,
-) -> None:
-    """Runs the explainer until cancelled; Postgres unavailable is retried after a pause."""
+) -> Job:
+    """The explainer as a job: at once again while a batch was full, every `idle_seconds`
+    otherwise; the client is closed with the job."""
     limiter = RateLimiter(requests_per_minute)
-    while True:
-        try:
-            done = await explain_pending_failures(
-                pool, client, model=model, limiter=limiter, batch_size=batch_size
-            )
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            logger.warning("failure explainer: retrying after %s", error)
-            done = 0
-        if done < batch_size:
-            await asyncio.sleep(idle_seconds)
+
+    async def run() -> int:
+        return await explain_pending_failures(
+            pool, client, model=model, limiter=limiter, batch_size=batch_size
+        )
+
+    return Job(JOB, run, interval=idle_seconds, retry_max_seconds=60.0, batch=batch_size,
+               close=client.close)
+
+
+def explanations_job_from_settings(pool: asyncpg.Pool, settings: Settings) -> Job:
+    key = settings.failure_explanations_api_key
+    return explanations_job(
+        pool,
+        build_client(
+            base_url=settings.failure_explanations_base_url,
+            api_key=key.get_secret_value() if key else "",
+            timeout_seconds=settings.failure_explanations_timeout_seconds,
+        ),
+        model=settings.failure_explanations_model,
+        requests_per_minute=settings.failure_explanations_requests_per_minute,
+    )

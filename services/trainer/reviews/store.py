@@ -1,4 +1,4 @@
-"""The SQL that materializes reviews (see `services.trainer.reviews` and migration 0015)."""
+"""The SQL that materializes reviews (see `services.trainer.reviews.effects` and migration 0015)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.trainer.reviews import ReviewRecorded
+from services.trainer.reviews.effects import ReviewRecorded
 
 
 async def write_reviews(connection: asyncpg.Connection, run: Sequence[ReviewRecorded]) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.trainer import repository
-from services.trainer.exports import FORMAT_KINDS, ContextMode, format_example
+from services.trainer.examples.records import published_document
+from services.trainer.exports.filters import ExampleFilter, stream_example_rows
+from services.trainer.exports.formats import FORMAT_KINDS, ContextMode, format_example
 
 
 @dataclass
@@ -22,15 +23,26 @@ class ExportTally:
     skipped: int = 0
 
 
-def selection_for(selection: repository.ExampleFilter, export_format: str) -> repository.ExampleFilter:
+def selection_for(selection: ExampleFilter, export_format: str) -> ExampleFilter:
     """The filter narrowed to the kinds the format holds."""
     return replace(selection, kinds=FORMAT_KINDS[export_format])
+
+
+async def published_documents(
+    connection: asyncpg.Connection, *, selection: ExampleFilter, chunk: int = 500
+) -> AsyncIterator[dict[str, Any]]:
+    """The selected examples' published documents, oldest first, read through a cursor so an
+    export of any size holds one chunk in memory. Must run inside a transaction."""
+    async for row in stream_example_rows(connection, selection=selection, chunk=chunk):
+        yield published_document(
+            row["record"], revision=row["revision"], created_at=row["created_at"]
+        )
 
 
 async def export_rows(
     connection: asyncpg.Connection,
     *,
-    selection: repository.ExampleFilter,
+    selection: ExampleFilter,
     export_format: str,
     tally: ExportTally | None = None,
     context: ContextMode = "none",
@@ -42,7 +54,7 @@ async def export_rows(
     """
     tally = tally or ExportTally()
     async with connection.transaction(readonly=True):
-        async for document in repository.stream_examples(
+        async for document in published_documents(
             connection, selection=selection_for(selection, export_format)
         ):
             tally.read += 1
@@ -56,7 +68,7 @@ async def export_rows(
 async def jsonl_lines(
     connection: asyncpg.Connection,
     *,
-    selection: repository.ExampleFilter,
+    selection: ExampleFilter,
     export_format: str,
     tally: ExportTally | None = None,
     context: ContextMode = "none",

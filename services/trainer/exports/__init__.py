@@ -1,0 +1,3 @@
+"""Exports of the stored examples: `formats` (pure: lines of each format, and their checks),
+`filters` (the selection's SQL), `stream` (JSONL through a cursor), `manifest`, `snapshots`,
+`failure_patterns` (pure), and `object_exports` (increments to S3-compatible storage)."""
