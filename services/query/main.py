@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.include_router(reviews_router)
     app.include_router(webhooks_router)
+    app.state.webhooks_allow_private_networks = settings.webhooks_allow_private_networks
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)

@@ -173,6 +173,7 @@ class DueDelivery:
     secret: str
     body: str
     attempts: int
+    source: str  # 'api': a tenant's endpoint; 'settings': the operator's
 
 
 async def claim_due(
@@ -195,7 +196,7 @@ async def claim_due(
         FROM due, webhooks.endpoints e
         WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
           AND e.deleted_at IS NULL
-        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts
+        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts, e.source
         """,
         limit, lease_seconds,
     )
