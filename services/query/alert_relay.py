@@ -3,7 +3,8 @@
 One replica relays at a time (a session advisory lock, `feedbackloop.pipeline.jobs.singleton`), in the
 order the changes were queued; a change is marked published only after the broker acknowledged
 it. A crash in between publishes it again with the same `event_id`, which the webhooks consumer
-claims once. Messages are keyed `<tenant_id>:<rule>`.
+claims once. Messages are keyed `<tenant_id>:<rule>`. Published changes are deleted
+FEEDBACKLOOP_ALERT_CHANGES_RETENTION_DAYS (7) after publication (`alert_changes_prune_job`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from feedbackloop.settings import Settings
 from services.query import repository
 
 RELAY_LOCK = 7_311_042_016
+PRUNE_LOCK = 7_311_042_017
+PRUNE_BATCH = 5_000
 
 Publish = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
 
@@ -63,4 +66,20 @@ def alert_relay_job(pool: asyncpg.Pool, settings: Settings) -> Job:
         interval=settings.alert_relay_interval_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,
         close=publisher.stop,
+    )
+
+
+def alert_changes_prune_job(pool: asyncpg.Pool, settings: Settings) -> Job:
+    """Deletes published changes past their retention, a batch per run, one replica at a
+    time; a full batch runs again at once."""
+
+    async def prune(connection: asyncpg.Connection) -> int:
+        return await repository.prune_published_alert_changes(
+            connection, older_than_days=settings.alert_changes_retention_days, limit=PRUNE_BATCH
+        )
+
+    return Job(
+        "alert-changes-retention", singleton(pool, PRUNE_LOCK, prune),
+        interval=settings.webhooks_prune_interval_seconds,
+        retry_max_seconds=max(settings.consumer_retry_max_seconds, 60.0),
     )
