@@ -1,5 +1,6 @@
--- webhooks: erasure reaches the deliveries and the current signals, delivered deliveries and
--- published alert changes are pruned after their retention, and no receiver's answer is kept.
+-- Integrations: erasure reaches webhook deliveries, current signals and the objects exported to
+-- object storage; delivered deliveries and published alert changes are pruned after their
+-- retention; no receiver's answer is kept.
 
 -- Whose event a delivery or a current signal tells of: the digest the erasure tombstones use
 -- (public.erased_user_digest of the tenant-keyed HMAC), never the HMAC itself; and, for a
@@ -28,3 +29,7 @@ CREATE INDEX alert_changes_published ON query.alert_changes (published_at)
 -- status stays.
 UPDATE webhooks.deliveries SET last_error = substring(last_error FROM '^HTTP [0-9]{3}')
 WHERE last_error ~ '^HTTP [0-9]{3}: ';
+
+-- trainer: which erasure (its erased_at) the objects exported to object storage were last
+-- rewritten for; an erasure whose erased_at differs is still to be applied to them.
+ALTER TABLE trainer.erased_users ADD COLUMN objects_erased_for timestamptz;
