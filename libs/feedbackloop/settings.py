@@ -139,6 +139,15 @@ class Settings(BaseSettings):
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
     webhooks_delivery_interval_seconds: float = Field(default=1.0, gt=0)
     webhooks_delivery_batch_size: int = Field(default=100, ge=1, le=1_000)
+    # Endpoints on loopback, private, link-local and other non-public addresses are refused
+    # (when created, and when a delivery resolves its host) unless this is true: a tenant's URL
+    # must not reach the platform's own network. `feedbackloop run` sets it for its local system.
+    webhooks_allow_private_networks: bool = False
+    # Delivered deliveries are deleted this long after delivery, and published alert changes
+    # (the query service's outbox) this long after publication; dead ones are kept (replayable).
+    webhooks_delivered_retention_days: float = Field(default=30.0, gt=0)
+    alert_changes_retention_days: float = Field(default=7.0, gt=0)
+    webhooks_prune_interval_seconds: float = Field(default=3_600.0, gt=0)
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.
     training_relay_batch_size: int = Field(default=500, ge=1)

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "dead-letters":
         return run_dead_letters(arguments, settings)
     if arguments.command == "webhooks":
-        return run_webhooks(arguments, _database_url(settings))
+        return run_webhooks(arguments, _database_url(settings),
+                            allow_private_networks=settings.webhooks_allow_private_networks)
     if arguments.command == "loadgen":
         return run_loadgen(arguments)
     if arguments.command == "migrate":

@@ -224,6 +224,8 @@ class Stack:
         if settings.environment == "development":
             # The widget's demo page, a sample chat of the development tenant.
             env.setdefault("FEEDBACKLOOP_WIDGET_DEMO_TENANT", DEV_TENANT)
+            # A local system's webhook receivers are on this machine: allowed here, and said so.
+            env.setdefault("FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true")
         if embedded_broker:
             # The embedded broker cannot issue producer ids; consumers are idempotent instead.
             env["FEEDBACKLOOP_KAFKA_ENABLE_IDEMPOTENCE"] = "false"
@@ -258,6 +260,9 @@ class Stack:
         self.say(f"  console  http://{host}:{settings.query_port}/console/   "
                  "(review queue and analytics: sign in with the API key below)")
         self.say(f"  logs     {self.logs}")
+        if env.get("FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "").lower() == "true":
+            self.say("  webhooks may go to private and loopback addresses "
+                     "(FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true, for local receivers)")
         self.say(f"  API key  {dev_key}   (tenant '{DEV_TENANT}', all scopes)")
         self.say("")
         self.say("Try:")

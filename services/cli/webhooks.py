@@ -47,7 +47,11 @@ def add_webhooks_parser(commands: Any) -> None:
     replay.add_argument("--max", type=int, default=1_000)
 
 
-def run_webhooks(arguments: argparse.Namespace, database_url: str) -> int:
+def run_webhooks(
+    arguments: argparse.Namespace, database_url: str, *, allow_private_networks: bool = False
+) -> int:
+    """Runs one command; `allow_private_networks` is FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS
+    (an endpoint on a literal non-public address or localhost is refused without it)."""
     command = arguments.webhooks_command
     tenant = arguments.tenant
     if command == "create":
@@ -56,6 +60,7 @@ def run_webhooks(arguments: argparse.Namespace, database_url: str) -> int:
             view, secret = _run(database_url, lambda c: admin.create_endpoint(
                 c, tenant_id=tenant, url=arguments.url, event_types=events,
                 description=arguments.description, secret=arguments.secret,
+                allow_private_networks=allow_private_networks,
             ))
         except ValueError as error:
             raise SystemExit(str(error)) from None

@@ -3,7 +3,8 @@
 An `Outbox` (`feedbackloop.pipeline.outbox`) run as a singleton job: one replica relays at a
 time, in the order the changes were queued; a change is marked published only after the broker
 acknowledged it. A crash in between publishes it again with the same `event_id`, which the
-webhooks consumer claims once. Messages are keyed `<tenant_id>:<rule>`.
+webhooks consumer claims once. Messages are keyed `<tenant_id>:<rule>`. Published changes are deleted
+FEEDBACKLOOP_ALERT_CHANGES_RETENTION_DAYS (7) after publication (`alert_changes_prune_job`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job, settings_p
 from feedbackloop.settings import Settings
 from services.query import repository
 
+PRUNE_BATCH = 5_000
 
 async def _pending(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     return await repository.pending_alert_changes(connection, limit=limit)
@@ -51,4 +53,21 @@ def alert_relay_job(pool: asyncpg.Pool, settings: Settings) -> Job:
         pool, settings_publisher(settings),
         interval=settings.alert_relay_interval_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,
+    )
+
+
+def alert_changes_prune_job(pool: asyncpg.Pool, settings: Settings) -> Job:
+    """Deletes published changes past their retention, a batch per run, one replica at a
+    time; a full batch runs again at once."""
+
+    async def prune(connection: asyncpg.Connection) -> int:
+        return await repository.prune_published_alert_changes(
+            connection, older_than_days=settings.alert_changes_retention_days, limit=PRUNE_BATCH
+        )
+
+    return Job(
+        "alert-changes-retention", singleton(pool, "alert-changes-retention", prune),
+        interval=settings.webhooks_prune_interval_seconds,
+        retry_max_seconds=max(settings.consumer_retry_max_seconds, 60.0),
+        batch=PRUNE_BATCH,
     )

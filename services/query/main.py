@@ -20,7 +20,7 @@ from feedbackloop.observability import CONTENT_TYPE_LATEST, JobMetrics, render
 from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
-from services.query.alert_relay import alert_relay_job
+from services.query.alert_relay import alert_changes_prune_job, alert_relay_job
 from services.query.analytics import analytics_router
 from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
         app.state.console = open_console(app, settings)
-        app.state.jobs = JobRunner([alert_relay_job(pool, settings)], job_metrics)
+        app.state.jobs = JobRunner(
+            [alert_relay_job(pool, settings), alert_changes_prune_job(pool, settings)], job_metrics
+        )
         app.state.jobs.start()
         try:
             yield
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.include_router(reviews_router)
     app.include_router(webhooks_router)
+    app.state.webhooks_allow_private_networks = settings.webhooks_allow_private_networks
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)

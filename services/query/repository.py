@@ -337,6 +337,24 @@ async def mark_alert_changes_published(connection: asyncpg.Connection, *, seqs: 
     )
 
 
+async def prune_published_alert_changes(
+    connection: asyncpg.Connection, *, older_than_days: float, limit: int
+) -> int:
+    """Deletes up to `limit` alert changes published more than `older_than_days` ago (the
+    outbox's unpublished rows stay); returns how many."""
+    status = await connection.execute(
+        """
+        DELETE FROM query.alert_changes WHERE seq IN (
+            SELECT seq FROM query.alert_changes
+            WHERE published_at < now() - make_interval(secs => $1 * 86400)
+            LIMIT $2
+        )
+        """,
+        older_than_days, limit,
+    )
+    return int(status.split()[-1])
+
+
 async def try_lock_alert_evaluation(connection: asyncpg.Connection) -> bool:
     """Whether this transaction may evaluate the alerts: one query replica at a time does."""
     return bool(await connection.fetchval("SELECT pg_try_advisory_xact_lock(7311042009)"))

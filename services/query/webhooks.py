@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from feedbackloop.http.problems import ProblemException
@@ -24,7 +24,8 @@ DeliveryState = Literal["pending", "delivered", "dead"]
 class EndpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: HttpUrl
+    url: HttpUrl = Field(description="http(s); a public address unless the operator allows "
+                         "private networks (FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS).")
     event_types: list[WebhookEventType] = Field(min_length=1, max_length=len(WEBHOOK_EVENT_TYPES))
     description: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
     secret: str | None = Field(
@@ -87,14 +88,21 @@ async def list_endpoints(state: State, caller: Reader) -> list[EndpointOut]:
 
 
 @router.post("/endpoints", status_code=201)
-async def create_endpoint(state: State, caller: Admin, body: EndpointRequest) -> CreatedEndpoint:
+async def create_endpoint(
+    request: Request, state: State, caller: Admin, body: EndpointRequest
+) -> CreatedEndpoint:
     """A new endpoint, subscribed to `event_types`; messages consumed from now on are
-    delivered to it, signed with its secret."""
+    delivered to it, signed with its secret. 422 for a URL whose host is a literal address
+    outside the public internet, or `localhost`, unless
+    FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS is true (names are checked again, resolved,
+    at every delivery)."""
+    allow_private = bool(getattr(request.app.state, "webhooks_allow_private_networks", False))
     try:
         async with state.pool.acquire() as connection:
             view, secret = await admin.create_endpoint(
                 connection, tenant_id=caller.tenant_id, url=str(body.url),
                 event_types=body.event_types, description=body.description, secret=body.secret,
+                allow_private_networks=allow_private,
             )
     except ValueError as error:
         raise ProblemException(422, str(error), errors=[

@@ -8,13 +8,13 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
 
 from feedbackloop.settings import Settings
 from services.webhooks import repository
+from services.webhooks.network import refused_url
 from services.webhooks.processing import WEBHOOK_EVENT_TYPES
 from services.webhooks.reads import EndpointView, endpoint_view
 
@@ -52,21 +52,29 @@ def check_secret(secret: str) -> str:
     return secret
 
 
-def check_url(url: str) -> str:
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2_000:
+def check_url(url: str, *, allow_private_networks: bool) -> str:
+    """An endpoint URL: http(s), at most 2000 characters, and (unless private networks are
+    allowed) not a literal address outside the public internet (see network.py)."""
+    if len(url) > 2_000:
         raise ValueError("the url must be an http(s) URL of at most 2000 characters")
+    try:
+        refusal = refused_url(url, allow_private_networks=allow_private_networks)
+    except ValueError:  # urlsplit: an unbalanced [ or a bad port
+        refusal = "the url must be an http(s) URL of at most 2000 characters"
+    if refusal is not None:
+        raise ValueError(refusal)
     return url
 
 
 async def create_endpoint(
     connection: asyncpg.Connection, *, tenant_id: str, url: str, event_types: Sequence[str],
-    description: str = "", secret: str | None = None,
+    description: str = "", secret: str | None = None, allow_private_networks: bool = False,
 ) -> tuple[EndpointView, str]:
     """A new endpoint; returns it and its secret (shown to the caller once). Only messages
-    consumed after it exists are delivered to it."""
+    consumed after it exists are delivered to it. Raises ValueError (nothing is written) for
+    unknown event types, a bad secret, or a URL `check_url` refuses."""
     types = check_event_types(event_types)
-    url = check_url(url)
+    url = check_url(url, allow_private_networks=allow_private_networks)
     secret = check_secret(secret) if secret else generate_secret()
     row = await connection.fetchrow(
         """

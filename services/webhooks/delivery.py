@@ -4,10 +4,15 @@ Each attempt POSTs the stored body unchanged with `webhook-id` (the delivery id:
 every attempt and replay, for the receiver to deduplicate on), `webhook-timestamp` (the
 attempt's time, in seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
 "<id>.<timestamp>.<body>">` under the endpoint's `whsec_` secret). A 2xx answer delivers it;
-anything else (another status, a timeout, a refused connection) is a failed attempt, retried
-with exponential backoff (`RetryPolicy`) until the last allowed attempt fails: then it is dead,
-until replayed. Delivery is at least once: a sender that dies between the answer and the
-record leaves the delivery to be sent again once its lease ends.
+anything else (another status, a redirect, which is never followed, a timeout, a refused
+connection) is a failed attempt, retried with exponential backoff (`RetryPolicy`) until the last
+allowed attempt fails: then it is dead, until replayed. An endpoint whose host is not a public
+address (`services/webhooks/network.py`) is not connected to at all: the delivery is dead at
+once, with the reason, and not retried. What is recorded of an answer is its status and the
+status's standard name, never the receiver's body or its own reason phrase (which are the
+receiver's to choose, and would be kept and shown here); the body is not even read. Delivery
+is at least once: a sender that dies between the answer and the record leaves the delivery to
+be sent again once its lease ends.
 
 Deliveries are claimed with SKIP LOCKED under a lease, so replicas share the work and never
 send one delivery concurrently. A slow or dead receiver costs at most the timeout per attempt,
@@ -20,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 import asyncpg
 import httpx
@@ -31,6 +37,7 @@ from feedbackloop.pipeline.jobs import Job
 from feedbackloop.settings import Settings
 from services.webhooks import repository
 from services.webhooks.admin import configure_alert_webhook
+from services.webhooks.network import RefusedAddress, delivery_client
 from services.webhooks.processing import RetryPolicy
 
 USER_AGENT = "feedbackloop-webhooks/1"
@@ -47,6 +54,16 @@ def signed_headers(delivery_id: str, secret: str, body: str, at: datetime) -> di
     }
 
 
+def answer_error(status: int) -> str:
+    """What is kept of an answer that is not a 2xx: its status and the status's name."""
+    try:
+        name = HTTPStatus(status).phrase
+    except ValueError:
+        name = "non-standard status"
+    redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
+    return f"HTTP {status} {name}{redirect}"
+
+
 async def attempt(
     client: httpx.AsyncClient, due: repository.DueDelivery, policy: RetryPolicy,
     metrics: WebhookMetrics,
@@ -56,19 +73,22 @@ async def attempt(
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
+    refused = False
     try:
-        response = await client.post(
-            due.url, content=due.body.encode(),
+        async with client.stream(
+            "POST", due.url, content=due.body.encode(),
             headers=signed_headers(str(due.delivery_id), due.secret, due.body, at),
-        )
-        status = response.status_code
+        ) as response:
+            status = response.status_code
         if not 200 <= status < 300:
-            error = f"HTTP {status}: {response.text[:200]}"
+            error = answer_error(status)
+    except RefusedAddress as refusal:
+        error, refused = str(refusal)[:300], True
     except httpx.HTTPError as failure:
-        error = f"{type(failure).__name__}: {failure}"[:500]
+        error = f"{type(failure).__name__}: {failure}"[:300]
     metrics.attempt_seconds.observe(time.perf_counter() - started)
     delivered = error is None
-    retry_in = None if delivered else policy.next_delay(due.attempts + 1)
+    retry_in = None if delivered or refused else policy.next_delay(due.attempts + 1)
     metrics.attempt("delivered" if delivered else "failed" if retry_in is not None else "dead")
     return repository.AttemptResult(due.delivery_id, at, status, error, delivered, retry_in)
 
@@ -81,16 +101,23 @@ async def deliver_due(
     *,
     batch_size: int,
     timeout_seconds: float,
+    operator_client: httpx.AsyncClient | None = None,
 ) -> int:
     """Claims up to `batch_size` due deliveries, attempts them concurrently and records each
-    outcome; returns how many were attempted."""
+    outcome; returns how many were attempted. Deliveries to the operator's own endpoint (of
+    FEEDBACKLOOP_ALERT_WEBHOOK_URL) go through `operator_client` when given: the operator may
+    point it at an address inside the network; tenants' endpoints go through `client`."""
     async with pool.acquire() as connection:
         claimed = await repository.claim_due(
             connection, limit=batch_size, lease_seconds=timeout_seconds + 30
         )
     results: Sequence[repository.AttemptResult] = []
     if claimed:
-        results = await asyncio.gather(*(attempt(client, due, policy, metrics) for due in claimed))
+        results = await asyncio.gather(*(
+            attempt(operator_client if operator_client is not None and due.source == "settings"
+                    else client, due, policy, metrics)
+            for due in claimed
+        ))
     async with pool.acquire() as connection:
         if results:
             await repository.record_attempts(connection, results)
@@ -109,8 +136,18 @@ def delivery_jobs(
         max_seconds=settings.webhooks_retry_max_seconds,
     )
     metrics = WebhookMetrics(registry)
-    client = httpx.AsyncClient(timeout=settings.webhooks_timeout_seconds, follow_redirects=False)
+    client = delivery_client(
+        timeout=settings.webhooks_timeout_seconds,
+        allow_private_networks=settings.webhooks_allow_private_networks,
+    )
+    operator_client = delivery_client(
+        timeout=settings.webhooks_timeout_seconds, allow_private_networks=True
+    )
     configured: list[bool] = []
+
+    async def close() -> None:
+        await client.aclose()
+        await operator_client.aclose()
 
     async def deliver() -> int:
         if not configured:
@@ -120,11 +157,12 @@ def delivery_jobs(
             pool, client, policy, metrics,
             batch_size=settings.webhooks_delivery_batch_size,
             timeout_seconds=settings.webhooks_timeout_seconds,
+            operator_client=operator_client,
         )
 
     return [Job(
         "webhook-delivery", deliver,
         interval=settings.webhooks_delivery_interval_seconds,
         retry_max_seconds=settings.consumer_retry_max_seconds,
-        close=client.aclose,
+        close=close,
     )]

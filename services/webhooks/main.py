@@ -6,6 +6,7 @@ from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
 from services.webhooks.delivery import delivery_jobs
 from services.webhooks.handlers import SPEC
+from services.webhooks.retention import prune_job
 from services.webhooks.settings import Settings, port
 
 
@@ -14,7 +15,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_runtime()
     return build_consumer_app(
         SPEC, consumer_config(settings),
-        jobs=lambda pool, registry: delivery_jobs(pool, registry, settings),
+        jobs=lambda pool, registry: [*delivery_jobs(pool, registry, settings),
+                                     prune_job(pool, settings)],
     )
 
 

@@ -15,10 +15,19 @@ Feedback: the consumer keeps the current event of each signal identity (the late
 Whatever the arrival order, the last notification of an identity describes its current state.
 Training examples follow the same rule by revision (`training_example.created`, `.revised`,
 `.retracted`); alert state changes are delivered as they come (`alert.state_changed`).
+
+Erasure (`user.erasure_requested`): everything kept of the user's feedback goes, deliveries in
+every state and the current signals, and the user's earlier events that arrive later send
+nothing. A training example's text is its conversation's, whose user the webhooks consumer does
+not know: the trainer retracts the example with reason `erasure`, and that retraction removes
+every delivery of the example. For this, each delivery and signal keeps the digest of its
+user (`user_digest`, the SHA-256 of the tenant-keyed user HMAC, as the erasure tombstones do;
+never in a body) or the example it is of.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +37,7 @@ from uuid import UUID
 
 from feedbackloop.contract import (
     AlertStateChanged,
+    ErasureRequested,
     FeedbackRetracted,
     FeedbackSubmitted,
     Message,
@@ -66,6 +76,15 @@ class FeedbackNotice:
     retracted: bool
     value: dict[str, Any]
     meta: dict[str, Any]
+    user_digest: str | None = None  # whose event it is (None: it names no user)
+
+
+@dataclass(frozen=True)
+class UserErasure:
+    tenant_id: str
+    event_id: UUID
+    user_digest: str
+    erased_at: datetime  # the erasure's occurred_at: the user's events up to it send nothing
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,13 @@ class AlertNotice:
     data: dict[str, Any]
 
 
-WebhooksEffect = FeedbackNotice | ExampleNotice | AlertNotice
+WebhooksEffect = FeedbackNotice | ExampleNotice | AlertNotice | UserErasure
+
+
+def user_digest(user_id: str | None) -> str | None:
+    """What identifies a user's rows here: SHA-256 of the tenant-keyed HMAC, in hex (the same
+    as `public.erased_user_digest`)."""
+    return None if user_id is None else hashlib.sha256(user_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class CurrentSignal:
     order: Order
     retracted: bool
     value: dict[str, Any] | None
+    user_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +135,8 @@ class Notification:
     event_type: WebhookEventType
     source_id: UUID
     body: dict[str, Any]
+    user_digest: str | None = None  # the user whose event it tells of
+    example_id: UUID | None = None  # the example it tells of
 
 
 def process_message(message: Message) -> WebhooksEffect | None:
@@ -136,6 +164,7 @@ def process_message(message: Message) -> WebhooksEffect | None:
             retracted=False,
             value=value,
             meta=_meta(message),
+            user_digest=user_digest(message.user_id),
         )
     if isinstance(message, FeedbackRetracted):
         payload_r = message.payload
@@ -150,6 +179,7 @@ def process_message(message: Message) -> WebhooksEffect | None:
             retracted=True,
             value={"kind": payload_r.kind},
             meta=_meta(message),
+            user_digest=user_digest(message.user_id),
         )
     if isinstance(message, TrainingExample):
         return ExampleNotice(
@@ -162,6 +192,13 @@ def process_message(message: Message) -> WebhooksEffect | None:
             tenant_id=message.tenant_id, event_id=message.event_id,
             example_id=message.example_id, revision=None,
             data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
+        )
+    if isinstance(message, ErasureRequested):
+        assert message.user_id is not None  # the contract requires it
+        return UserErasure(
+            tenant_id=message.tenant_id, event_id=message.event_id,
+            user_digest=hashlib.sha256(message.user_id.encode()).hexdigest(),
+            erased_at=message.occurred_at,
         )
     if isinstance(message, AlertStateChanged):
         return AlertNotice(
@@ -224,12 +261,12 @@ def advance_feedback(
         event_type = classify_feedback(before, notice)
         if key is not None and (before is None or before.order < notice.order):
             after = CurrentSignal(notice.order, notice.retracted,
-                                  None if notice.retracted else notice.value)
+                                  None if notice.retracted else notice.value, notice.user_digest)
             states[key] = changed[key] = after
         if event_type is not None:
             notifications.append(Notification(
                 notice.tenant_id, event_type, notice.event_id,
-                feedback_body(event_type, notice, before),
+                feedback_body(event_type, notice, before), user_digest=notice.user_digest,
             ))
     return notifications, changed
 
@@ -255,6 +292,7 @@ def advance_examples(
             notifications.append(Notification(
                 notice.tenant_id, event_type, notice.event_id,
                 {"type": event_type, "timestamp": _example_time(notice), "data": notice.data},
+                example_id=notice.example_id,
             ))
     return notifications, changed
 
@@ -305,6 +343,8 @@ class Delivery:
     endpoint_id: UUID
     event_type: str
     body: dict[str, Any]
+    user_digest: str | None = None
+    example_id: UUID | None = None
 
 
 def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]) -> list[Delivery]:
@@ -326,7 +366,7 @@ def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]
                     uuid.uuid5(_DELIVERY_NAMESPACE, f"{endpoint.endpoint_id}:"
                                f"{notification.event_type}:{notification.source_id}"),
                     endpoint.tenant_id, endpoint.endpoint_id, notification.event_type,
-                    notification.body,
+                    notification.body, notification.user_digest, notification.example_id,
                 ))
     return deliveries
 

@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from feedbackloop.pipeline.consumer import consecutive_runs
 from services.webhooks.processing import (
     ALL_TENANTS,
     AlertNotice,
@@ -20,6 +21,8 @@ from services.webhooks.processing import (
     Endpoint,
     ExampleNotice,
     FeedbackNotice,
+    Notification,
+    UserErasure,
     WebhooksEffect,
     address,
     advance_examples,
@@ -29,34 +32,111 @@ from services.webhooks.processing import (
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[WebhooksEffect]) -> None:
-    feedback = [e for e in effects if isinstance(e, FeedbackNotice)]
-    examples = [e for e in effects if isinstance(e, ExampleNotice)]
-    alerts = [e for e in effects if isinstance(e, AlertNotice)]
-    notifications = []
-    if feedback:
-        stored = await _current_signals(connection, feedback)
-        found, changed = advance_feedback(stored, feedback)
-        await _store_signals(connection, changed)
-        notifications += found
-    if examples:
-        stored_examples = await _current_examples(connection, examples)
-        found, changed_examples = advance_examples(stored_examples, examples)
-        await _store_examples(connection, changed_examples)
-        notifications += found
-    notifications += alert_notifications(alerts)
-    if not notifications:
-        return
-    tenants = sorted({n.tenant_id for n in notifications})
-    endpoints = await connection.fetch(
+    """Applies the effects in order (runs of one kind), so an erasure removes what the batch
+    wrote of the user before it, and the user's earlier events after it send nothing."""
+    endpoints: list[Endpoint] | None = None
+    for kind, run in consecutive_runs(effects):
+        notifications: list[Notification] = []
+        if kind is UserErasure:
+            await erase_users(connection, run)
+            continue
+        if kind is FeedbackNotice:
+            feedback = await _not_erased(connection, run)
+            stored = await _current_signals(connection, feedback)
+            found, changed = advance_feedback(stored, feedback)
+            await _store_signals(connection, changed)
+            notifications = found
+        elif kind is ExampleNotice:
+            stored_examples = await _current_examples(connection, run)
+            found, changed_examples = advance_examples(stored_examples, run)
+            await _store_examples(connection, changed_examples)
+            await _remove_erased_examples(connection, run)
+            notifications = found
+        elif kind is AlertNotice:
+            notifications = alert_notifications(run)
+        if not notifications:
+            continue
+        if endpoints is None:
+            endpoints = await _live_endpoints(connection, effects)
+        await insert_deliveries(connection, address(notifications, endpoints))
+
+
+async def _live_endpoints(
+    connection: asyncpg.Connection, effects: Sequence[WebhooksEffect]
+) -> list[Endpoint]:
+    tenants = sorted({e.tenant_id for e in effects})
+    rows = await connection.fetch(
         "SELECT endpoint_id, tenant_id, event_types FROM webhooks.endpoints "
         "WHERE deleted_at IS NULL AND (tenant_id = ANY($1::text[]) OR tenant_id = $2)",
         tenants, ALL_TENANTS,
     )
-    deliveries = address(notifications, [
-        Endpoint(row["endpoint_id"], row["tenant_id"], frozenset(row["event_types"]))
-        for row in endpoints
-    ])
-    await insert_deliveries(connection, deliveries)
+    return [Endpoint(row["endpoint_id"], row["tenant_id"], frozenset(row["event_types"]))
+            for row in rows]
+
+
+async def erase_users(connection: asyncpg.Connection, erasures: Sequence[UserErasure]) -> None:
+    """The users' tombstones, and every delivery (pending, delivered or dead) and current
+    signal of their feedback, gone. Runs in the transaction that claims the erasure."""
+    await connection.executemany(
+        """
+        INSERT INTO webhooks.erased_users (tenant_id, user_digest, erased_at)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (tenant_id, user_digest) DO UPDATE
+        SET erased_at = GREATEST(webhooks.erased_users.erased_at, EXCLUDED.erased_at)
+        """,
+        [(e.tenant_id, e.user_digest, e.erased_at) for e in erasures],
+    )
+    users = sorted({(e.tenant_id, e.user_digest) for e in erasures})
+    for table in ("deliveries", "feedback_signals"):
+        await connection.execute(
+            f"""
+            DELETE FROM webhooks.{table} t
+            USING unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest)
+            WHERE t.tenant_id = u.tenant_id AND t.user_digest = u.user_digest
+            """,
+            [u[0] for u in users], [u[1] for u in users],
+        )
+
+
+async def _not_erased(
+    connection: asyncpg.Connection, notices: Sequence[FeedbackNotice]
+) -> list[FeedbackNotice]:
+    """The notices whose user was not erased after they occurred."""
+    named = sorted({(n.tenant_id, n.user_digest) for n in notices if n.user_digest is not None})
+    if not named:
+        return list(notices)
+    rows = await connection.fetch(
+        """
+        SELECT e.tenant_id, e.user_digest, e.erased_at FROM webhooks.erased_users e
+        JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest)
+          ON e.tenant_id = u.tenant_id AND e.user_digest = u.user_digest
+        """,
+        [u[0] for u in named], [u[1] for u in named],
+    )
+    erased = {(row["tenant_id"], row["user_digest"]): row["erased_at"] for row in rows}
+    return [
+        n for n in notices
+        if (n.tenant_id, n.user_digest) not in erased
+        or n.order[0] > erased[(n.tenant_id, n.user_digest)]
+    ]
+
+
+async def _remove_erased_examples(
+    connection: asyncpg.Connection, notices: Sequence[ExampleNotice]
+) -> None:
+    """An example retracted for erasure: every delivery of it goes (its texts are of an erased
+    user's conversation); the retraction's own delivery, written after, carries no text."""
+    erased = sorted({(n.tenant_id, n.example_id) for n in notices
+                     if n.revision is None and n.data.get("reason") == "erasure"})
+    if erased:
+        await connection.execute(
+            """
+            DELETE FROM webhooks.deliveries d
+            USING unnest($1::text[], $2::uuid[]) AS x(tenant_id, example_id)
+            WHERE d.tenant_id = x.tenant_id AND d.example_id = x.example_id
+            """,
+            [x[0] for x in erased], [x[1] for x in erased],
+        )
 
 
 async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence[Delivery]) -> None:
@@ -64,8 +144,10 @@ async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence
         return
     await connection.execute(
         """
-        INSERT INTO webhooks.deliveries (delivery_id, tenant_id, endpoint_id, event_type, body)
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[])
+        INSERT INTO webhooks.deliveries
+            (delivery_id, tenant_id, endpoint_id, event_type, body, user_digest, example_id)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                             $6::text[], $7::uuid[])
         ON CONFLICT (delivery_id) DO NOTHING
         """,
         [d.delivery_id for d in deliveries],
@@ -73,6 +155,8 @@ async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence
         [d.endpoint_id for d in deliveries],
         [d.event_type for d in deliveries],
         [orjson.dumps(d.body).decode() for d in deliveries],
+        [d.user_digest for d in deliveries],
+        [d.example_id for d in deliveries],
     )
 
 
@@ -84,7 +168,8 @@ async def _current_signals(
         return {}
     rows = await connection.fetch(
         """
-        SELECT s.tenant_id, s.signal, s.occurred_at, s.event_id, s.retracted, s.value
+        SELECT s.tenant_id, s.signal, s.occurred_at, s.event_id, s.retracted, s.value,
+               s.user_digest
         FROM webhooks.feedback_signals s
         JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, signal)
           ON s.tenant_id = k.tenant_id AND s.signal = k.signal
@@ -95,7 +180,7 @@ async def _current_signals(
     return {
         (row["tenant_id"], row["signal"]): CurrentSignal(
             (row["occurred_at"], row["event_id"]), row["retracted"],
-            row["value"],
+            row["value"], row["user_digest"],
         )
         for row in rows
     }
@@ -110,17 +195,19 @@ async def _store_signals(
     await connection.execute(
         """
         INSERT INTO webhooks.feedback_signals AS s
-            (tenant_id, signal, occurred_at, event_id, retracted, value)
+            (tenant_id, signal, occurred_at, event_id, retracted, value, user_digest)
         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
-                             $5::boolean[], $6::jsonb[])
+                             $5::boolean[], $6::jsonb[], $7::text[])
         ON CONFLICT (tenant_id, signal) DO UPDATE SET
             occurred_at = EXCLUDED.occurred_at, event_id = EXCLUDED.event_id,
-            retracted = EXCLUDED.retracted, value = EXCLUDED.value
+            retracted = EXCLUDED.retracted, value = EXCLUDED.value,
+            user_digest = coalesce(EXCLUDED.user_digest, s.user_digest)
         """,
         [k[0] for k, _ in items], [k[1] for k, _ in items],
         [s.order[0] for _, s in items], [s.order[1] for _, s in items],
         [s.retracted for _, s in items],
         [s.value for _, s in items],
+        [s.user_digest for _, s in items],
     )
 
 
@@ -173,6 +260,7 @@ class DueDelivery:
     secret: str
     body: str
     attempts: int
+    source: str  # 'api': a tenant's endpoint; 'settings': the operator's
 
 
 async def claim_due(
@@ -195,7 +283,7 @@ async def claim_due(
         FROM due, webhooks.endpoints e
         WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
           AND e.deleted_at IS NULL
-        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts
+        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts, e.source
         """,
         limit, lease_seconds,
     )
@@ -273,3 +361,21 @@ async def configure_settings_endpoint(
     )
 
 
+
+
+async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: float,
+                          limit: int) -> int:
+    """Deletes up to `limit` deliveries delivered more than `older_than_days` ago (pending and
+    dead ones stay, whatever their age); returns how many."""
+    status = await connection.execute(
+        """
+        DELETE FROM webhooks.deliveries WHERE delivery_id IN (
+            SELECT delivery_id FROM webhooks.deliveries
+            WHERE state = 'delivered'
+              AND delivered_at < now() - make_interval(secs => $1 * 86400)
+            LIMIT $2
+        )
+        """,
+        older_than_days, limit,
+    )
+    return int(status.split()[-1])

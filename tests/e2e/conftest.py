@@ -66,6 +66,8 @@ def service_env(bootstrap: str, database_url: str, prefix: str) -> dict[str, str
         "FEEDBACKLOOP_LEARNER_REFIT_MIN_NEW_CHOICES": "20",
         "FEEDBACKLOOP_LEARNER_REFIT_INTERVAL_SECONDS": "3",
         "FEEDBACKLOOP_LEARNER_MIN_CHOICES": "20",
+        # The webhook receivers of the tests listen on 127.0.0.1.
+        "FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS": "true",
     }
 
 

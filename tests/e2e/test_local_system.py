@@ -97,6 +97,9 @@ def test_the_readme_commands_find_the_running_system(local_system: LocalSystem) 
                               "--out", str(Path(local_system.env["FEEDBACKLOOP_DATA_DIR"]) / "x"))
     assert export.returncode == 0, export.stderr
     assert _printed_key(local_system.output)
+    # Its webhook receivers may be on this machine, and it says so.
+    assert any("FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true" in line
+               for line in local_system.output), local_system.output
     # The console link it prints opens the sign-in page, and the printed key signs in.
     console_url = next(line.split()[1] for line in local_system.output
                        if line.split()[:1] == ["console"] and "http://" in line)

@@ -207,3 +207,69 @@ async def test_event_streams_are_redacted_and_forget_a_conversation_whose_user_o
     assert {row["response_id"] for row in rows} == {"r1"}, "r5's owner opted out"
     assert any(row["comment"] and row["comment"]["text"] == "write to [EMAIL]" for row in rows)
     assert b"jo@example.com" not in b"".join(objects.values())
+
+
+async def test_an_erasure_rewrites_the_objects_exported_before_it(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """The erased user's feedback and responses rows and the examples of their conversations
+    leave every JSONL and Parquet file written before the erasure; the manifests follow the
+    files; the kept user's rows stay byte for byte; a second run rewrites nothing."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    erased, kept = "e" * 64, "k" * 64
+
+    def conversation(n: int, user: str, words: str) -> list[dict]:
+        docs = _conversation("acme", n, user)
+        docs[0]["payload"]["prompt"] = [{"role": "user", "content": words}]
+        return docs
+
+    await _apply(pool, [*conversation(1, erased, "erased user's first words"),
+                        *conversation(2, kept, "kept user's words")])
+    await export_due(pool, store, now=_later(), settle=timedelta(0))
+    await _apply(pool, conversation(3, erased, "erased user's second words"))
+    await export_due(pool, store, now=_later(), settle=timedelta(0))
+    before = _objects(store)
+    assert b"erased user's" in b"".join(before.values())
+    assert erased.encode() in b"".join(before.values())
+
+    await _apply(pool, [_doc("user.erasure_requested", "acme", erased, {}, 40)])
+    done = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert done is not None
+    after = _objects(store)
+    everything = b"".join(after.values())
+    assert b"erased user's" not in everything
+    assert erased.encode() not in everything
+    assert b"kept user's words" in everything
+    rewritten = 0
+    for key, body in after.items():
+        if key.endswith(".jsonl"):
+            assert erased.encode() not in body
+            continue
+        if key.endswith(".parquet"):
+            assert erased not in str(pq.read_table(io.BytesIO(body)).to_pylist())
+            continue
+        manifest = orjson.loads(body)
+        lines = ([orjson.loads(x) for x in after[manifest["files"][0]["key"]].splitlines()]
+                 if manifest["files"] else [])
+        assert manifest["rows"] == len(lines)
+        assert manifest["ids"] == [row.get("example_id") or row.get("event_id") for row in lines]
+        for entry in manifest["files"]:
+            assert entry["sha256"] == hashlib.sha256(after[entry["key"]]).hexdigest()
+            assert entry["bytes"] == len(after[entry["key"]])
+        if "erasure" in manifest:
+            rewritten += 1
+            assert manifest["erasure"]["rows_removed"] >= 1
+            assert erased not in body.decode()
+    # First increment: examples, feedback and responses each held the erased user's rows;
+    # second: only theirs.
+    assert rewritten == 6
+    # The kept user's rows are as they were: the files of the first increment keep their lines.
+    first_feedback = sorted(k for k in before if "/feedback/" in k and k.endswith(".jsonl"))[0]
+    assert [line for line in before[first_feedback].splitlines() if kept.encode() in line] == \
+        after[first_feedback].splitlines()
+    async with pool.acquire() as connection:
+        assert await connection.fetchval(
+            "SELECT objects_erased_for = erased_at FROM trainer.erased_users") is True
+    # Applied once: the next run leaves every object as it is.
+    assert await export_due(pool, store, now=_later(), settle=timedelta(0)) == []
+    assert _objects(store) == after

@@ -78,6 +78,7 @@ async def test_deliveries_are_written_once_and_sent_once_by_concurrent_senders(
             endpoint, receiver.secret = await admin.create_endpoint(
                 connection, tenant_id="acme", url=receiver.url,
                 event_types=["feedback.submitted", "feedback.changed", "feedback.retracted"],
+                allow_private_networks=True,  # the receiver is on 127.0.0.1
             )
         pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),
                                  ConsumerMetrics(CollectorRegistry(), "webhooks"))

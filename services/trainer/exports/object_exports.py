@@ -19,10 +19,23 @@ the same rows. Streams:
 - `feedback`: every stored feedback event (retractions included), one row each;
 - `responses`: every logged response.
 Texts are redacted like every text that leaves the trainer; rows where the event's user, or
-the user whose conversation it is, has opted out of training use are left out (erased users'
-rows are gone from the trainer already; objects written before an erasure are not rewritten).
+the user whose conversation it is, has opted out of training use are left out.
 Parquet columns are the JSONL keys; nested values are JSON text, so every file of a stream has
 one schema. Credentials come from settings and are never logged or written.
+
+Erasure: an erased user's rows are gone from the trainer at once, so no later increment holds
+them; the objects written before are rewritten by `erase_exported`, which every export run
+calls after its increments (under the same lock): each increment of the tenant whose JSONL or
+Parquet holds a row of an erased user (`feedback` and `responses` rows by `user_id`, the rows
+the trainer deletes; `examples` rows retracted for erasure) is written again under the same
+names without those rows, and its manifest with the new counts, ids and checksums and an
+`erasure` note (`rewritten_at`, `rows_removed`; never who). The files go first and the manifest
+last, and an erasure is marked applied (`trainer.erased_users.objects_erased_for`) only after
+every increment of its tenant is done, so a run that fails halfway is completed by the next.
+A user who came back between the erasure and the rewrite loses those new rows from the objects
+too (never the other way round). Copies of objects made outside the store (a reader's download,
+a bucket replica, object versions if the bucket keeps them) are the reader's to erase: the
+rewrite reaches only the current objects.
 """
 
 from __future__ import annotations
@@ -250,6 +263,143 @@ async def export_increment(
     return Increment(tenant_id, stream, since, until, len(rows), tuple(keys))
 
 
+@dataclass(frozen=True)
+class Rewrite:
+    """An increment written again without erased users' rows."""
+
+    tenant_id: str
+    stream: str
+    manifest_key: str
+    rows_removed: int
+
+
+def _digest(user_id: Any) -> str | None:
+    # As public.erased_user_digest: the SHA-256 of the tenant-keyed HMAC, in hex.
+    return hashlib.sha256(str(user_id).encode()).hexdigest() if user_id else None
+
+
+def _erased_row(row: dict[str, Any], stream: str, users: frozenset[str],
+                examples: frozenset[str]) -> bool:
+    if stream == "examples":
+        return str(row.get("example_id")) in examples
+    return _digest(row.get("user_id")) in users
+
+
+def _without_erased_jsonl(body: bytes, stream: str, users: frozenset[str],
+                          examples: frozenset[str]) -> tuple[bytes, list[dict[str, Any]]]:
+    """The JSONL without erased rows (lines kept byte for byte), and the rows kept."""
+    lines: list[bytes] = []
+    kept: list[dict[str, Any]] = []
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        row = orjson.loads(line)
+        if not _erased_row(row, stream, users, examples):
+            lines.append(line + b"\n")
+            kept.append(row)
+    return b"".join(lines), kept
+
+
+def _without_erased_parquet(body: bytes, stream: str, users: frozenset[str],
+                            examples: frozenset[str]) -> tuple[bytes, int]:
+    """The Parquet file without erased rows, in its own schema, and how many were removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(body))
+    column = "example_id" if stream == "examples" else "user_id"
+    if column not in table.column_names:
+        return body, 0
+    keep = [not _erased_row({column: value}, stream, users, examples)
+            for value in table.column(column).to_pylist()]
+    if all(keep):
+        return body, 0
+    buffer = io.BytesIO()
+    pq.write_table(table.filter(pa.array(keep, type=pa.bool_())), buffer)
+    return buffer.getvalue(), keep.count(False)
+
+
+async def _erase_increment(
+    client: Any, manifest_key: str, stream: str, users: frozenset[str],
+    examples: frozenset[str],
+) -> int | None:
+    """Rewrites one increment without erased rows; returns how many rows it removed, None
+    when it had nothing to rewrite."""
+    import obstore
+
+    manifest = orjson.loads(bytes(await (await obstore.get_async(client, manifest_key))
+                                  .bytes_async()))
+    files = []
+    kept: list[dict[str, Any]] | None = None
+    for entry in manifest.get("files", []):
+        key = entry["key"]
+        body = bytes(await (await obstore.get_async(client, key)).bytes_async())
+        if key.endswith(".jsonl"):
+            new_body, kept = _without_erased_jsonl(body, stream, users, examples)
+        else:
+            new_body, _ = _without_erased_parquet(body, stream, users, examples)
+        if new_body != body:
+            await obstore.put_async(client, key, new_body)
+        files.append(entry | {"bytes": len(new_body),
+                              "sha256": hashlib.sha256(new_body).hexdigest()})
+    if kept is None or files == manifest.get("files", []):
+        return None  # nothing of an erased user here, or rewritten by an earlier run already
+    # Counted from the files as they are now, so a run that stopped between a file and the
+    # manifest leaves nothing for the next to miscount.
+    removed = manifest["rows"] - len(kept)
+    note = manifest.get("erasure") or {"rows_removed": 0}
+    manifest |= {
+        "files": files,
+        "rows": len(kept),
+        "ids": [row.get("example_id") or row.get("event_id") for row in kept],
+        "erasure": {"rewritten_at": datetime.now(UTC).isoformat(),
+                    "rows_removed": note["rows_removed"] + removed},
+    }
+    await obstore.put_async(client, manifest_key,
+                            orjson.dumps(manifest, default=str, option=orjson.OPT_INDENT_2))
+    return removed
+
+
+async def erase_exported(
+    pool: asyncpg.Pool, store: ObjectStore, *, client: Any | None = None
+) -> list[Rewrite]:
+    """Rewrites the objects of every tenant with an erasure not yet applied to them (see the
+    module); returns the increments rewritten. Call it under the export lock."""
+    import obstore
+
+    async with pool.acquire() as connection:
+        pending = await connection.fetch(
+            "SELECT tenant_id, user_digest, erased_at FROM trainer.erased_users "
+            "WHERE objects_erased_for IS DISTINCT FROM erased_at ORDER BY tenant_id")
+    if not pending:
+        return []
+    client = client or store.client()
+    rewrites = []
+    for tenant_id in sorted({row["tenant_id"] for row in pending}):
+        users = frozenset(row["user_digest"] for row in pending if row["tenant_id"] == tenant_id)
+        async with pool.acquire() as connection:
+            examples = frozenset(str(row["example_id"]) for row in await connection.fetch(
+                "SELECT example_id FROM trainer.example_retractions "
+                "WHERE tenant_id = $1 AND reason = 'erasure'", tenant_id))
+        for stream in STREAMS:
+            prefix = store.key(tenant_id, stream) + "/"
+            keys: list[str] = [item["path"] async for batch in obstore.list(client, prefix=prefix)
+                               for item in batch if item["path"].endswith(".manifest.json")]
+            for manifest_key in sorted(keys):
+                removed = await _erase_increment(client, manifest_key, stream, users, examples)
+                if removed is not None:
+                    rewrites.append(Rewrite(tenant_id, stream, manifest_key, removed))
+        async with pool.acquire() as connection:
+            # Only the erasures read: one recorded again meanwhile is applied by the next run.
+            await connection.executemany(
+                "UPDATE trainer.erased_users SET objects_erased_for = $3 "
+                "WHERE tenant_id = $1 AND user_digest = $2 AND erased_at = $3",
+                [(row["tenant_id"], row["user_digest"], row["erased_at"])
+                 for row in pending if row["tenant_id"] == tenant_id],
+            )
+    return rewrites
+
+
 async def export_due(
     pool: asyncpg.Pool, store: ObjectStore, *, now: datetime, settle: timedelta,
     tenants: Sequence[str] | None = None,
@@ -281,6 +431,9 @@ async def export_due(
                                                        stream=stream, until=until, client=client)
                     if increment is not None:
                         done.append(increment)
+            for rewrite in await erase_exported(pool, store, client=client):
+                logger.info("rewrote %s without %d rows of erased users", rewrite.manifest_key,
+                            rewrite.rows_removed)
             return done
         finally:
             await lock.execute("SELECT pg_advisory_unlock($1)", _EXPORT_LOCK_KEY)
