@@ -24,6 +24,8 @@ from services.query.alert_relay import alert_relay_job
 from services.query.analytics import analytics_router
 from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
+from services.query.experiments import router as experiments_router
+from services.query.experiments_gauges import ExperimentGauges, experiment_gauges_job
 from services.query.handlers import router
 from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_runtime()
     registry = CollectorRegistry()
     job_metrics = JobMetrics(registry)
+    experiment_gauges = ExperimentGauges(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
         app.state.console = open_console(app, settings)
-        app.state.jobs = JobRunner([alert_relay_job(pool, settings)], job_metrics)
+        app.state.jobs = JobRunner(
+            [alert_relay_job(pool, settings), experiment_gauges_job(pool, experiment_gauges)],
+            job_metrics,
+        )
         app.state.jobs.start()
         try:
             yield
@@ -86,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.include_router(reviews_router)
     app.include_router(webhooks_router)
+    app.include_router(experiments_router)
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)
