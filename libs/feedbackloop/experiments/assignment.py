@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from feedbackloop.experiments.definition import Experiment
 
 _SCALE = float(2**64)
 
@@ -32,3 +35,29 @@ def assign(salt: str, unit_id: str, weights: Sequence[float]) -> int:
         if target < cumulative:
             return index
     return len(weights) - 1
+
+
+class NotStarted(ValueError):
+    """A draft experiment assigns nobody: start it first."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    variant: str
+    in_experiment: bool
+    """True while the experiment runs: the unit's hashed variant, and an exposure to log.
+    False once stopped (every unit gets the control) or concluded (the winner, else the
+    control): nothing to log, the unit is not part of the analysis any more."""
+
+
+def assignment_of(experiment: Experiment, unit_id: str) -> Assignment:
+    """What `unit_id` is shown now. Raises `NotStarted` for a draft."""
+    variants = experiment.spec.variants
+    if experiment.status == "draft":
+        raise NotStarted(f"experiment {experiment.name!r} has not been started")
+    if experiment.status == "running":
+        index = assign(experiment.salt, unit_id, [v.weight for v in variants])
+        return Assignment(variants[index].name, True)
+    if experiment.status == "concluded" and experiment.winner is not None:
+        return Assignment(experiment.winner, False)
+    return Assignment(variants[0].name, False)

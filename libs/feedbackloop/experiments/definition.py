@@ -54,13 +54,16 @@ _NAME = re.compile(NAME)
 
 
 class RankerArm(BaseModel):
-    """What a ranker experiment's variant ranks with: the learned weights (`learned`), equal
-    weights (`defaults`) or one stored weights version (`version`, with `weights_version`)."""
+    """What a ranker experiment's variant ranks with: the learned weights (`learned`: the
+    customer's or the segment's newest promoted version, as without an experiment), equal
+    weights (`defaults`), or a candidate (`version`: version `weights_version` of the
+    segment's weights, promoted or not; a segment without that version ranks with its
+    current weights)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: Literal["learned", "defaults", "version"]
-    weights_version: str | None = Field(default=None, min_length=1, max_length=200)
+    weights_version: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _version_named(self) -> RankerArm:
