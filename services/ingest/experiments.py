@@ -40,7 +40,9 @@ DEFINITION_CACHE_SECONDS = 2.0
 class DefinitionCache:
     """Experiment definitions by (tenant, name), each kept `ttl` seconds (an unknown name
     too, so a typo does not reach the database on every call). A change (start, stop,
-    conclude) reaches every replica within `ttl`. Concurrent misses of one key share one read."""
+    conclude) reaches every replica within `ttl`. Concurrent misses of one key share one read.
+    While PostgreSQL cannot be read, the last definition read is served (assignment goes on
+    as it was); with none, `get` raises `ProblemException` 503."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = DEFINITION_CACHE_SECONDS) -> None:
         self.pool = pool
@@ -59,7 +61,14 @@ class DefinitionCache:
             task = asyncio.create_task(self._load(tenant_id, name))
             self._loading[key] = task
             task.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            if entry is not None:
+                return entry[1]
+            raise ProblemException(
+                503, f"experiment definitions cannot be read now ({type(error).__name__})",
+                headers={"Retry-After": "1"}) from None
 
     async def _load(self, tenant_id: str, name: str) -> Experiment | None:
         async with self.pool.acquire() as connection:

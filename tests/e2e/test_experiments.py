@@ -7,6 +7,8 @@ the ranking API; and refuse what is wrong without changing anything."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import statistics
 import time
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.cli.main import main as cli
 from tests.e2e.conftest import Stack
 from tests.infra import eventually
 
@@ -289,3 +292,55 @@ async def test_bad_requests_change_nothing(stack: Stack, ingest: httpx.AsyncClie
     async with stack.query(other) as globex:
         assert (await globex.get(f"/v1/experiments/{name}")).status_code == 404
         assert (await globex.post(f"/v1/experiments/{name}/stop")).status_code == 404
+
+
+async def test_the_cli_defines_runs_and_reads_an_experiment(
+    stack: Stack, ingest: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FEEDBACKLOOP_DATABASE_URL", stack.database_url)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    create = ["experiments", "create", "--tenant", "acme", "--name", name,
+              "--variants", "control=2,bold=1", "--primary", "mean_rating",
+              "--guardrails", "approval", "--mde", "0.3", "--planned-units", "1000"]
+    assert await asyncio.to_thread(cli, create) == 0
+    assert f"created {name}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="already has an experiment"):
+        await asyncio.to_thread(cli, create)
+    with pytest.raises(SystemExit, match="invalid experiment"):
+        await asyncio.to_thread(cli, [*create[:5], "other", "--variants", "only=1",
+                                      *create[8:]])
+    assert await asyncio.to_thread(cli, ["experiments", "start", "--tenant", "acme", name]) == 0
+    assert await asyncio.to_thread(cli, ["experiments", "list", "--tenant", "acme",
+                                         "--status", "running"]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and "control=2,bold=1" in listed
+    with pytest.raises(SystemExit, match="cannot start an experiment that is running"):
+        await asyncio.to_thread(cli, ["experiments", "start", "--tenant", "acme", name])
+
+    async def bold() -> str | None:
+        for i in range(60):
+            answer = await ingest.post(f"/v1/experiments/{name}/assign",
+                                       json={"user_id": f"c-{i}"})
+            if answer.status_code != 200:
+                return None
+        return "assigned"
+
+    assert await eventually(bold, timeout=10)
+
+    async def results() -> dict[str, Any] | None:
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli, ["experiments", "results", "--tenant", "acme",
+                                             name]) == 0
+        body: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return body if body["units"] == 60 else None
+
+    body = await eventually(results, timeout=60)
+    assert body["sample_ratio"]["expected_shares"] == {"control": 2 / 3, "bold": 1 / 3}
+    assert body["verdict"]["decision"] == "keep_running"
+    assert await asyncio.to_thread(cli, ["experiments", "conclude", "--tenant", "acme", name,
+                                         "--winner", "control", "--note", "no change"]) == 0
+    assert await asyncio.to_thread(cli, ["experiments", "show", "--tenant", "acme", name]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert shown["status"] == "concluded" and shown["winner"] == "control"
+    assert [h["actor"] for h in shown["history"]] == ["cli", "cli"]
