@@ -1,6 +1,8 @@
 """Simulated experiments with known truth, vectorised: many runs of a two-arm conversion test
 looked at after every batch of units, with the always-valid test and with a fixed-horizon
-z-test peeked at the same way. Pure (numpy), seeded, fast enough for a unit test.
+z-test peeked at the same way; and the sample-ratio check, sequential against a peeked
+chi-square. Pure (numpy), seeded, fast enough for a unit test. The tests computed are the
+statistics module's own (its array forms), not copies.
 
 Each run assigns every unit to an arm at random (half each) and draws its conversion from the
 arm's true rate; after each batch both tests are evaluated on the cumulative counts. A run
@@ -16,7 +18,9 @@ import numpy as np
 
 from feedbackloop.experiments.statistics import (
     MIN_OBSERVATIONS,
+    SRM_CONCENTRATION,
     fixed_horizon_p_values,
+    log_srm_bayes_factors,
     msprt_p_values,
 )
 
@@ -68,4 +72,43 @@ def simulate(*, runs: int, looks: int, batch_units: int, control_rate: float,
         fixed_horizon_detection_rate=float((p_fixed < alpha).any(axis=1).mean()),
         mean_units_to_detection=float(units_at[detected].mean()) if detected.any() else None,
         wrong_direction_rate=float(wrong.mean()),
+    )
+
+
+@dataclass(frozen=True)
+class SrmSimulationResult:
+    runs: int
+    looks: int
+    sequential_detection_rate: float
+    chi_square_detection_rate: float
+    """A chi-square test at the same alpha, read after every batch as someone peeking would."""
+    mean_units_to_detection: float | None
+
+
+def simulate_srm(*, runs: int, looks: int, batch_units: int, planned: tuple[float, ...],
+                 actual: tuple[float, ...], alpha: float = 0.05, seed: int = 0,
+                 concentration: float | None = None) -> SrmSimulationResult:
+    """Runs whose units land in the variants with probabilities `actual` while the plan is
+    `planned`, checked after every batch with the sequential test (its running minimum) and
+    with a peeked chi-square test."""
+    from scipy.stats import chi2
+
+    p = np.array(planned) / sum(planned)
+    rng = np.random.default_rng(seed)
+    counts = np.cumsum(rng.multinomial(batch_units, np.array(actual) / sum(actual),
+                                       size=(runs, looks)), axis=1).astype(np.float64)
+    n = counts.sum(axis=2)
+    log_bf = log_srm_bayes_factors(counts, p, concentration or SRM_CONCENTRATION)
+    p_sequential = np.minimum.accumulate(np.minimum(1.0, np.exp(-log_bf)), axis=1)
+    expected = n[..., None] * p
+    statistic = ((counts - expected) ** 2 / expected).sum(axis=2)
+    p_chi = chi2.sf(statistic, len(planned) - 1)
+    hit = p_sequential < alpha
+    detected = hit.any(axis=1)
+    units_at = (hit.argmax(axis=1) + 1) * batch_units
+    return SrmSimulationResult(
+        runs=runs, looks=looks,
+        sequential_detection_rate=float(detected.mean()),
+        chi_square_detection_rate=float((p_chi < alpha).any(axis=1).mean()),
+        mean_units_to_detection=float(units_at[detected].mean()) if detected.any() else None,
     )

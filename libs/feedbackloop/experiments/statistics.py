@@ -168,10 +168,21 @@ def accumulate(looks: Sequence[Comparison]) -> AlwaysValid:
     return state
 
 
+def log_srm_bayes_factors(counts: FloatArray, shares: FloatArray,
+                          concentration: float = SRM_CONCENTRATION) -> FloatArray:
+    """The log Bayes factor of the Dirichlet-multinomial mixture (prior `concentration *
+    shares`) against the planned `shares` (summing to 1), over the last axis of `counts`."""
+    a = concentration * shares
+    n = counts.sum(axis=-1)
+    result: FloatArray = (gammaln(a.sum()) - gammaln(a.sum() + n)
+                          + (gammaln(a + counts) - gammaln(a)).sum(axis=-1)
+                          - (counts * np.log(shares)).sum(axis=-1))
+    return result
+
+
 def log_srm_bayes_factor(counts: Sequence[int], weights: Sequence[float],
                          concentration: float = SRM_CONCENTRATION) -> float:
-    """The log Bayes factor of the Dirichlet-multinomial mixture (prior `concentration *
-    weights`) against the planned `weights` (normalized here), for the arms' unit counts."""
+    """`log_srm_bayes_factors` for one look at the arms' unit counts, `weights` relative."""
     if len(counts) != len(weights) or len(counts) < 2:
         raise ValueError("one count per variant, at least two variants")
     if any(c < 0 for c in counts):
@@ -179,14 +190,9 @@ def log_srm_bayes_factor(counts: Sequence[int], weights: Sequence[float],
     if any(w <= 0 for w in weights) or concentration <= 0:
         raise ValueError("weights and concentration must be positive")
     total_weight = sum(weights)
-    p = np.array([w / total_weight for w in weights])
-    x = np.array(counts, dtype=np.float64)
-    a = concentration * p
-    n = float(x.sum())
-    log_marginal = (gammaln(a.sum()) - gammaln(a.sum() + n)
-                    + float(np.sum(gammaln(a + x) - gammaln(a))))
-    log_null = float(np.sum(x * np.log(p)))
-    return float(log_marginal - log_null)
+    shares = np.array([w / total_weight for w in weights])
+    return float(log_srm_bayes_factors(np.array(counts, dtype=np.float64), shares,
+                                       concentration))
 
 
 def srm_p_value(counts: Sequence[int], weights: Sequence[float],
