@@ -114,7 +114,7 @@ async def _assignment(caller: Caller, cache: DefinitionCache, name: str, *,
     409 a draft, 422 without the experiment's unit)."""
     experiment = await cache.get(caller.tenant_id, name)
     if experiment is None:
-        raise ProblemException(404, f"no experiment {name!r}")
+        raise ProblemException(404, "no such experiment")
     unit = experiment.spec.unit
     unit_id = user_id if unit == "user" else session_id
     if unit_id is None:

@@ -1,6 +1,7 @@
 """Experiment routes: define (`admin`), start, stop and conclude (`admin`), list and read
 (`read`), and the results with their verdict (`read`). Every query is scoped to the caller's
-tenant; another tenant's experiment is 404, as if it did not exist."""
+tenant; another tenant's experiment is 404, as if it did not exist (the answer does not even repeat
+the name asked for)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ async def _experiment(state: State, tenant_id: str, name: str) -> Experiment:
     async with state.pool.acquire() as connection:
         found = await reads.experiment(connection, tenant_id=tenant_id, name=name)
     if found is None:
-        raise ProblemException(404, f"no experiment {name!r}")
+        raise ProblemException(404, "no such experiment")
     return found
 
 
@@ -113,8 +114,8 @@ async def _transition(state: State, caller: Any, name: str, action: str,
                 connection, tenant_id=caller.tenant_id, name=name, action=action,
                 actor=f"key:{caller.key_id}", note=body.note, winner=winner,
             )
-        except admin.UnknownExperiment as error:
-            raise ProblemException(404, str(error)) from None
+        except admin.UnknownExperiment:
+            raise ProblemException(404, "no such experiment") from None
         except admin.TransitionRefused as error:
             raise ProblemException(409, str(error)) from None
     return experiment_out(changed)

@@ -2,9 +2,12 @@
 check, each variant's effect on each metric with its always-valid interval and p-value,
 guardrail breaches and the verdict. What the alert rules for SRM and guardrail harm read.
 
-Labels: `experiment_id` (the experiment's UUID, not a tenant id), `experiment` (its name),
-`variant`, `metric` (one of five) and `decision` (one of five): bounded by the running
-experiments, which admins create, never by traffic. Only running experiments are reported.
+Labels: `experiment_id` (the experiment's UUID), `arm` (`control`, `variant-1`, `variant-2`...
+in the order of its definition), `metric` (one of five) and `decision` (one of five): bounded
+by the running experiments, which admins create, never by traffic. Names of experiments and
+variants are the tenants' own text and stay out of the operator's series, like every tenant
+value; `GET /v1/experiments` (a tenant's key) maps an id to its experiment and the arms to its
+variants. Only running experiments are reported.
 """
 
 from __future__ import annotations
@@ -59,13 +62,13 @@ class ExperimentGauges(Collector):
         self._at = at
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        base = ["experiment_id", "experiment"]
-        units = GaugeMetricFamily(UNITS, "Units exposed, by variant.", labels=[*base, "variant"])
+        base = ["experiment_id"]
+        units = GaugeMetricFamily(UNITS, "Units exposed, by arm.", labels=[*base, "arm"])
         srm_p = GaugeMetricFamily(SRM_P, "Always-valid p-value of the sample-ratio check.",
                                   labels=base)
         srm = GaugeMetricFamily(SRM, "1 when the units' split departs from the plan.",
                                 labels=base)
-        per_metric = [*base, "variant", "metric"]
+        per_metric = [*base, "arm", "metric"]
         effect = GaugeMetricFamily(EFFECT, "Variant minus control.", labels=per_metric)
         lower = GaugeMetricFamily(LOWER, "Always-valid interval, low end.", labels=per_metric)
         upper = GaugeMetricFamily(UPPER, "Always-valid interval, high end.", labels=per_metric)
@@ -76,15 +79,16 @@ class ExperimentGauges(Collector):
         verdict = GaugeMetricFamily(VERDICT, "1 for the experiment's current decision.",
                                     labels=[*base, "decision"])
         for item in self._evaluated:
-            ids = [item.experiment.experiment_id, item.experiment.name]
+            ids = [item.experiment.experiment_id]
             a = item.analysis
+            arms = arm_labels([v.name for v in item.experiment.spec.variants])
             for variant, count in a.sample_ratio.units.items():
-                units.add_metric([*ids, variant], count)
+                units.add_metric([*ids, arms[variant]], count)
             srm_p.add_metric(ids, a.sample_ratio.p_value)
             srm.add_metric(ids, int(a.sample_ratio.mismatch))
             for metric in a.metrics:
                 for v in metric.variants[1:]:
-                    labels = [*ids, v.variant, metric.metric]
+                    labels = [*ids, arms[v.variant], metric.metric]
                     if v.effect is not None:
                         effect.add_metric(labels, v.effect)
                     if v.lower is not None and v.upper is not None:
@@ -101,6 +105,12 @@ class ExperimentGauges(Collector):
         if self._at is not None:
             evaluated.add_metric([], self._at)
         yield evaluated
+
+
+def arm_labels(variants: list[str]) -> dict[str, str]:
+    """Variant name -> its arm label: `control` for the first, `variant-<n>` after it."""
+    return {name: "control" if index == 0 else f"variant-{index}"
+            for index, name in enumerate(variants)}
 
 
 def experiment_gauges_job(pool: asyncpg.Pool, gauges: ExperimentGauges,

@@ -192,13 +192,16 @@ async def test_a_skewed_assignment_fires_the_sample_ratio_check(
     assert results["verdict"]["decision"] == "sample_ratio_mismatch"
 
     experiment_id = (await query.get(f"/v1/experiments/{name}")).json()["experiment_id"]
-    line = (f'feedbackloop_experiment_sample_ratio_mismatch{{experiment="{name}",'
-            f'experiment_id="{experiment_id}"}} 1.0')
+    line = f'feedbackloop_experiment_sample_ratio_mismatch{{experiment_id="{experiment_id}"}} 1.0'
 
     async def gauge() -> bool:
         return line in (await query.get("/metrics")).text
 
     assert await eventually(gauge, timeout=40, interval=1)
+    units = (await query.get("/metrics")).text
+    assert (f'feedbackloop_experiment_units{{arm="variant-1",experiment_id="{experiment_id}"}} '
+            f'{float(kept["concise"])}') in units
+    assert name not in units  # the tenant's names stay out of the operator's series
 
 
 async def test_a_ranker_experiment_tags_the_sessions_it_ranks(
@@ -208,7 +211,9 @@ async def test_a_ranker_experiment_tags_the_sessions_it_ranks(
     spec = _spec(name, kind="ranker", unit="session", primary_metric="conversion",
                  guardrail_metrics=["satisfaction"], minimum_detectable_effect=0.05,
                  variants=[{"name": "learned", "weight": 1, "ranker": {"policy": "learned"}},
-                           {"name": "defaults", "weight": 1, "ranker": {"policy": "defaults"}}])
+                           {"name": "defaults", "weight": 1, "ranker": {"policy": "defaults"}},
+                           {"name": "candidate", "weight": 1,
+                            "ranker": {"policy": "version", "weights_version": 3}}])
     assert (await query.post("/v1/experiments", json=spec)).status_code == 201
     assert (await query.post(f"/v1/experiments/{name}/start")).status_code == 200
     candidates = [{"item_id": f"item-{k}", "scores": {"price": k / 4, "quality": 1 - k / 4}}
@@ -220,7 +225,8 @@ async def test_a_ranker_experiment_tags_the_sessions_it_ranks(
             "customer": {"id": f"customer-{session_id}"}})
 
     first = await eventually(lambda: _ranked(rank, "s-probe"), timeout=10)
-    assert first["experiment"] == name and first["variant"] in ("learned", "defaults")
+    assert first["experiment"] == name
+    assert first["variant"] in ("learned", "defaults", "candidate")
     shown: dict[str, str] = {}
     for i in range(60):
         answer = await rank(f"{name}-s{i}")
@@ -245,6 +251,9 @@ async def test_a_ranker_experiment_tags_the_sessions_it_ranks(
     defaults = sum(v == "defaults" for v in shown.values()) + (first["variant"] == "defaults")
     assert by_variant["defaults"]["observations"] == defaults
     assert results["sample_ratio"]["units"]["defaults"] == defaults
+    assert set(shown.values()) == {"learned", "defaults", "candidate"}
+    # No segment has a version 3 yet: the candidate ranks with the current weights (defaults).
+    assert by_variant["candidate"]["observations"] > 0
 
 
 async def _ranked(rank: Any, session_id: str) -> dict[str, Any] | None:
