@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from feedbackloop.client import AsyncFeedbackClient, FeedbackClient, FeedbackError
 from services.cli.main import main as cli
 from tests.e2e.conftest import Stack
 from tests.infra import eventually
@@ -353,3 +354,27 @@ async def test_the_cli_defines_runs_and_reads_an_experiment(
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert shown["status"] == "concluded" and shown["winner"] == "control"
     assert [h["actor"] for h in shown["history"]] == ["cli", "cli"]
+
+
+async def test_the_python_clients_assign(stack: Stack, query: httpx.AsyncClient) -> None:
+    name = f"client-{uuid.uuid4().hex[:8]}"
+    assert (await query.post("/v1/experiments", json=_spec(name, unit="session"))).status_code == 201
+    assert (await query.post(f"/v1/experiments/{name}/start")).status_code == 200
+    url = stack.services.url("ingest")
+    async with AsyncFeedbackClient(url, stack.api_key) as client:
+        async def running() -> dict[str, Any] | None:
+            answer = await client.assign(name, session_id="s-1")
+            return answer if answer["in_experiment"] else None
+
+        first = await eventually(running, timeout=10)
+        assert first["variant"] in ("control", "concise") and first["exposure_event_id"]
+        with pytest.raises(FeedbackError) as refused:
+            await client.assign(name, user_id="not-a-session")
+        assert refused.value.status == 422
+    with FeedbackClient(url, stack.api_key) as blocking:
+        again = await asyncio.to_thread(blocking.assign, name, session_id="s-1",
+                                        log_exposure=False)
+        assert again["variant"] == first["variant"] and again["exposure_event_id"] is None
+        with pytest.raises(FeedbackError) as missing:
+            await asyncio.to_thread(blocking.assign, "no-such-experiment", session_id="s")
+        assert missing.value.status == 404
