@@ -9,6 +9,10 @@ raise `FeedbackError` at once. Invalid events inside an accepted batch are repor
 
 Use `AsyncFeedbackClient` in asyncio code (`async with`, or `await close()`), and
 `FeedbackClient` elsewhere (flushes on `close()`, on `with` exit, and at interpreter exit).
+
+`assign(experiment, user_id=... | session_id=...)` asks for a unit's variant
+(`POST /v1/experiments/{name}/assign`) at once, not batched, retried like a batch; it returns
+the answer (`variant`, `in_experiment`, `exposure_event_id`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 from uuid import uuid4
 
 import httpx
@@ -82,6 +87,32 @@ def _outcome(response: httpx.Response) -> list[dict[str, Any]] | None:
         return [{"index": e.get("index"), "status": "invalid", "errors": [e]}
                 for e in body["errors"]]
     raise FeedbackError(response.status_code, body)
+
+
+def _assignment(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer of an assignment; None when it must be retried; `FeedbackError` otherwise."""
+    if response.status_code == 200:
+        answer: dict[str, Any] = response.json()
+        return answer
+    if response.status_code in RETRYABLE_STATUS:
+        return None
+    body = response.json() if response.headers.get("content-type", "").endswith("json") else (
+        response.text
+    )
+    raise FeedbackError(response.status_code, body)
+
+
+def _assign_path(experiment: str) -> str:
+    return f"/v1/experiments/{quote(experiment, safe='')}/assign"
+
+
+def _assign_body(user_id: str | None, session_id: str | None, log_exposure: bool) -> bytes:
+    body: dict[str, Any] = {"log_exposure": log_exposure}
+    if user_id is not None:
+        body["user_id"] = user_id
+    if session_id is not None:
+        body["session_id"] = session_id
+    return orjson.dumps(body)
 
 
 class _Attempts:
@@ -165,6 +196,27 @@ class AsyncFeedbackClient:
     async def retract_feedback(self, **fields: Any) -> str:
         """Take back a person's signal: `response_id`, `kind`, and `user_id` or `feedback_key`."""
         return await self.send("feedback.retracted", **fields)
+
+    async def assign(self, experiment: str, *, user_id: str | None = None,
+                     session_id: str | None = None, log_exposure: bool = True) -> dict[str, Any]:
+        """The unit's variant in `experiment` (see the module docstring)."""
+        body = _assign_body(user_id, session_id, log_exposure)
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = await self._http.post(_assign_path(experiment),
+                                                 content=body)
+                answer = _assignment(response)
+                if answer is not None:
+                    return answer
+                retry_after = response.headers.get("Retry-After")
+            except httpx.TransportError:
+                pass
+            if attempt >= self.retry.max_retries:
+                raise FeedbackError(0, f"gave up assigning after {attempt + 1} attempts")
+            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+            attempt += 1
 
     async def flush(self) -> None:
         """Send everything queued; returns once the broker acknowledged it (or raises)."""
@@ -257,6 +309,26 @@ class FeedbackClient:
     def retract_feedback(self, **fields: Any) -> str:
         """Take back a person's signal: `response_id`, `kind`, and `user_id` or `feedback_key`."""
         return self.send("feedback.retracted", **fields)
+
+    def assign(self, experiment: str, *, user_id: str | None = None,
+               session_id: str | None = None, log_exposure: bool = True) -> dict[str, Any]:
+        """The unit's variant in `experiment` (see the module docstring)."""
+        body = _assign_body(user_id, session_id, log_exposure)
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = self._http.post(_assign_path(experiment), content=body)
+                answer = _assignment(response)
+                if answer is not None:
+                    return answer
+                retry_after = response.headers.get("Retry-After")
+            except httpx.TransportError:
+                pass
+            if attempt >= self.retry.max_retries:
+                raise FeedbackError(0, f"gave up assigning after {attempt + 1} attempts")
+            time.sleep(self.retry.delay(attempt, retry_after))
+            attempt += 1
 
     def flush(self) -> None:
         with self._lock:

@@ -3,7 +3,9 @@
 Each simulated interaction logs an AI response and, as users do, usually some feedback on it
 (thumbs most often, then ratings, corrections, comments and agent replays); now and then a
 person changes their mind on a thumb (flips it, or clicks it again to take it back); some are
-recommendation sessions with browsing and a choice biased towards the top ranks.
+recommendation sessions with browsing and a choice biased towards the top ranks. A tenth of
+the users are in a prompt experiment: their exposure is logged and their responses carry the
+variant.
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ def conversation(rng: random.Random) -> list[Event]:
     response_id = f"resp-{uuid.uuid4().hex[:12]}"
     user_id = f"user-{rng.randrange(5_000)}"
     output = rng.choice(["Added it to your list.", "Booked for 3 PM.", "Here is a summary."])
-    events: list[Event] = [(
+    events: list[Event] = []
+    tags: dict[str, Any] = {}
+    if rng.random() < 0.1:
+        tags = {"experiment": "loadgen-prompt", "variant": rng.choice(["control", "concise"])}
+        events.append(("experiment.exposure", tags | {"user_id": user_id, "unit": "user"}))
+    events.append((
         "response.logged",
         {"response_id": response_id, "user_id": user_id, "model": rng.choice(MODELS),
          "action_type": rng.choice(ACTION_TYPES), "output": output, "language": "en",
          "prompt": [{"role": "user", "content": f"request {rng.randrange(10_000)}"}],
-         "prompt_version": rng.choice(["v1", "v2"])},
-    )]
+         "prompt_version": rng.choice(["v1", "v2"])} | tags,
+    ))
     roll = rng.random()
     feedback: dict[str, Any] = {"response_id": response_id, "user_id": user_id}
     if roll < 0.55:

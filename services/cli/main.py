@@ -9,6 +9,7 @@ import sys
 from feedbackloop.settings import Settings
 from services.cli import admin
 from services.cli.deadletters import add_dead_letter_parser, run_dead_letters
+from services.cli.experiments import add_experiments_parser, run_experiments
 from services.cli.export import add_export_parser, run_export, run_object_export
 from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     objects.add_argument("--tenant", action="append", default=None,
                          help="only this tenant (repeatable; default: every tenant)")
     add_webhooks_parser(commands)
+    add_experiments_parser(commands)
     return parser
 
 
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "webhooks":
         return run_webhooks(arguments, _database_url(settings),
                             allow_private_networks=settings.webhooks_allow_private_networks)
+    if arguments.command == "experiments":
+        return run_experiments(arguments, _database_url(settings))
     if arguments.command == "loadgen":
         return run_loadgen(arguments)
     if arguments.command == "migrate":

@@ -23,6 +23,8 @@ from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, rende
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from services.ingest.deps import IngestState
+from services.ingest.experiments import DefinitionCache
+from services.ingest.experiments import router as experiments_router
 from services.ingest.handlers import event_type_of_path, is_event_route, router
 from services.ingest.otlp import router as otlp_router
 from services.ingest.ranking import router as ranking_router
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             customer_min_confidence=settings.learner_customer_min_confidence,
         )
         app.state.pool = pool
+        app.state.experiment_definitions = DefinitionCache(pool)
         try:
             yield
         finally:
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(ranking_router)
+    app.include_router(experiments_router)
     app.include_router(otlp_router)
     app.include_router(reviews_router)
     app.include_router(tokens_router)

@@ -9,6 +9,11 @@ shrunk toward the segment) when the learner fitted them with at least
 for the segment (`learner.weights_versions`), or equal weights while the segment has none (a
 version exists only once the segment reached the learner's minimum number of choices).
 
+A ranker experiment (`"experiment": name`, an experiment of `kind: ranker` randomized by
+session) assigns the session a variant, ranks with that variant's weights (learned, the
+defaults, or a candidate version) and tags the logged session with the experiment and
+variant, its exposure published with it; see `services.ingest.experiments`.
+
 Exploration is off unless asked for: `{"policy": "shuffle", "rate": r, "top_k": k}` shuffles
 the top k with probability r; `{"policy": "thompson"}` orders by one draw from the weights'
 posterior. Either way each option's logged propensity is the probability of its placement.
@@ -36,10 +41,12 @@ from pydantic import (
 from feedbackloop.contract.envelope import Identifier, Label
 from feedbackloop.contract.recommendations import Segment
 from feedbackloop.contract.requests import SessionStartedRequest
+from feedbackloop.experiments.definition import NAME
 from feedbackloop.http.auth import Scope
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
 from services.ingest.deps import Caller, State, requires, tenancy_of
+from services.ingest.experiments import RankerArmChosen, definitions, ranker_arm
 from services.ingest.handlers import publish_events
 from services.ingest.processing import RequestProblem, prepare
 from services.learner import repository as learner
@@ -101,6 +108,9 @@ class RankRequest(_Strict):
     exploration: Exploration | None = Field(
         default=None, description="Off unless given: randomise the top k with this rate."
     )
+    experiment: Annotated[str, Field(pattern=NAME)] | None = Field(
+        default=None, description="A running ranker experiment: the session is assigned a "
+        "variant, ranked with its weights and logged with the experiment and variant.")
 
     @model_validator(mode="after")
     def _distinct_candidates(self) -> RankRequest:
@@ -149,6 +159,8 @@ class RankResponse(BaseModel):
     weights: WeightsUsed
     algorithm_version: str
     ranked: list[RankedOut]
+    experiment: str | None = None
+    variant: str | None = None
 
 
 def _exploration_rng(tenant_id: str, body: RankRequest) -> random.Random:
@@ -190,9 +202,16 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
     the broker acknowledged the session (503 with Retry-After otherwise: retry with the same
     `session_id` and `event_id`)."""
     pool = request.app.state.pool
+    session_id = body.session_id or uuid.uuid4().hex
+    arm = await ranker_arm(state, caller, definitions(request), body.experiment, session_id)
     segment, source, reasons = await _segment(pool, caller.tenant_id, body.customer, state)
     stored = await learner.current_weights(pool, tenant_id=caller.tenant_id, segment=segment)
     own = await _customer_weights(pool, caller.tenant_id, body.customer, segment, state)
+    if arm is not None and arm.policy != "learned":
+        own = None
+        stored = None if arm.policy == "defaults" else (await learner.weights_version(
+            pool, tenant_id=caller.tenant_id, segment=segment, version=arm.weights_version,
+        ) or stored)
     candidates = [Candidate(c.item_id, c.scores, c.category) for c in body.candidates]
     chosen_weights = own if own is not None else stored
     weights = weights_for(chosen_weights["weights"] if chosen_weights else None, candidates)
@@ -201,8 +220,8 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
         version = f"customer-weights/{segment}/v{own['segment_version']}"
     else:
         version = f"segment-weights/{segment}/v{stored['version']}" if stored else "defaults"
-    session_id = body.session_id or uuid.uuid4().hex
-    event_id = await _log_session(state, caller, body, session_id, segment, version, ranked)
+    event_id = await _log_session(state, caller, body, session_id, segment, version, ranked,
+                                  arm)
     return RankResponse(
         session_id=session_id,
         event_id=event_id,
@@ -212,6 +231,8 @@ async def rank(body: RankRequest, request: Request, state: State, caller: Caller
         weights=_weights_used(weights, stored, own),
         algorithm_version=version,
         ranked=[RankedOut(**r.__dict__) for r in ranked],
+        experiment=arm.experiment if arm is not None else None,
+        variant=arm.variant if arm is not None else None,
     )
 
 
@@ -273,12 +294,16 @@ async def _log_session(
     segment: str,
     version: str,
     ranked: list[RankedCandidate],
+    arm: RankerArmChosen | None = None,
 ) -> uuid.UUID:
     scores = {candidate.item_id: candidate.scores for candidate in body.candidates}
+    tagged = arm is not None and arm.in_experiment
     request = SessionStartedRequest(
         event_id=body.event_id,
         user_id=body.customer.id,
         session_id=session_id,
+        experiment=arm.experiment if tagged and arm else None,
+        variant=arm.variant if tagged and arm else None,
         algorithm_version=version,
         segment=segment,
         complexity=body.complexity,
@@ -300,5 +325,7 @@ async def _log_session(
         event = prepare(SESSION_EVENT, request, tenancy_of(state, caller), state.topics)
     except RequestProblem as problem:
         raise ProblemException(422, "The session is invalid.", errors=problem.errors) from None
-    await publish_events(state, [event])
+    # The exposure goes with the session, in one acknowledged publish.
+    exposure = arm.exposure if arm is not None and arm.exposure is not None else None
+    await publish_events(state, [event] if exposure is None else [event, exposure])
     return uuid.UUID(event.event_id)

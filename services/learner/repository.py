@@ -463,6 +463,20 @@ async def current_weights(
     )
 
 
+async def weights_version(
+    connection: Connection, *, tenant_id: str, segment: str, version: int | None
+) -> asyncpg.Record | None:
+    """One version of a segment's weights, promoted or not (a ranker experiment's candidate)."""
+    return await connection.fetchrow(
+        """
+        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at, kind,
+               coefficients, covariance
+        FROM learner.weights_versions WHERE tenant_id = $1 AND segment = $2 AND version = $3
+        """,
+        tenant_id, segment, version,
+    )
+
+
 async def weights_versions(
     connection: Connection, *, tenant_id: str, history: int
 ) -> list[asyncpg.Record]:

@@ -37,12 +37,14 @@ from uuid import UUID
 from feedbackloop.contract import (
     Choice,
     Event,
+    ExperimentExposure,
     FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
     SessionStarted,
     signal_digest,
 )
+from services.metrics.exposures import ExposureSeen, exposure_seen
 
 UNKNOWN = "unknown"
 DEFAULT_LATENESS = timedelta(hours=48)
@@ -205,7 +207,7 @@ class ChoiceCounts:
 
 SubjectDims = ResponseDims | SessionOpened
 SignalCounts = FeedbackCounts | ChoiceCounts
-MetricsEffect = SubjectDims | SignalCounts
+MetricsEffect = SubjectDims | SignalCounts | ExposureSeen
 
 
 def minute_bucket(moment: datetime) -> datetime:
@@ -324,6 +326,8 @@ def process_message(
                 experiment=_known(event.experiment),
                 variant=_known(event.variant),
             )
+        case ExperimentExposure():
+            return exposure_seen(event, event_bucket(event, lateness))
         case Choice():
             return ChoiceCounts(
                 tenant_id=event.tenant_id,

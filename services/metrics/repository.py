@@ -21,6 +21,7 @@ from datetime import datetime
 import asyncpg
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from services.metrics.exposures import ExposureSeen, record_exposures
 from services.metrics.processing import (
     COUNTERS_OF,
     DIMENSIONS,
@@ -86,7 +87,9 @@ def _upsert_rollup_sql(table: str, family: Family) -> str:
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[MetricsEffect]) -> None:
     for kind, run in consecutive_runs(effects):
-        if issubclass(kind, (FeedbackCounts, ChoiceCounts)):
+        if issubclass(kind, ExposureSeen):
+            await record_exposures(connection, run)
+        elif issubclass(kind, (FeedbackCounts, ChoiceCounts)):
             await _count_signals(connection, run)
         else:
             await _record_subjects(connection, run)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from feedbackloop.contract import Topic
-from feedbackloop.pipeline.jobs import Job
+from feedbackloop.pipeline.jobs import Job, singleton
 from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job, settings_publisher
 from feedbackloop.settings import Settings
 from services.query import repository

@@ -24,6 +24,8 @@ from services.query.alert_relay import alert_changes_prune_job, alert_relay_job
 from services.query.analytics import analytics_router
 from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
+from services.query.experiments import router as experiments_router
+from services.query.experiments_gauges import ExperimentGauges, experiment_gauges_job
 from services.query.handlers import router
 from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_runtime()
     registry = CollectorRegistry()
     job_metrics = JobMetrics(registry)
+    experiment_gauges = ExperimentGauges(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.console = open_console(app, settings)
         app.state.jobs = JobRunner(
-            [alert_relay_job(pool, settings), alert_changes_prune_job(pool, settings)], job_metrics
+            [alert_relay_job(pool, settings), alert_changes_prune_job(pool, settings),
+             experiment_gauges_job(pool, experiment_gauges)],
+            job_metrics,
         )
         app.state.jobs.start()
         try:
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.include_router(reviews_router)
     app.include_router(webhooks_router)
+    app.include_router(experiments_router)
     app.state.webhooks_allow_private_networks = settings.webhooks_allow_private_networks
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)

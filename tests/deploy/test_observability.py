@@ -73,6 +73,7 @@ def exported_metrics() -> set[str]:
     observability.ConsumerMetrics(registry, "profiles")
     gauges = require_project("services.query.gauges")
     gauges.AnalyticsGauges(registry, action_types=[], models=[])
+    require_project("services.query.experiments_gauges").ExperimentGauges(registry)
     suffixes = {
         "counter": ("_total", "_created"),
         "gauge": ("",),

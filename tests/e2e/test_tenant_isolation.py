@@ -39,6 +39,7 @@ CHOICES = 22  # above the stack's learner minimum and refit batch (20)
 SPECS = (PROFILES, LEARNER, TRAINER, METRICS, WEBHOOKS)
 # B's webhook endpoint: nothing listens there, so its deliveries stay pending and retry.
 HOOK_URL = f"http://127.0.0.1:9/{MARK}-hook"
+EXPERIMENT = f"{MARK}-experiment"
 
 
 @dataclass
@@ -62,6 +63,13 @@ def _rank_request(item_prefix: str = f"{MARK}-item") -> dict[str, Any]:
         ],
         "complexity": f"{MARK}-complexity",
     }
+
+
+def _experiment_spec() -> dict[str, Any]:
+    return {"name": EXPERIMENT, "description": f"{MARK} description",
+            "variants": [{"name": f"{MARK}-a", "weight": 1}, {"name": f"{MARK}-b", "weight": 1}],
+            "primary_metric": "approval", "minimum_detectable_effect": 0.05,
+            "planned_units": 1_000}
 
 
 async def _ok(response: Awaitable[httpx.Response], status: int = 202) -> dict[str, Any]:
@@ -104,6 +112,9 @@ async def seeded(stack: Stack) -> Seeded:
             "url": HOOK_URL, "description": f"{MARK} endpoint",
             "event_types": ["feedback.submitted", "feedback.changed", "feedback.retracted"]}), 201)
         seeded.webhook_endpoint_id = endpoint["endpoint_id"]
+        await _ok(query.post("/v1/experiments", json=_experiment_spec()), 201)
+        await _ok(query.post(f"/v1/experiments/{EXPERIMENT}/start",
+                             json={"note": f"{MARK} note"}), 200)
     async with stack.ingest(seeded.key_b) as ingest:
         for response_id in seeded.response_ids:
             await _ok(ingest.post("/v1/responses", json={
@@ -121,6 +132,12 @@ async def seeded(stack: Stack) -> Seeded:
             await _ok(ingest.post("/v1/reviews", json={
                 "response_id": response_id, "action": "label", "label": f"{MARK}-label",
                 "value": f"{MARK}-value", "note": f"{MARK} note"}))
+        async def assigned() -> bool:  # ingest's definitions cache sees the start
+            answer = await ingest.post(f"/v1/experiments/{EXPERIMENT}/assign",
+                                       json={"user_id": USER})
+            return answer.status_code == 200 and answer.json()["in_experiment"]
+
+        await eventually(assigned, timeout=10)
         for _ in range(CHOICES):
             ranked = await _ok(ingest.post("/v1/recommendations/rank", json=_rank_request()), 200)
             seeded.session_ids.append(ranked["session_id"])
@@ -205,6 +222,27 @@ async def _webhook_deliveries(client: httpx.AsyncClient, _: Seeded) -> httpx.Res
     return await client.get("/v1/webhooks/deliveries", params={"limit": 1_000})
 
 
+async def _experiments(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get("/v1/experiments")
+
+
+async def _experiment(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get(f"/v1/experiments/{EXPERIMENT}")
+
+
+async def _experiment_results(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get(f"/v1/experiments/{EXPERIMENT}/results")
+
+
+async def _experiment_transitions(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.get(f"/v1/experiments/{EXPERIMENT}/transitions")
+
+
+async def _assign(client: httpx.AsyncClient, _: Seeded) -> httpx.Response:
+    return await client.post(f"/v1/experiments/{EXPERIMENT}/assign",
+                             json={"user_id": USER, "log_exposure": False})
+
+
 async def _rank(client: httpx.AsyncClient, seeded: Seeded) -> httpx.Response:
     # Neutral values: the answer echoes the request, and the session is logged in the caller's
     # tenant; what must not reach A are B's learned weights.
@@ -229,6 +267,11 @@ READS: dict[tuple[str, str, str], ReadCase] = {
     ("ingest", "POST", "/v1/recommendations/rank"): _rank,
     ("query", "GET", "/v1/webhooks/endpoints"): _webhook_endpoints,
     ("query", "GET", "/v1/webhooks/deliveries"): _webhook_deliveries,
+    ("query", "GET", "/v1/experiments"): _experiments,
+    ("query", "GET", "/v1/experiments/{name}"): _experiment,
+    ("query", "GET", "/v1/experiments/{name}/results"): _experiment_results,
+    ("query", "GET", "/v1/experiments/{name}/transitions"): _experiment_transitions,
+    ("ingest", "POST", "/v1/experiments/{name}/assign"): _assign,
 }
 # Alert state is evaluated on a schedule (a minute by default), so B may have none yet: A's
 # answer is still checked for B's values, without a control.
@@ -261,6 +304,10 @@ WRITES = {
     ("query", "DELETE", "/v1/webhooks/endpoints/{endpoint_id}"),
     ("query", "POST", "/v1/webhooks/deliveries/replay"),
     ("query", "POST", "/v1/webhooks/deliveries/{delivery_id}/replay"),
+    ("query", "POST", "/v1/experiments"),
+    ("query", "POST", "/v1/experiments/{name}/start"),
+    ("query", "POST", "/v1/experiments/{name}/stop"),
+    ("query", "POST", "/v1/experiments/{name}/conclude"),
 }
 
 
@@ -419,7 +466,14 @@ async def test_a_key_of_another_tenant_cannot_write_into_tenant_b(
         replay = await query.post(f"/v1/webhooks/deliveries/{b_delivery}/replay")
         deleted = await query.delete(f"/v1/webhooks/endpoints/{seeded.webhook_endpoint_id}")
         assert (replay.status_code, deleted.status_code) == (404, 404), (replay.text, deleted.text)
+        # W's experiment of the same name is W's own: B's stays as it was.
+        await _ok(query.post("/v1/experiments", json=_experiment_spec()), 201)
+        for action in ("start", "stop", "conclude"):
+            await _ok(query.post(f"/v1/experiments/{EXPERIMENT}/{action}"), 200)
         written |= {
+            ("query", "POST", "/v1/experiments"),
+            *(("query", "POST", f"/v1/experiments/{{name}}/{action}")
+              for action in ("start", "stop", "conclude")),
             ("query", "POST", "/v1/webhooks/endpoints"),
             ("query", "POST", "/v1/webhooks/deliveries/replay"),
             ("query", "POST", "/v1/webhooks/deliveries/{delivery_id}/replay"),

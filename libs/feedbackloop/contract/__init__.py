@@ -19,6 +19,7 @@ from feedbackloop.contract.codec import (
     encode_event,
 )
 from feedbackloop.contract.envelope import SCHEMA_VERSION, Envelope
+from feedbackloop.contract.experiments import ExperimentExposure, ExposurePayload
 from feedbackloop.contract.feedback import (
     FEEDBACK_KINDS,
     FeedbackEvent,
@@ -84,6 +85,8 @@ __all__ = [
     "Envelope",
     "ErasureRequested",
     "Event",
+    "ExperimentExposure",
+    "ExposurePayload",
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackPayload",

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from feedbackloop.contract.alerts import AlertStateChanged
 from feedbackloop.contract.envelope import SUPPORTED_SCHEMA_VERSIONS
+from feedbackloop.contract.experiments import ExperimentExposure
 from feedbackloop.contract.feedback import FeedbackRetracted, FeedbackSubmitted
 from feedbackloop.contract.recommendations import Choice, Interaction, SessionStarted
 from feedbackloop.contract.responses import ResponseLogged
@@ -31,7 +32,8 @@ Event = Annotated[
     | Interaction
     | Choice
     | ConsentChanged
-    | ErasureRequested,
+    | ErasureRequested
+    | ExperimentExposure,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -18,10 +18,14 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 
 
 def _as_utc(value: datetime) -> datetime:
-    """Naive timestamps are read as UTC; every stored timestamp is timezone-aware."""
+    """Naive timestamps are read as UTC; every stored timestamp is timezone-aware. One that
+    leaves the calendar once converted (year 1 at +01:00, year 9999 at -01:00) is refused."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the timestamp is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

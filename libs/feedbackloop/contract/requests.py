@@ -22,6 +22,7 @@ from feedbackloop.contract.envelope import (
     Label,
     UtcDatetime,
 )
+from feedbackloop.contract.experiments import ExperimentExposure, ExposurePayload
 from feedbackloop.contract.feedback import (
     FeedbackPayload,
     FeedbackRetracted,
@@ -112,6 +113,17 @@ class ErasureRequest(RequestEnvelope, ErasurePayload):
     pass
 
 
+class ExposureRequest(RequestEnvelope, ExposurePayload):
+    """A unit saw a variant: `experiment` and `variant` are required, and the unit's id
+    (`user_id` or `session_id`, as `unit` says)."""
+
+    @model_validator(mode="after")
+    def _names_what(self) -> ExposureRequest:
+        if self.experiment is None or self.variant is None:
+            raise ValueError("an exposure needs `experiment` and `variant`")
+        return self
+
+
 class RequestKind(BaseModel):
     """How one event type is requested and built."""
 
@@ -144,6 +156,9 @@ REQUEST_KINDS: dict[str, RequestKind] = {
     ),
     "user.erasure_requested": RequestKind(
         request=ErasureRequest, payload=ErasurePayload, event=ErasureRequested
+    ),
+    "experiment.exposure": RequestKind(
+        request=ExposureRequest, payload=ExposurePayload, event=ExperimentExposure
     ),
 }
 
@@ -247,13 +262,24 @@ def event_document(
     if user_hash is not None:
         document["user_id"] = user_hash
     document["payload"] = payload
-    if event_type in _USER_EVENTS:
-        subject: str = document["user_id"]
+    if event_type == "experiment.exposure":
+        subject: str = _exposed_unit(document, payload)
+    elif event_type in _USER_EVENTS:
+        subject = document["user_id"]
     elif event_type in _SESSION_SUBJECT:
         subject = document["session_id"]
     else:
         subject = payload["response_id"]
     return document, subject
+
+
+def _exposed_unit(document: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The unit an exposure is of (its subject); `ValueError` as the event model raises."""
+    field = "user_id" if payload.get("unit") == "user" else "session_id"
+    if field not in document:
+        raise ValueError(f"an exposure of a {payload.get('unit')} needs {field}")
+    unit: str = document[field]
+    return unit
 
 
 # --- Reviews --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ CONSUMED_TOPICS: tuple[Topic, ...] = (*INPUT_TOPICS, Topic.TRAINING_EXAMPLES, To
 
 TOPIC_OF_TYPE: dict[str, Topic] = {
     "response.logged": Topic.RESPONSES,
+    "experiment.exposure": Topic.RESPONSES,
     "feedback.submitted": Topic.FEEDBACK,
     "feedback.retracted": Topic.FEEDBACK,
     "review.submitted": Topic.FEEDBACK,

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedbackloop.http.problems import ProblemException, problem
 from feedbackloop.settings import Settings
+from services.query.console.experiments import router as experiments_router
 from services.query.console.routes import SignInRequired, router
 from services.query.console.sessions import SessionStore
 from services.query.console.state import (
@@ -66,6 +67,7 @@ class ConsoleHeaders:
 
 def install_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
+    app.include_router(experiments_router)
     app.add_middleware(ConsoleHeaders)
     app.state.console_thresholds = {
         "approval": settings.alert_approval_min_rate,

@@ -1,0 +1,1 @@
+"""Experiments: definitions, deterministic assignment and always-valid statistics. Pure."""

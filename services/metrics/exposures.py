@@ -1,0 +1,102 @@
+"""Experiment exposures as counts of distinct units per variant: the effect (pure) and its SQL.
+
+A unit's first exposure to an experiment names its variant and minute
+(`metrics.experiment_units`, keyed by an opaque digest of tenant, experiment and unit); every
+exposure counts in `metrics.experiment_exposure_minute`, as a new unit when it is the unit's
+first, and as a crossover when it names another variant than the unit's first (a client that
+did not keep to its assignment). Runs inside the pipeline's transaction, like every effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from feedbackloop.contract import ExperimentExposure
+
+
+@dataclass(frozen=True)
+class ExposureSeen:
+    tenant_id: str
+    event_id: UUID
+    experiment: str
+    variant: str
+    unit: str  # digest
+    bucket: datetime
+
+    @property
+    def subject_id(self) -> str:
+        return f"exposure:{self.unit}"
+
+
+def unit_digest(tenant_id: str, experiment: str, unit_kind: str, unit_id: str) -> str:
+    joined = "\x00".join((tenant_id, experiment, unit_kind, unit_id))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def exposure_seen(event: ExperimentExposure, bucket: datetime) -> ExposureSeen:
+    assert event.experiment is not None and event.variant is not None
+    return ExposureSeen(
+        tenant_id=event.tenant_id, event_id=event.event_id, experiment=event.experiment,
+        variant=event.variant, bucket=bucket,
+        unit=unit_digest(event.tenant_id, event.experiment, event.payload.unit, event.subject),
+    )
+
+
+async def record_exposures(connection: asyncpg.Connection, run: Sequence[ExposureSeen]) -> None:
+    """Count the run's exposures: new units, exposures and crossovers, per variant and minute."""
+    first: dict[tuple[str, str, str], ExposureSeen] = {}
+    for e in sorted(run, key=lambda e: e.bucket):
+        first.setdefault((e.tenant_id, e.experiment, e.unit), e)
+    units = list(first.values())
+    inserted = await connection.fetch(
+        """
+        INSERT INTO metrics.experiment_units (tenant_id, experiment, unit, variant, bucket)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+        ON CONFLICT DO NOTHING
+        RETURNING tenant_id, experiment, unit
+        """,
+        [e.tenant_id for e in units], [e.experiment for e in units], [e.unit for e in units],
+        [e.variant for e in units], [e.bucket for e in units],
+    )
+    stored = await connection.fetch(
+        """
+        SELECT u.tenant_id, u.experiment, u.unit, u.variant, u.bucket
+        FROM metrics.experiment_units u
+        JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, experiment, unit)
+          ON u.tenant_id = k.tenant_id AND u.experiment = k.experiment AND u.unit = k.unit
+        """,
+        [e.tenant_id for e in units], [e.experiment for e in units], [e.unit for e in units],
+    )
+    assigned = {(r["tenant_id"], r["experiment"], r["unit"]): r for r in stored}
+    counts: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for e in run:
+        row = assigned[(e.tenant_id, e.experiment, e.unit)]
+        key = (e.tenant_id, e.experiment, e.variant, e.bucket)
+        counts[key][1] += 1
+        if row["variant"] != e.variant:
+            counts[key][2] += 1
+    for row in inserted:
+        e = first[(row["tenant_id"], row["experiment"], row["unit"])]
+        counts[(e.tenant_id, e.experiment, e.variant, e.bucket)][0] += 1
+    keys = sorted(counts)  # one lock order for concurrent consumers
+    await connection.execute(
+        """
+        INSERT INTO metrics.experiment_exposure_minute AS m
+            (tenant_id, experiment, variant, bucket, units, exposures, crossovers)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                             $5::bigint[], $6::bigint[], $7::bigint[])
+        ON CONFLICT (tenant_id, experiment, variant, bucket) DO UPDATE SET
+            units = m.units + EXCLUDED.units, exposures = m.exposures + EXCLUDED.exposures,
+            crossovers = m.crossovers + EXCLUDED.crossovers
+        """,
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+        [counts[k][0] for k in keys], [counts[k][1] for k in keys], [counts[k][2] for k in keys],
+    )
+
