@@ -36,7 +36,8 @@ from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 from services.cli.export_files import OUTPUT_KINDS, open_output
 from services.cli.local_system import missing
-from services.trainer import repository, snapshots
+from services.trainer import reads as trainer
+from services.trainer import snapshots
 from services.trainer.export_manifest import ExportManifest
 from services.trainer.export_stream import ExportTally, selection_for
 from services.trainer.exports import (
@@ -128,16 +129,16 @@ class ProgressBar:
 
 
 async def _documents_from_database(
-    database_url: str, selection: repository.ExampleFilter, export_format: str,
+    database_url: str, selection: trainer.ExampleFilter, export_format: str,
     progress: ProgressBar, tally: ExportTally,
 ) -> AsyncIterator[dict[str, Any]]:
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as connection:
             narrowed = selection_for(selection, export_format)
-            progress.total = await repository.count_examples(connection, selection=narrowed)
+            progress.total = await trainer.count_examples(connection, selection=narrowed)
             async with connection.transaction(readonly=True):
-                async for document in repository.stream_examples(connection, selection=narrowed):
+                async for document in trainer.stream_examples(connection, selection=narrowed):
                     tally.read += 1
                     yield document
     finally:
@@ -254,8 +255,8 @@ def _report(arguments: argparse.Namespace, described: dict[str, Any], manifest_p
     return 0
 
 
-def _selection(arguments: argparse.Namespace) -> repository.ExampleFilter:
-    return repository.ExampleFilter(
+def _selection(arguments: argparse.Namespace) -> trainer.ExampleFilter:
+    return trainer.ExampleFilter(
         tenant_id=arguments.tenant, split=arguments.split, since=arguments.since,
         until=arguments.until, action_type=arguments.action_type, model=arguments.model,
         min_quality=arguments.min_quality,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,13 +15,15 @@ from feedbackloop.http.limits import BodySizeLimit
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.ratelimit import TokenBucketLimiter
 from feedbackloop.observability import CONTENT_TYPE_LATEST, JobMetrics, render
-from feedbackloop.pipeline.jobs import JobRunner
+from feedbackloop.pipeline.jobs import Job, JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
+from services.query.alert_evaluator import alert_config, alert_evaluation_job
 from services.query.alert_relay import alert_relay_job
-from services.query.analytics import analytics_router
+from services.query.analytics import router as analytics_router
 from services.query.console.app import close_console, install_console, open_console
 from services.query.deps import QueryState
+from services.query.gauges import AnalyticsGauges
 from services.query.handlers import router
 from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
@@ -37,6 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_runtime()
     registry = CollectorRegistry()
     job_metrics = JobMetrics(registry)
+    gauges = AnalyticsGauges(
+        registry,
+        action_types=settings.analytics_label_action_types,
+        models=settings.analytics_label_models,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,23 +59,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
-        listening = asyncio.create_task(key_changes.run())
         app.state.query = QueryState(
             pool=pool,
             verifier=verifier,
             hmac_secret=settings.user_id_hmac_secret.get_secret_value().encode(),
         )
         app.state.console = open_console(app, settings)
-        app.state.jobs = JobRunner([alert_relay_job(pool, settings)], job_metrics)
+        app.state.jobs = JobRunner([
+            Job("api-key-changes", key_changes.run_once, interval=0.2,
+                retry_max_seconds=key_changes.retry_max_seconds, close=key_changes.close),
+            alert_evaluation_job(
+                pool, alert_config(settings),
+                interval_seconds=settings.alert_evaluation_interval_seconds, gauges=gauges,
+            ),
+            alert_relay_job(pool, settings),
+        ], job_metrics)
         app.state.jobs.start()
         try:
             yield
         finally:
             await app.state.jobs.stop()
             await close_console(app.state.console)
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
             await pool.close()
 
     app = FastAPI(
@@ -82,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(recommendations_router)
-    app.include_router(analytics_router(settings, registry))
+    app.include_router(analytics_router)
     app.include_router(training_router)
     app.include_router(reviews_router)
     app.include_router(webhooks_router)
@@ -102,8 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database = await app.state.query.pool.fetchval("SELECT 1") == 1
         except Exception:
             database = False
-        # The alert relay is reported, not required: analytics serve while the broker is away,
-        # and alert changes wait in the outbox meanwhile.
+        # The jobs are reported, not required: analytics serve while the broker is away (alert
+        # changes wait in the outbox), and the API-key cache falls back on its TTL while the
+        # listener reconnects.
         jobs: JobRunner = app.state.jobs
         response.status_code = 200 if database else 503
         return {"status": "ready" if database else "not ready", "checks": {"database": database},

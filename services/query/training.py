@@ -14,10 +14,10 @@ from pydantic import BaseModel
 
 from services.query.deps import Reader, State
 from services.query.timerange import aware, check_order
-from services.trainer import repository
+from services.trainer import reads as trainer
 from services.trainer.export_stream import jsonl_lines
 from services.trainer.failure_patterns import DownVote, group_failures
-from services.trainer.repository import ExampleFilter
+from services.trainer.reads import ExampleFilter
 
 router = APIRouter(prefix="/v1")
 
@@ -129,7 +129,7 @@ async def failure_patterns(
     end = aware(end) or datetime.now(UTC)
     start = aware(start) or end - timedelta(days=30)
     check_order(start, end)
-    rows = await repository.down_voted_replies(
+    rows = await trainer.down_voted_replies(
         state.pool, tenant_id=caller.tenant_id, since=start, until=end,
         action_type=action_type, limit=_MAX_DOWN_VOTES,
     )

@@ -17,6 +17,13 @@ from typing import Any, Literal
 
 import asyncpg
 
+# The training-data export's reads: the examples a selection matches and the down-voted replies
+# (their SQL sits beside the write path it mirrors; this module is the door other services use).
+from services.trainer.repository import ExampleFilter as ExampleFilter
+from services.trainer.repository import count_examples as count_examples
+from services.trainer.repository import down_voted_replies as down_voted_replies
+from services.trainer.repository import stream_examples as stream_examples
+
 QueueSignal = Literal["all", "down", "low", "corrected"]
 QueueStatus = Literal["all", "open", "reviewed"]
 

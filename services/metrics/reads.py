@@ -1,0 +1,208 @@
+"""The metrics service's reads other services may use: sums of the exact rollups.
+
+Every read is of `metrics.feedback_*` and `metrics.recommendation_*` (minute, hour and day)
+rollups, whose counters are this service's `COUNTERS` and `RECOMMENDATION_COUNTERS`. Reads of
+an arbitrary range take each span from the coarsest rollup that holds it whole
+(`rollups.rollup_spans`): the same sums as the minute rollup alone, in a time that grows with the
+number of days and dimension combinations, not of events. Every function but the alert inputs
+(`*_window_totals`, `action_types_first_voted`: every tenant) is scoped to one tenant.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from services.metrics.processing import COUNTERS, COUNTERS_OF, RECOMMENDATION_COUNTERS, Family
+from services.metrics.rollups import IntervalName, rollup_spans
+
+ApprovalGroup = Literal["action_type", "model", "tenant"]
+_APPROVAL_COLUMN: dict[str, str] = {
+    "action_type": "action_type",
+    "model": "model",
+    "tenant": "tenant_id",
+}
+FEEDBACK_GROUPS: dict[str, str] = {
+    "action_type": "action_type",
+    "model": "model",
+    "prompt_version": "prompt_version",
+    "variant": "experiment || '/' || variant",
+    "language": "language",
+    "feature": "feature",
+}
+RECOMMENDATION_GROUPS: dict[str, str] = {
+    "algorithm_version": "algorithm_version",
+    "segment": "segment",
+    "variant": "experiment || '/' || variant",
+}
+GROUPS_OF: dict[Family, dict[str, str]] = {
+    "feedback": FEEDBACK_GROUPS,
+    "recommendation": RECOMMENDATION_GROUPS,
+}
+
+
+def _sums(counters: tuple[str, ...]) -> str:
+    return ", ".join(f"sum({c})::bigint AS {c}" for c in counters)
+
+
+def _feedback_spans(
+    columns: str, where: str, start: datetime, end: datetime, *, first: int
+) -> tuple[str, list[datetime]]:
+    """A `UNION ALL` selecting `columns` from the feedback rollup rows (matching `where`) of
+    the minutes in `[start, end)`, each span from the coarsest rollup that holds it whole, and
+    its bounds as the parameters numbered from `first`. ("", []) when no minute is covered."""
+    branches: list[str] = []
+    bounds: list[datetime] = []
+    for interval, low, high in rollup_spans(start, end):
+        number = first + len(bounds)
+        branches.append(
+            f"SELECT {columns} FROM metrics.feedback_{interval} "
+            f"WHERE {where} AND bucket >= ${number} AND bucket < ${number + 1}"
+        )
+        bounds += [low, high]
+    return "\nUNION ALL\n".join(branches), bounds
+
+
+async def approval_by_group(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    group_by: ApprovalGroup,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """(grp, up, down) per group with any thumbs over `[start, end)`."""
+    column = _APPROVAL_COLUMN[group_by]
+    votes, bounds = _feedback_spans(
+        f"{column} AS grp, thumbs_up, thumbs_down", "tenant_id = $1", start, end, first=2
+    )
+    if not bounds:
+        return []
+    return await connection.fetch(
+        f"""
+        SELECT grp, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
+        FROM ({votes}) AS votes
+        GROUP BY grp
+        HAVING sum(thumbs_up) + sum(thumbs_down) > 0
+        ORDER BY grp
+        """,
+        tenant_id,
+        *bounds,
+    )
+
+
+async def rollup_series(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    family: Family,
+    tenant_id: str,
+    interval: IntervalName,
+    group_by: str | None,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """Sums of one rollup family per bucket (and group) over `[start, end)`, read from the
+    rollup of the interval's own resolution; `start` and `end` must be aligned to it.
+    Columns: `bucket`, `grp` (NULL without `group_by`; a key of `GROUPS_OF[family]`) and one
+    per counter of the family (`COUNTERS_OF[family]`)."""
+    group = GROUPS_OF[family][group_by] if group_by else "NULL::text"
+    return await connection.fetch(
+        f"""
+        SELECT bucket, {group} AS grp, {_sums(COUNTERS_OF[family])}
+        FROM metrics.{family}_{interval}
+        WHERE tenant_id = $1 AND bucket >= $2 AND bucket < $3
+        GROUP BY bucket, grp
+        ORDER BY bucket, grp
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+
+
+async def approval_of_models(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    models: list[str],
+    action_type: str | None,
+    start: datetime,
+    end: datetime,
+) -> dict[str, tuple[int, int]]:
+    """(thumbs up, thumbs down) per model over `[start, end)`, optionally of one action type."""
+    votes, bounds = _feedback_spans(
+        "model, thumbs_up, thumbs_down",
+        "tenant_id = $1 AND model = ANY($2::text[]) AND ($3::text IS NULL OR action_type = $3)",
+        start, end, first=4,
+    )
+    if not bounds:
+        return {model: (0, 0) for model in models}
+    rows = await connection.fetch(
+        f"""
+        SELECT model, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
+        FROM ({votes}) AS votes
+        GROUP BY model
+        """,
+        tenant_id,
+        models,
+        action_type,
+        *bounds,
+    )
+    found = {row["model"]: (int(row["up"]), int(row["down"])) for row in rows}
+    return {model: found.get(model, (0, 0)) for model in models}
+
+
+async def feedback_window_totals(
+    connection: asyncpg.Connection | asyncpg.Pool, *, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Feedback sums (every counter of `COUNTERS`, in that order after the three keys) per
+    tenant, action type and model over `[start, end)`, every tenant: the input of the alert
+    rules and of the analytics gauges (the 24-hour baseline is mostly whole hours)."""
+    rows, bounds = _feedback_spans(
+        f"tenant_id, action_type, model, {', '.join(COUNTERS)}", "TRUE", start, end, first=1
+    )
+    if not bounds:
+        return []
+    return await connection.fetch(
+        f"""
+        SELECT tenant_id, action_type, model, {_sums(COUNTERS)}
+        FROM ({rows}) AS rows
+        GROUP BY tenant_id, action_type, model
+        """,
+        *bounds,
+    )
+
+
+async def recommendation_window_totals(
+    connection: asyncpg.Connection | asyncpg.Pool, *, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Recommendation sums per tenant and segment over `[start, end)`, every tenant."""
+    return await connection.fetch(
+        f"""
+        SELECT tenant_id, segment, {_sums(RECOMMENDATION_COUNTERS)}
+        FROM metrics.recommendation_minute
+        WHERE bucket >= $1 AND bucket < $2
+        GROUP BY tenant_id, segment
+        """,
+        start,
+        end,
+    )
+
+
+async def action_types_first_voted(
+    connection: asyncpg.Connection | asyncpg.Pool, *, since: datetime
+) -> list[asyncpg.Record]:
+    """(tenant_id, action_type, first_voted): the day each action type first got a thumb, for
+    the action types first voted on at or after `since` (the day rollup keeps this cheap)."""
+    return await connection.fetch(
+        """
+        SELECT tenant_id, action_type, min(bucket) AS first_voted
+        FROM metrics.feedback_day
+        WHERE thumbs_up + thumbs_down > 0 AND action_type <> 'unknown'
+        GROUP BY tenant_id, action_type
+        HAVING min(bucket) >= date_trunc('day', $1::timestamptz, 'UTC')
+        """,
+        since,
+    )
