@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from feedbackloop.contract import (
     Choice,
     ConsentChanged,
+    ConsentSet,
     ErasureRequested,
     Event,
     FeedbackRetracted,
@@ -23,6 +24,7 @@ from feedbackloop.contract import (
     Interaction,
     ResponseLogged,
     SessionStarted,
+    UserErased,
 )
 
 
@@ -51,22 +53,6 @@ class FeedbackGiven:
     action_type: str | None
     occurred_at: datetime
     retraction: bool = False  # the user took back their signal of `kind` on the response
-
-
-@dataclass(frozen=True)
-class ConsentSet:
-    tenant_id: str
-    user_id: str
-    training_allowed: bool
-    changed_at: datetime
-
-
-@dataclass(frozen=True)
-class UserErased:
-    tenant_id: str
-    user_id: str
-    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
-    # are dropped by the tombstone (migration 0011), later ones are the user coming back
 
 
 @dataclass(frozen=True)
@@ -108,7 +94,7 @@ class RecommendationDecided:
     occurred_at: datetime
 
 
-ProfileEffect = (
+ProfileEffect: TypeAlias = (
     ResponseSeen
     | FeedbackGiven
     | ConsentSet
@@ -203,12 +189,8 @@ def process_message(event: Event) -> ProfileEffect | None:
                 satisfaction=payload.satisfaction,
                 occurred_at=event.occurred_at,
             )
-        case ConsentChanged(payload=payload):
-            assert event.user_id is not None
-            return ConsentSet(
-                event.tenant_id, event.user_id, payload.training_allowed, event.occurred_at
-            )
+        case ConsentChanged():
+            return ConsentSet.of(event)
         case ErasureRequested():
-            assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
+            return UserErased.of(event)
     return None

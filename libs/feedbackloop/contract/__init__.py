@@ -62,7 +62,8 @@ from feedbackloop.contract.training_examples import (
     TrainingExampleMessage,
     TrainingExampleRetracted,
 )
-from feedbackloop.contract.users import ConsentChanged, ErasureRequested
+from feedbackloop.contract.users import ConsentChanged, ConsentSet, ErasureRequested, UserErased
+from feedbackloop.contract.weights import WEIGHTS_SCHEMA_VERSION, SegmentWeightsVersion
 
 __all__ = [
     "CONSUMED_TOPICS",
@@ -78,9 +79,11 @@ __all__ = [
     "SEGMENTS",
     "TOPIC_OF_OUTPUT_TYPE",
     "TOPIC_OF_TYPE",
+    "WEIGHTS_SCHEMA_VERSION",
     "AlertStateChanged",
     "Choice",
     "ConsentChanged",
+    "ConsentSet",
     "Envelope",
     "ErasureRequested",
     "Event",
@@ -101,6 +104,7 @@ __all__ = [
     "ReviewPayload",
     "ReviewSubmitted",
     "Segment",
+    "SegmentWeightsVersion",
     "SessionStarted",
     "ShownOption",
     "Topic",
@@ -111,6 +115,7 @@ __all__ = [
     "UndecodableMessage",
     "UnknownEventType",
     "UnsupportedSchemaVersion",
+    "UserErased",
     "decode_event",
     "decode_message",
     "encode_event",
