@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 
+from feedbackloop.asyncapi import asyncapi_json
+from feedbackloop.contract import INPUT_TOPICS
 from feedbackloop.http.auth import ApiKeyVerifier
 from feedbackloop.http.cors import BrowserCors
 from feedbackloop.http.encoding import Utf8Bodies
@@ -22,13 +24,13 @@ from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import CONTENT_TYPE_LATEST, IngestMetrics, render
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.ingest.deps import IngestState
 from services.ingest.handlers import event_type_of_path, is_event_route, router
 from services.ingest.otlp import router as otlp_router
 from services.ingest.ranking import router as ranking_router
 from services.ingest.refusals import RefusalCounter
 from services.ingest.reviews import router as reviews_router
-from services.ingest.settings import Settings, port
 from services.ingest.tokens import router as tokens_router
 from services.ingest.widget import widget_router
 
@@ -153,12 +155,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/asyncapi.json", tags=["ops"])
+    async def asyncapi() -> Response:
+        document = asyncapi_json("ingest", settings.topic_names(), publishes=[
+            (topic, "Every accepted event of the topic, keyed <tenant>:<subject>, acknowledged "
+             "by the broker before the 202.") for topic in INPUT_TOPICS
+        ])
+        return Response(document, media_type="application/json")
+
     return app
 
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.ingest_port)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from feedbackloop.contract import Topic
+from feedbackloop.contract import SegmentWeightsVersion, Topic
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.learner.handlers import SPEC
 from services.learner.refits import RefitConfig, run_refits
-from services.learner.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,12 +24,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         await run_refits(pool, publish, config)
 
-    return build_consumer_app(SPEC, consumer_config(settings), background=refits)
+    return build_consumer_app(
+        SPEC, consumer_config(settings), background=refits,
+        publishes=[(Topic.WEIGHTS, SegmentWeightsVersion,
+                    "Every promoted version of a segment's learned weights "
+                    "(feedbackloop.contract.weights), keyed <tenant>:<segment>.")],
+    )
 
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.learner_port)
 
 
 if __name__ == "__main__":

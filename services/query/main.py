@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
 
+from feedbackloop.asyncapi import asyncapi_json
+from feedbackloop.contract import Topic
 from feedbackloop.http.auth import ApiKeyVerifier
 from feedbackloop.http.encoding import Utf8Bodies
 from feedbackloop.http.key_changes import KeyChangeListener
@@ -18,6 +20,7 @@ from feedbackloop.observability import CONTENT_TYPE_LATEST, JobMetrics, render
 from feedbackloop.pipeline.jobs import Job, JobRunner
 from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.query.alert_evaluator import alert_config, alert_evaluation_job
 from services.query.alert_relay import alert_relay_job
 from services.query.analytics import router as analytics_router
@@ -27,7 +30,6 @@ from services.query.gauges import AnalyticsGauges
 from services.query.handlers import router
 from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
-from services.query.settings import Settings, port
 from services.query.training import router as training_router
 from services.query.webhooks import router as webhooks_router
 
@@ -123,12 +125,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/asyncapi.json", tags=["ops"])
+    async def asyncapi() -> Response:
+        document = asyncapi_json("query", settings.topic_names(), publishes=[(
+            Topic.ALERTS, "Each change of an alert's state (feedbackloop.contract.alerts), "
+            "keyed <tenant>:<rule>, through the outbox of the evaluation that made it.",
+        )])
+        return Response(document, media_type="application/json")
+
     return app
 
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.query_port)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from faststream.kafka import KafkaBroker
 from feedbackloop.contract import Topic, TrainingExampleMessage
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.trainer.handlers import SPEC
-from services.trainer.settings import Settings, port
 from services.trainer.tasks import run_training_tasks
 
 
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.trainer_port)
 
 
 if __name__ == "__main__":

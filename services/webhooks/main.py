@@ -4,9 +4,9 @@ from fastapi import FastAPI
 
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.webhooks.delivery import delivery_jobs
 from services.webhooks.handlers import SPEC
-from services.webhooks.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.webhooks_port)
 
 
 if __name__ == "__main__":

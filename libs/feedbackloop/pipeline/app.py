@@ -21,9 +21,9 @@ from fastapi import FastAPI, Response
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
+from feedbackloop.asyncapi import asyncapi_json
 from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.kafka import KafkaConnection
 from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, JobMetrics, render
@@ -329,8 +329,12 @@ def build_consumer_app(
 
     @app.get("/asyncapi.json")
     async def asyncapi() -> Response:
-        document = AsyncAPI(broker, title=f"feedbackloop {spec.name}").to_specification()
-        return Response(document.to_json(), media_type="application/json")
+        document = asyncapi_json(
+            spec.name, config.topic_names,
+            consumes=[(topic, f"Read by the {spec.name} consumer group.") for topic in spec.topics],
+            publishes=[(topic, description) for topic, _model, description in publishes],
+        )
+        return Response(document, media_type="application/json")
 
     return app
 
