@@ -115,42 +115,64 @@ def process_message(event: Event) -> ProfileEffect | None:
                 payload.model,
                 event.occurred_at,
             )
-        case FeedbackSubmitted(payload=payload) if event.user_id is not None:
-            return FeedbackGiven(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                user_id=event.user_id,
-                response_id=payload.response_id,
-                kind=payload.kind,
-                verdict=payload.verdict,
-                thumb=payload.thumb,
-                rating=payload.rating,
-                comment=payload.comment.text if payload.comment else None,
-                reasons=list(payload.comment.reasons) if payload.comment else [],
-                correction=payload.correction.text if payload.correction else None,
-                action_type=payload.action_type,
-                occurred_at=event.occurred_at,
-            )
-        case FeedbackRetracted(payload=payload) if event.user_id is not None:
-            return FeedbackGiven(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                user_id=event.user_id,
-                response_id=payload.response_id,
-                kind=payload.kind,
-                verdict="neutral",
-                thumb=None,
-                rating=None,
-                comment=None,
-                reasons=[],
-                correction=None,
-                action_type=None,
-                occurred_at=event.occurred_at,
-                retraction=True,
-            )
+        case FeedbackSubmitted() | FeedbackRetracted() if event.user_id is not None:
+            return _feedback_given(event)
         # Recommendation events matter to a profile only when they name the user.
-        case SessionStarted(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
+        case SessionStarted() | Interaction() | Choice() if event.user_id is not None:
+            return _recommendation_effect(event)
+        case ConsentChanged():
+            return ConsentSet.of(event)
+        case ErasureRequested():
+            return UserErased.of(event)
+    return None
+
+
+def _feedback_given(event: FeedbackSubmitted | FeedbackRetracted) -> FeedbackGiven:
+    """A vote, rating, comment or correction of the user, or (a retraction) the user taking
+    their signal of that kind back: verdict neutral."""
+    assert event.user_id is not None
+    payload = event.payload
+    if isinstance(event, FeedbackRetracted):
+        return FeedbackGiven(
+            tenant_id=event.tenant_id,
+            event_id=event.event_id,
+            user_id=event.user_id,
+            response_id=payload.response_id,
+            kind=payload.kind,
+            verdict="neutral",
+            thumb=None,
+            rating=None,
+            comment=None,
+            reasons=[],
+            correction=None,
+            action_type=None,
+            occurred_at=event.occurred_at,
+            retraction=True,
+        )
+    return FeedbackGiven(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        response_id=payload.response_id,
+        kind=payload.kind,
+        verdict=payload.verdict,
+        thumb=payload.thumb,
+        rating=payload.rating,
+        comment=payload.comment.text if payload.comment else None,
+        reasons=list(payload.comment.reasons) if payload.comment else [],
+        correction=payload.correction.text if payload.correction else None,
+        action_type=payload.action_type,
+        occurred_at=event.occurred_at,
+    )
+
+
+def _recommendation_effect(
+    event: SessionStarted | Interaction | Choice,
+) -> RecommendationShown | RecommendationInteracted | RecommendationDecided:
+    """What the user was shown, how they browsed it and what they chose."""
+    assert event.session_id is not None and event.user_id is not None
+    match event:
+        case SessionStarted(payload=payload):
             return RecommendationShown(
                 tenant_id=event.tenant_id,
                 session_id=event.session_id,
@@ -162,8 +184,7 @@ def process_message(event: Event) -> ProfileEffect | None:
                          for option in payload.options],
                 occurred_at=event.occurred_at,
             )
-        case Interaction(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
+        case Interaction(payload=payload):
             return RecommendationInteracted(
                 tenant_id=event.tenant_id,
                 event_id=event.event_id,
@@ -175,22 +196,16 @@ def process_message(event: Event) -> ProfileEffect | None:
                 helpful_rating=payload.helpful_rating,
                 occurred_at=event.occurred_at,
             )
-        case Choice(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
-            return RecommendationDecided(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                session_id=event.session_id,
-                user_id=event.user_id,
-                chosen_item_id=payload.chosen_item_id,
-                chosen_rank=payload.chosen_rank,
-                important_factors=list(payload.important_factors),
-                decision_time_seconds=payload.decision_time_seconds,
-                satisfaction=payload.satisfaction,
-                occurred_at=event.occurred_at,
-            )
-        case ConsentChanged():
-            return ConsentSet.of(event)
-        case ErasureRequested():
-            return UserErased.of(event)
-    return None
+    payload = event.payload
+    return RecommendationDecided(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        session_id=event.session_id,
+        user_id=event.user_id,
+        chosen_item_id=payload.chosen_item_id,
+        chosen_rank=payload.chosen_rank,
+        important_factors=list(payload.important_factors),
+        decision_time_seconds=payload.decision_time_seconds,
+        satisfaction=payload.satisfaction,
+        occurred_at=event.occurred_at,
+    )
