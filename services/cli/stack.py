@@ -199,9 +199,28 @@ class Stack:
         created = self._create_topics(bootstrap)
         self.say(f"  topics created: {len(created)} (of {len(settings.topic_names().all_physical())})")
         local = _local_secrets(self.data_dir)
-        hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
-            "user_id_hmac_secret"
+        dev_key = self._dev_key(database_url, local)
+        env = self._service_env(database_url, bootstrap, embedded_broker, local)
+        for name in SERVICE_ORDER:
+            service = ServiceProcess(
+                name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
+            )
+            service.start()
+            self.services.append(service)
+        self.parts = self._infrastructure_parts(bootstrap) + [
+            self._service_part(service) for service in self.services
         ]
+        self._record_state()
+        self._wait_ready()
+        if self.stopping:
+            return 0
+        self._announce(dev_key, demo=bool(env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT")))
+        return self._supervise()
+
+    def _dev_key(self, database_url: str, local: dict[str, str]) -> str:
+        """The development tenant's API key: the configured one, else the one kept in the data
+        directory, else a new one (kept there for the next start)."""
+        settings = self.settings
         dev_key = settings.dev_api_key.get_secret_value() if settings.dev_api_key else None
         dev_key = dev_key or local.get("dev_api_key")
         _, dev_key = asyncio.run(
@@ -216,6 +235,16 @@ class Stack:
         if not settings.dev_api_key and local.get("dev_api_key") != dev_key:
             local["dev_api_key"] = dev_key
             (self.data_dir / "local-secrets.json").write_text(json.dumps(local))
+        return dev_key
+
+    def _service_env(
+        self, database_url: str, bootstrap: str, embedded_broker: bool, local: dict[str, str]
+    ) -> dict[str, str]:
+        """The environment every service process starts with."""
+        settings = self.settings
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
+            "user_id_hmac_secret"
+        ]
         env = dict(os.environ) | {
             "FEEDBACKLOOP_DATABASE_URL": database_url,
             "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -230,19 +259,10 @@ class Stack:
         env |= {f"FEEDBACKLOOP_OBJECT_EXPORT_{name.upper()}": str(value).lower()
                 if isinstance(value, bool) else str(value)
                 for name, value in self._object_export().items()}
-        for name in SERVICE_ORDER:
-            service = ServiceProcess(
-                name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
-            )
-            service.start()
-            self.services.append(service)
-        self.parts = self._infrastructure_parts(bootstrap) + [
-            self._service_part(service) for service in self.services
-        ]
-        self._record_state()
-        self._wait_ready()
-        if self.stopping:
-            return 0
+        return env
+
+    def _announce(self, dev_key: str, *, demo: bool) -> None:
+        settings = self.settings
         host = settings.host
         self.say("")
         self.say("feedbackloop is ready")
@@ -251,7 +271,7 @@ class Stack:
         for name in ("profiles", "learner", "trainer", "metrics", "webhooks"):
             port = getattr(settings, f"{name}_port")
             self.say(f"  {name:<8} http://{host}:{port}   (/readyz, /metrics, /asyncapi.json)")
-        if env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT"):
+        if demo:
             self.say(f"  demo     http://{host}:{settings.ingest_port}/widget/demo   "
                      "(the feedback widget on a sample chat)")
         self.say(f"  widget   http://{host}:{settings.ingest_port}/widget/v1/feedbackloop.js")
@@ -271,7 +291,6 @@ class Stack:
             f"-H 'Authorization: Bearer {dev_key}'"
         )
         self.say("Press Ctrl-C to stop.")
-        return self._supervise()
 
     def _create_topics(self, bootstrap: str) -> list[str]:
         settings = self.settings
