@@ -17,12 +17,17 @@ from feedbackloop.http.cors import BrowserCors
 from feedbackloop.http.encoding import Utf8Bodies
 from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
-from feedbackloop.http.ops import Readiness, api_key_verifier, database_ready, install_ops_routes
+from feedbackloop.http.ops import (
+    Readiness,
+    api_key_verifier,
+    database_ready,
+    install_ops_routes,
+    service_pool,
+)
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.http.tokens import FeedbackTokenSigner, derived_token_secret
 from feedbackloop.kafka import EventPublisher
 from feedbackloop.observability import IngestMetrics
-from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from feedbackloop.settings import Settings
 from services.ingest.deps import IngestState
@@ -104,18 +109,8 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(
-            settings.database_url.get_secret_value(),
-            min_size=settings.database_pool_min,
-            max_size=settings.database_pool_max,
-        )
-        publisher = EventPublisher(
-            settings.kafka_connection(),
-            enable_idempotence=settings.kafka_enable_idempotence,
-            linger_ms=settings.kafka_linger_ms,
-            request_timeout_ms=settings.kafka_request_timeout_ms,
-            timeout_seconds=settings.publish_timeout_seconds,
-        )
+        pool = await service_pool(settings)
+        publisher = settings.event_publisher()
         starting = asyncio.create_task(publisher.start_when_reachable())
         state = _state(settings, pool, publisher, metrics)
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), state.verifier)

@@ -65,18 +65,19 @@ def _feedback_spans(
     return "\nUNION ALL\n".join(branches), bounds
 
 
-async def approval_by_group(
+async def _votes(
     connection: asyncpg.Connection | asyncpg.Pool,
     *,
-    tenant_id: str,
-    group_by: ApprovalGroup,
+    group: str,
+    where: str,
+    parameters: list[object],
     start: datetime,
     end: datetime,
 ) -> list[asyncpg.Record]:
-    """(grp, up, down) per group with any thumbs over `[start, end)`."""
-    column = _APPROVAL_COLUMN[group_by]
+    """(grp, up, down) per value of the column `group` over `[start, end)`, of the feedback
+    rollup rows matching `where` (its parameters numbered from $1)."""
     votes, bounds = _feedback_spans(
-        f"{column} AS grp, thumbs_up, thumbs_down", "tenant_id = $1", start, end, first=2
+        f"{group} AS grp, thumbs_up, thumbs_down", where, start, end, first=len(parameters) + 1
     )
     if not bounds:
         return []
@@ -88,8 +89,23 @@ async def approval_by_group(
         HAVING sum(thumbs_up) + sum(thumbs_down) > 0
         ORDER BY grp
         """,
-        tenant_id,
+        *parameters,
         *bounds,
+    )
+
+
+async def approval_by_group(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    *,
+    tenant_id: str,
+    group_by: ApprovalGroup,
+    start: datetime,
+    end: datetime,
+) -> list[asyncpg.Record]:
+    """(grp, up, down) per group with any thumbs over `[start, end)`."""
+    return await _votes(
+        connection, group=_APPROVAL_COLUMN[group_by], where="tenant_id = $1",
+        parameters=[tenant_id], start=start, end=end,
     )
 
 
@@ -132,25 +148,13 @@ async def approval_of_models(
     end: datetime,
 ) -> dict[str, tuple[int, int]]:
     """(thumbs up, thumbs down) per model over `[start, end)`, optionally of one action type."""
-    votes, bounds = _feedback_spans(
-        "model, thumbs_up, thumbs_down",
-        "tenant_id = $1 AND model = ANY($2::text[]) AND ($3::text IS NULL OR action_type = $3)",
-        start, end, first=4,
+    rows = await _votes(
+        connection, group="model",
+        where="tenant_id = $1 AND model = ANY($2::text[]) "
+        "AND ($3::text IS NULL OR action_type = $3)",
+        parameters=[tenant_id, models, action_type], start=start, end=end,
     )
-    if not bounds:
-        return {model: (0, 0) for model in models}
-    rows = await connection.fetch(
-        f"""
-        SELECT model, sum(thumbs_up)::bigint AS up, sum(thumbs_down)::bigint AS down
-        FROM ({votes}) AS votes
-        GROUP BY model
-        """,
-        tenant_id,
-        models,
-        action_type,
-        *bounds,
-    )
-    found = {row["model"]: (int(row["up"]), int(row["down"])) for row in rows}
+    found = {row["grp"]: (int(row["up"]), int(row["down"])) for row in rows}
     return {model: found.get(model, (0, 0)) for model in models}
 
 

@@ -129,40 +129,25 @@ def process_message(event: Event) -> ProfileEffect | None:
 
 def _feedback_given(event: FeedbackSubmitted | FeedbackRetracted) -> FeedbackGiven:
     """A vote, rating, comment or correction of the user, or (a retraction) the user taking
-    their signal of that kind back: verdict neutral."""
+    their signal of that kind back: verdict neutral, nothing else kept."""
     assert event.user_id is not None
     payload = event.payload
-    if isinstance(event, FeedbackRetracted):
-        return FeedbackGiven(
-            tenant_id=event.tenant_id,
-            event_id=event.event_id,
-            user_id=event.user_id,
-            response_id=payload.response_id,
-            kind=payload.kind,
-            verdict="neutral",
-            thumb=None,
-            rating=None,
-            comment=None,
-            reasons=[],
-            correction=None,
-            action_type=None,
-            occurred_at=event.occurred_at,
-            retraction=True,
-        )
+    given = None if isinstance(event, FeedbackRetracted) else payload
     return FeedbackGiven(
         tenant_id=event.tenant_id,
         event_id=event.event_id,
         user_id=event.user_id,
         response_id=payload.response_id,
         kind=payload.kind,
-        verdict=payload.verdict,
-        thumb=payload.thumb,
-        rating=payload.rating,
-        comment=payload.comment.text if payload.comment else None,
-        reasons=list(payload.comment.reasons) if payload.comment else [],
-        correction=payload.correction.text if payload.correction else None,
-        action_type=payload.action_type,
+        verdict=given.verdict if given else "neutral",
+        thumb=given.thumb if given else None,
+        rating=given.rating if given else None,
+        comment=given.comment.text if given and given.comment else None,
+        reasons=list(given.comment.reasons) if given and given.comment else [],
+        correction=given.correction.text if given and given.correction else None,
+        action_type=given.action_type if given else None,
         occurred_at=event.occurred_at,
+        retraction=given is None,
     )
 
 

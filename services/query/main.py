@@ -14,11 +14,16 @@ from feedbackloop.contract import Topic
 from feedbackloop.http.encoding import Utf8Bodies
 from feedbackloop.http.key_changes import KeyChangeListener
 from feedbackloop.http.limits import BodySizeLimit
-from feedbackloop.http.ops import Readiness, api_key_verifier, database_ready, install_ops_routes
+from feedbackloop.http.ops import (
+    Readiness,
+    api_key_verifier,
+    database_ready,
+    install_ops_routes,
+    service_pool,
+)
 from feedbackloop.http.problems import install_problem_handlers
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import Job, JobRunner
-from feedbackloop.postgres import create_pool
 from feedbackloop.serving import serve
 from feedbackloop.settings import Settings
 from services.query.alert_evaluator import alert_config, alert_evaluation_job
@@ -88,11 +93,7 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(
-            settings.database_url.get_secret_value(),
-            min_size=settings.database_pool_min,
-            max_size=settings.database_pool_max,
-        )
+        pool = await service_pool(settings)
         verifier = api_key_verifier(pool, settings)
         key_changes = KeyChangeListener(settings.database_url.get_secret_value(), verifier)
         app.state.query = QueryState(

@@ -1,5 +1,6 @@
 """The operations routes of an HTTP service (ingest, query): `/healthz`, `/readyz`, `/metrics`
-and `/asyncapi.json`, and the API-key verifier both build from the shared settings."""
+and `/asyncapi.json`; and the database pool and API-key verifier both build from the shared
+settings."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from feedbackloop.http.auth import ApiKeyVerifier
 from feedbackloop.http.ratelimit import TokenBucketLimiter
 from feedbackloop.http.tokens import FeedbackTokenSigner
 from feedbackloop.observability import CONTENT_TYPE_LATEST, render
+from feedbackloop.postgres import create_pool
 from feedbackloop.settings import Settings
 
 
@@ -54,6 +56,15 @@ def install_ops_routes(
     @app.get("/asyncapi.json", tags=["ops"])
     async def asyncapi_document() -> Response:
         return Response(asyncapi(), media_type="application/json")
+
+
+async def service_pool(settings: Settings) -> asyncpg.Pool:
+    """The service's pool, sized by the settings."""
+    return await create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+    )
 
 
 async def database_ready(pool: asyncpg.Pool) -> bool:
