@@ -16,19 +16,14 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker
 from feedbackloop.http.auth import ALL_SCOPES
 from feedbackloop.settings import Settings
 from services.cli import admin, local_system
+from services.cli.processes import Part, ServiceProcess, exit_code_of
 
 SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "webhooks", "query")
 DRAIN_ORDER = (
@@ -37,77 +32,6 @@ DRAIN_ORDER = (
 DEV_TENANT = "dev"
 STABLE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
-
-
-@dataclass
-class Part:
-    """One supervised process of the local system.
-
-    `restart` starts it again (blocking until it is ready, raising if it cannot start);
-    `exit_code` is None while it runs. `after_restart` runs once it is back.
-    """
-
-    name: str
-    exit_code: Callable[[], int | None]
-    restart: Callable[[], None]
-    log_path: Path
-    after_restart: Callable[[], str | None] | None = None
-    failures: int = 0
-    restarts: int = 0
-    up_since: float = field(default_factory=time.monotonic)
-    retry_at: float | None = None
-    last_exit: int | None = None
-
-    @property
-    def state(self) -> str:
-        return "up" if self.retry_at is None else "restarting"
-
-    def describe(self) -> dict[str, object]:
-        return {"name": self.name, "state": self.state, "restarts": self.restarts,
-                "last_exit": self.last_exit, "log": str(self.log_path)}
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = field(default=0.0)
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}.main"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.started_at = time.monotonic()
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 def _local_secrets(data_dir: Path) -> dict[str, str]:
@@ -311,11 +235,11 @@ class Stack:
         parts = []
         if self.postgres is not None:
             postgres = self.postgres
-            parts.append(Part("postgres", lambda: _exit_code(postgres.process), postgres.start,
+            parts.append(Part("postgres", lambda: exit_code_of(postgres.process), postgres.start,
                               postgres.log_path))
         if self.seaweed is not None:
             seaweed = self.seaweed
-            parts.append(Part("seaweedfs", lambda: _exit_code(seaweed.process), seaweed.start,
+            parts.append(Part("seaweedfs", lambda: exit_code_of(seaweed.process), seaweed.start,
                               seaweed.log_path))
         if self.broker is not None:
             broker = self.broker
@@ -326,12 +250,12 @@ class Stack:
                 created = self._create_topics(bootstrap)
                 return f"in memory: its log was lost; {len(created)} topics created again"
 
-            parts.append(Part("broker", lambda: _exit_code(broker.process), broker.start,
+            parts.append(Part("broker", lambda: exit_code_of(broker.process), broker.start,
                               broker.log_path, after_restart=recreate_topics))
         return parts
 
     def _service_part(self, service: ServiceProcess) -> Part:
-        return Part(service.name, lambda: _exit_code(service.process), service.start,
+        return Part(service.name, lambda: exit_code_of(service.process), service.start,
                     service.log_path)
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
@@ -435,13 +359,6 @@ class Stack:
                 self.say(f"  {label:<8} stopped")
         self.services = []
         self.broker = self.seaweed = self.postgres = None
-
-
-def _exit_code(process: subprocess.Popen[bytes] | None) -> int | None:
-    """None while `process` runs; its exit code once it has ended (reaping it)."""
-    if process is None:
-        return -1
-    return process.poll()
 
 
 def run(settings: Settings) -> int:
