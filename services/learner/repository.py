@@ -25,63 +25,75 @@ Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
     for kind, run in consecutive_runs(effects):
         if kind is SessionShown:
-            await connection.executemany(
-                """
-                INSERT INTO learner.sessions (tenant_id, session_id, event_id, user_id,
-                    algorithm_version, segment, complexity, stated_preferences, options,
-                    experiment, variant, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.session_id, e.event_id, e.user_id, e.algorithm_version,
-                        e.segment, e.complexity, e.stated_preferences, e.options, e.experiment,
-                        e.variant, e.occurred_at,
-                    )
-                    for e in run
-                ],
-            )
+            await _insert_sessions(connection, run)
         elif kind is ChoiceMade:
-            await connection.executemany(
-                """
-                INSERT INTO learner.choices (tenant_id, event_id, session_id, user_id,
-                    chosen_item_id, chosen_rank, important_factors, decision_time_seconds,
-                    satisfaction, reasoning, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.event_id, e.session_id, e.user_id, e.chosen_item_id,
-                        e.chosen_rank, e.important_factors, e.decision_time_seconds,
-                        e.satisfaction, e.reasoning, e.occurred_at,
-                    )
-                    for e in run
-                ],
-            )
+            await _insert_choices(connection, run)
         elif kind is UserErased:
-            users = [(e.tenant_id, e.user_id) for e in run]
-            # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
-            await connection.executemany(
-                """
-                INSERT INTO learner.erased_users (tenant_id, user_digest, erased_at)
-                VALUES ($1, public.erased_user_digest($2), $3)
-                ON CONFLICT (tenant_id, user_digest) DO UPDATE
-                SET erased_at = GREATEST(learner.erased_users.erased_at, EXCLUDED.erased_at)
-                """,
-                [(e.tenant_id, e.user_id, e.erased_at) for e in run],
+            await _erase_users(connection, run)
+
+
+async def _insert_sessions(connection: asyncpg.Connection, run: list[SessionShown]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO learner.sessions (tenant_id, session_id, event_id, user_id,
+            algorithm_version, segment, complexity, stated_preferences, options,
+            experiment, variant, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.session_id, e.event_id, e.user_id, e.algorithm_version,
+                e.segment, e.complexity, e.stated_preferences, e.options, e.experiment,
+                e.variant, e.occurred_at,
             )
-            await connection.executemany(
-                "DELETE FROM learner.choices WHERE tenant_id = $1 AND user_id = $2", users
+            for e in run
+        ],
+    )
+
+
+async def _insert_choices(connection: asyncpg.Connection, run: list[ChoiceMade]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO learner.choices (tenant_id, event_id, session_id, user_id,
+            chosen_item_id, chosen_rank, important_factors, decision_time_seconds,
+            satisfaction, reasoning, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.event_id, e.session_id, e.user_id, e.chosen_item_id,
+                e.chosen_rank, e.important_factors, e.decision_time_seconds,
+                e.satisfaction, e.reasoning, e.occurred_at,
             )
-            await connection.executemany(
-                "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
-            )
-            await connection.executemany(
-                "DELETE FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2",
-                users,
-            )
+            for e in run
+        ],
+    )
+
+
+async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
+    users = [(e.tenant_id, e.user_id) for e in run]
+    # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
+    await connection.executemany(
+        """
+        INSERT INTO learner.erased_users (tenant_id, user_digest, erased_at)
+        VALUES ($1, public.erased_user_digest($2), $3)
+        ON CONFLICT (tenant_id, user_digest) DO UPDATE
+        SET erased_at = GREATEST(learner.erased_users.erased_at, EXCLUDED.erased_at)
+        """,
+        [(e.tenant_id, e.user_id, e.erased_at) for e in run],
+    )
+    await connection.executemany(
+        "DELETE FROM learner.choices WHERE tenant_id = $1 AND user_id = $2", users
+    )
+    await connection.executemany(
+        "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
+    )
+    await connection.executemany(
+        "DELETE FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2",
+        users,
+    )
 
 
 # Refits and weights versions.
