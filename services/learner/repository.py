@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.postgres import record_tombstones
 from services.learner.learning import SegmentWeights
 from services.learner.processing import (
     ChoiceMade,
@@ -75,15 +76,7 @@ async def _insert_choices(connection: asyncpg.Connection, run: list[ChoiceMade])
 async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
     users = [(e.tenant_id, e.user_id) for e in run]
     # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
-    await connection.executemany(
-        """
-        INSERT INTO learner.erased_users (tenant_id, user_digest, erased_at)
-        VALUES ($1, public.erased_user_digest($2), $3)
-        ON CONFLICT (tenant_id, user_digest) DO UPDATE
-        SET erased_at = GREATEST(learner.erased_users.erased_at, EXCLUDED.erased_at)
-        """,
-        [(e.tenant_id, e.user_id, e.erased_at) for e in run],
-    )
+    await record_tombstones(connection, "learner", run)
     await connection.executemany(
         "DELETE FROM learner.choices WHERE tenant_id = $1 AND user_id = $2", users
     )

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.postgres import record_tombstones
 from services.profiles.processing import (
     ConsentSet,
     FeedbackGiven,
@@ -191,7 +192,7 @@ async def _insert_decisions(
 
 async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
     users = [(e.tenant_id, e.user_id) for e in run]
-    await _record_tombstones(connection, run)
+    await record_tombstones(connection, "profiles", run)
     for table in ("recommendation_choices", "recommendation_interactions",
                   "recommendation_sessions"):
         await connection.executemany(
@@ -202,18 +203,4 @@ async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) ->
     )
     await connection.executemany(
         "DELETE FROM profiles.users WHERE tenant_id = $1 AND user_id = $2", users
-    )
-
-
-async def _record_tombstones(connection: asyncpg.Connection, run: list[UserErased]) -> None:
-    """The user's events that occurred before the erasure and arrive after it are dropped by
-    the tombstone's trigger (migration 0011), so they cannot recreate the rows erased here."""
-    await connection.executemany(
-        """
-        INSERT INTO profiles.erased_users (tenant_id, user_digest, erased_at)
-        VALUES ($1, public.erased_user_digest($2), $3)
-        ON CONFLICT (tenant_id, user_digest) DO UPDATE
-        SET erased_at = GREATEST(profiles.erased_users.erased_at, EXCLUDED.erased_at)
-        """,
-        [(e.tenant_id, e.user_id, e.erased_at) for e in run],
     )
