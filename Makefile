@@ -99,9 +99,11 @@ compose-up:
 compose-down:
 	docker compose down
 
-## lint: ruff everywhere, mypy strict on libs/ and checked on services/
+## lint: ruff everywhere, the layering (import-linter contracts in pyproject.toml), mypy strict
+## on libs/ and checked on services/
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests
+	$(BIN)/lint-imports
 	$(BIN)/mypy --strict libs/feedbackloop
 	$(BIN)/mypy services
 

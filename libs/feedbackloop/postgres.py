@@ -1,11 +1,18 @@
-"""Postgres plumbing: pools, and which failures are transient (retry) or deterministic (DLQ)."""
+"""Postgres plumbing: pools, which failures are transient (retry) or deterministic (DLQ), and
+the erasure tombstones every schema that keeps user data shares (migration 0011)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Literal
 
 import asyncpg
 import orjson
+
+from feedbackloop.contract import UserErased
+
+ErasingSchema = Literal["profiles", "learner", "trainer"]
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -70,3 +77,20 @@ def is_transient(error: BaseException) -> bool:
         state = getattr(error, "sqlstate", None) or ""
         return state in _CONFLICT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
     return False
+
+
+async def record_tombstones(
+    connection: asyncpg.Connection, schema: ErasingSchema, erasures: Sequence[UserErased]
+) -> None:
+    """Tombstones in `<schema>.erased_users` (the latest erasure of each user wins): the user's
+    events that occurred before the erasure and arrive after it are dropped by the tombstone's
+    trigger (migration 0011), so they cannot recreate the rows the erasure removed."""
+    await connection.executemany(
+        f"""
+        INSERT INTO {schema}.erased_users (tenant_id, user_digest, erased_at)
+        VALUES ($1, public.erased_user_digest($2), $3)
+        ON CONFLICT (tenant_id, user_digest) DO UPDATE
+        SET erased_at = GREATEST({schema}.erased_users.erased_at, EXCLUDED.erased_at)
+        """,
+        [(e.tenant_id, e.user_id, e.erased_at) for e in erasures],
+    )

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedbackloop.contract import TopicNames
-from feedbackloop.kafka import KafkaConnection
+from feedbackloop.kafka import EventPublisher, KafkaConnection
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
 
@@ -238,6 +238,16 @@ class Settings(BaseSettings):
 
     def topic_names(self) -> TopicNames:
         return TopicNames(self.kafka_topic_prefix)
+
+    def event_publisher(self) -> EventPublisher:
+        """A producer with the configured idempotence, batching and timeouts (not started)."""
+        return EventPublisher(
+            self.kafka_connection(),
+            enable_idempotence=self.kafka_enable_idempotence,
+            linger_ms=self.kafka_linger_ms,
+            request_timeout_ms=self.kafka_request_timeout_ms,
+            timeout_seconds=self.publish_timeout_seconds,
+        )
 
     # Rate limiting per API key (ingest and query): a token bucket of `rate_limit_burst` requests
     # refilled at `rate_limit_requests_per_second`; over it, 429 with Retry-After. Buckets live in

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from feedbackloop.experiments.definition import METRICS, STATUSES, ExperimentSpec
 from services.experiments import admin, reads
-from services.query.experiments_analysis import experiment_results
+from services.experiments.results import experiment_results
 
 T = TypeVar("T")
 

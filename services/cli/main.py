@@ -88,18 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         print("applied:", ", ".join(applied) or "nothing new")
         return 0
     if arguments.command == "create-topics":
-        if not settings.kafka_bootstrap_servers:
-            raise SystemExit(missing("broker", "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS", settings))
-        created = asyncio.run(
-            admin.create_topics(
-                settings.kafka_connection(),
-                settings.topic_names(),
-                partitions=settings.kafka_partitions,
-                replication_factor=settings.kafka_replication_factor,
-            )
+        return _create_topics(settings)
+    return _keys(arguments, settings)
+
+
+def _create_topics(settings: Settings) -> int:
+    if not settings.kafka_bootstrap_servers:
+        raise SystemExit(missing("broker", "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS", settings))
+    created = asyncio.run(
+        admin.create_topics(
+            settings.kafka_connection(),
+            settings.topic_names(),
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
         )
-        print("created:", ", ".join(created) or "nothing new")
-        return 0
+    )
+    print("created:", ", ".join(created) or "nothing new")
+    return 0
+
+
+def _keys(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`feedbackloop keys create|list|revoke`."""
     if arguments.keys_command == "create":
         try:
             scopes = admin.parse_scopes(arguments.scopes)

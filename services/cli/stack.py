@@ -16,19 +16,14 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker
 from feedbackloop.http.auth import ALL_SCOPES
 from feedbackloop.settings import Settings
 from services.cli import admin, local_system
+from services.cli.processes import Part, ServiceProcess, exit_code_of
 
 SERVICE_ORDER = ("ingest", "profiles", "learner", "trainer", "metrics", "webhooks", "query")
 DRAIN_ORDER = (
@@ -37,77 +32,6 @@ DRAIN_ORDER = (
 DEV_TENANT = "dev"
 STABLE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
-
-
-@dataclass
-class Part:
-    """One supervised process of the local system.
-
-    `restart` starts it again (blocking until it is ready, raising if it cannot start);
-    `exit_code` is None while it runs. `after_restart` runs once it is back.
-    """
-
-    name: str
-    exit_code: Callable[[], int | None]
-    restart: Callable[[], None]
-    log_path: Path
-    after_restart: Callable[[], str | None] | None = None
-    failures: int = 0
-    restarts: int = 0
-    up_since: float = field(default_factory=time.monotonic)
-    retry_at: float | None = None
-    last_exit: int | None = None
-
-    @property
-    def state(self) -> str:
-        return "up" if self.retry_at is None else "restarting"
-
-    def describe(self) -> dict[str, object]:
-        return {"name": self.name, "state": self.state, "restarts": self.restarts,
-                "last_exit": self.last_exit, "log": str(self.log_path)}
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = field(default=0.0)
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}.main"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.started_at = time.monotonic()
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 def _local_secrets(data_dir: Path) -> dict[str, str]:
@@ -199,9 +123,30 @@ class Stack:
         created = self._create_topics(bootstrap)
         self.say(f"  topics created: {len(created)} (of {len(settings.topic_names().all_physical())})")
         local = _local_secrets(self.data_dir)
-        hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
-            "user_id_hmac_secret"
+        dev_key = self._dev_key(database_url, local)
+        env = self._service_env(database_url, bootstrap, embedded_broker, local)
+        for name in SERVICE_ORDER:
+            service = ServiceProcess(
+                name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
+            )
+            service.start()
+            self.services.append(service)
+        self.parts = self._infrastructure_parts(bootstrap) + [
+            self._service_part(service) for service in self.services
         ]
+        self._record_state()
+        self._wait_ready()
+        if self.stopping:
+            return 0
+        self._announce(dev_key, demo=bool(env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT")),
+                       private_webhooks=env.get(
+                           "FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "").lower() == "true")
+        return self._supervise()
+
+    def _dev_key(self, database_url: str, local: dict[str, str]) -> str:
+        """The development tenant's API key: the configured one, else the one kept in the data
+        directory, else a new one (kept there for the next start)."""
+        settings = self.settings
         dev_key = settings.dev_api_key.get_secret_value() if settings.dev_api_key else None
         dev_key = dev_key or local.get("dev_api_key")
         _, dev_key = asyncio.run(
@@ -216,6 +161,16 @@ class Stack:
         if not settings.dev_api_key and local.get("dev_api_key") != dev_key:
             local["dev_api_key"] = dev_key
             (self.data_dir / "local-secrets.json").write_text(json.dumps(local))
+        return dev_key
+
+    def _service_env(
+        self, database_url: str, bootstrap: str, embedded_broker: bool, local: dict[str, str]
+    ) -> dict[str, str]:
+        """The environment every service process starts with."""
+        settings = self.settings
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value() or local[
+            "user_id_hmac_secret"
+        ]
         env = dict(os.environ) | {
             "FEEDBACKLOOP_DATABASE_URL": database_url,
             "FEEDBACKLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -232,19 +187,10 @@ class Stack:
         env |= {f"FEEDBACKLOOP_OBJECT_EXPORT_{name.upper()}": str(value).lower()
                 if isinstance(value, bool) else str(value)
                 for name, value in self._object_export().items()}
-        for name in SERVICE_ORDER:
-            service = ServiceProcess(
-                name, getattr(settings, f"{name}_port"), env, self.logs / f"{name}.log"
-            )
-            service.start()
-            self.services.append(service)
-        self.parts = self._infrastructure_parts(bootstrap) + [
-            self._service_part(service) for service in self.services
-        ]
-        self._record_state()
-        self._wait_ready()
-        if self.stopping:
-            return 0
+        return env
+
+    def _announce(self, dev_key: str, *, demo: bool, private_webhooks: bool) -> None:
+        settings = self.settings
         host = settings.host
         self.say("")
         self.say("feedbackloop is ready")
@@ -253,14 +199,14 @@ class Stack:
         for name in ("profiles", "learner", "trainer", "metrics", "webhooks"):
             port = getattr(settings, f"{name}_port")
             self.say(f"  {name:<8} http://{host}:{port}   (/readyz, /metrics, /asyncapi.json)")
-        if env.get("FEEDBACKLOOP_WIDGET_DEMO_TENANT"):
+        if demo:
             self.say(f"  demo     http://{host}:{settings.ingest_port}/widget/demo   "
                      "(the feedback widget on a sample chat)")
         self.say(f"  widget   http://{host}:{settings.ingest_port}/widget/v1/feedbackloop.js")
         self.say(f"  console  http://{host}:{settings.query_port}/console/   "
                  "(review queue and analytics: sign in with the API key below)")
         self.say(f"  logs     {self.logs}")
-        if env.get("FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "").lower() == "true":
+        if private_webhooks:
             self.say("  webhooks may go to private and loopback addresses "
                      "(FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true, for local receivers)")
         self.say(f"  API key  {dev_key}   (tenant '{DEV_TENANT}', all scopes)")
@@ -276,7 +222,6 @@ class Stack:
             f"-H 'Authorization: Bearer {dev_key}'"
         )
         self.say("Press Ctrl-C to stop.")
-        return self._supervise()
 
     def _create_topics(self, bootstrap: str) -> list[str]:
         settings = self.settings
@@ -297,11 +242,11 @@ class Stack:
         parts = []
         if self.postgres is not None:
             postgres = self.postgres
-            parts.append(Part("postgres", lambda: _exit_code(postgres.process), postgres.start,
+            parts.append(Part("postgres", lambda: exit_code_of(postgres.process), postgres.start,
                               postgres.log_path))
         if self.seaweed is not None:
             seaweed = self.seaweed
-            parts.append(Part("seaweedfs", lambda: _exit_code(seaweed.process), seaweed.start,
+            parts.append(Part("seaweedfs", lambda: exit_code_of(seaweed.process), seaweed.start,
                               seaweed.log_path))
         if self.broker is not None:
             broker = self.broker
@@ -312,12 +257,12 @@ class Stack:
                 created = self._create_topics(bootstrap)
                 return f"in memory: its log was lost; {len(created)} topics created again"
 
-            parts.append(Part("broker", lambda: _exit_code(broker.process), broker.start,
+            parts.append(Part("broker", lambda: exit_code_of(broker.process), broker.start,
                               broker.log_path, after_restart=recreate_topics))
         return parts
 
     def _service_part(self, service: ServiceProcess) -> Part:
-        return Part(service.name, lambda: _exit_code(service.process), service.start,
+        return Part(service.name, lambda: exit_code_of(service.process), service.start,
                     service.log_path)
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
@@ -421,13 +366,6 @@ class Stack:
                 self.say(f"  {label:<8} stopped")
         self.services = []
         self.broker = self.seaweed = self.postgres = None
-
-
-def _exit_code(process: subprocess.Popen[bytes] | None) -> int | None:
-    """None while `process` runs; its exit code once it has ended (reaping it)."""
-    if process is None:
-        return -1
-    return process.poll()
 
 
 def run(settings: Settings) -> int:

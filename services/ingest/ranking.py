@@ -49,7 +49,7 @@ from services.ingest.deps import Caller, State, requires, tenancy_of
 from services.ingest.experiments import RankerArmChosen, definitions, ranker_arm
 from services.ingest.handlers import publish_events
 from services.ingest.processing import RequestProblem, prepare
-from services.learner import repository as learner
+from services.learner import reads as learner
 from services.learner.ranking import (
     Candidate,
     RankedCandidate,
@@ -57,9 +57,8 @@ from services.learner.ranking import (
     thompson_rank,
     weights_for,
 )
-from services.profiles import repository as profiles
+from services.profiles import reads as profiles
 from services.profiles.segments import (
-    Decision,
     SegmentAssignment,
     assign_segment,
     segment_from_stated,
@@ -272,13 +271,9 @@ async def _segment(
     assignment: SegmentAssignment | None = None
     if customer.id is not None:
         user_hash = hash_user_id(state.hmac_secret, tenant_id, customer.id)
-        rows = await profiles.user_decisions(pool, tenant_id=tenant_id, user_id=user_hash)
-        if rows:
-            assignment = assign_segment([
-                Decision(row["options"], row["chosen_item_id"], row["important_factors"],
-                         row["stated_preferences"])
-                for row in rows
-            ])
+        decisions = await profiles.decisions(pool, tenant_id=tenant_id, user_id=user_hash)
+        if decisions:
+            assignment = assign_segment(decisions)
             return assignment.segment, "profile", assignment.reasons
     if customer.stated_preferences:
         assignment = segment_from_stated(customer.stated_preferences)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
-from feedbackloop.contract import Choice, ErasureRequested, Event, SessionStarted
+from feedbackloop.contract import Choice, ErasureRequested, Event, SessionStarted, UserErased
 from feedbackloop.contract.weights import WEIGHTS_SCHEMA_VERSION
 from services.learner.learning import ObservedChoice
 
@@ -44,15 +44,7 @@ class ChoiceMade:
     occurred_at: datetime
 
 
-@dataclass(frozen=True)
-class UserErased:
-    tenant_id: str
-    user_id: str
-    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
-    # are dropped by the tombstone (migration 0011), later ones are the user coming back
-
-
-LearnerEffect = SessionShown | ChoiceMade | UserErased
+LearnerEffect: TypeAlias = SessionShown | ChoiceMade | UserErased
 
 
 def process_message(event: Event) -> LearnerEffect | None:
@@ -89,8 +81,7 @@ def process_message(event: Event) -> LearnerEffect | None:
                 occurred_at=event.occurred_at,
             )
         case ErasureRequested():
-            assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
+            return UserErased.of(event)
     return None
 
 

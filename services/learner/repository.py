@@ -1,15 +1,16 @@
-"""All SQL of the learner schema: the choice log, refits and weights versions, and the reads
-the ranking and query services make of them."""
+"""The learner schema's writes and its own reads (private): the choice log, refits and weights
+versions. The reads other services make are in `reads.py`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.postgres import record_tombstones
 from services.learner.learning import SegmentWeights
 from services.learner.processing import (
     ChoiceMade,
@@ -25,63 +26,67 @@ Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
     for kind, run in consecutive_runs(effects):
         if kind is SessionShown:
-            await connection.executemany(
-                """
-                INSERT INTO learner.sessions (tenant_id, session_id, event_id, user_id,
-                    algorithm_version, segment, complexity, stated_preferences, options,
-                    experiment, variant, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.session_id, e.event_id, e.user_id, e.algorithm_version,
-                        e.segment, e.complexity, e.stated_preferences, e.options, e.experiment,
-                        e.variant, e.occurred_at,
-                    )
-                    for e in run
-                ],
-            )
+            await _insert_sessions(connection, run)
         elif kind is ChoiceMade:
-            await connection.executemany(
-                """
-                INSERT INTO learner.choices (tenant_id, event_id, session_id, user_id,
-                    chosen_item_id, chosen_rank, important_factors, decision_time_seconds,
-                    satisfaction, reasoning, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT DO NOTHING
-                """,
-                [
-                    (
-                        e.tenant_id, e.event_id, e.session_id, e.user_id, e.chosen_item_id,
-                        e.chosen_rank, e.important_factors, e.decision_time_seconds,
-                        e.satisfaction, e.reasoning, e.occurred_at,
-                    )
-                    for e in run
-                ],
-            )
+            await _insert_choices(connection, run)
         elif kind is UserErased:
-            users = [(e.tenant_id, e.user_id) for e in run]
-            # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
-            await connection.executemany(
-                """
-                INSERT INTO learner.erased_users (tenant_id, user_digest, erased_at)
-                VALUES ($1, public.erased_user_digest($2), $3)
-                ON CONFLICT (tenant_id, user_digest) DO UPDATE
-                SET erased_at = GREATEST(learner.erased_users.erased_at, EXCLUDED.erased_at)
-                """,
-                [(e.tenant_id, e.user_id, e.erased_at) for e in run],
+            await _erase_users(connection, run)
+
+
+async def _insert_sessions(connection: asyncpg.Connection, run: list[SessionShown]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO learner.sessions (tenant_id, session_id, event_id, user_id,
+            algorithm_version, segment, complexity, stated_preferences, options,
+            experiment, variant, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.session_id, e.event_id, e.user_id, e.algorithm_version,
+                e.segment, e.complexity, e.stated_preferences, e.options, e.experiment,
+                e.variant, e.occurred_at,
             )
-            await connection.executemany(
-                "DELETE FROM learner.choices WHERE tenant_id = $1 AND user_id = $2", users
+            for e in run
+        ],
+    )
+
+
+async def _insert_choices(connection: asyncpg.Connection, run: list[ChoiceMade]) -> None:
+    await connection.executemany(
+        """
+        INSERT INTO learner.choices (tenant_id, event_id, session_id, user_id,
+            chosen_item_id, chosen_rank, important_factors, decision_time_seconds,
+            satisfaction, reasoning, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT DO NOTHING
+        """,
+        [
+            (
+                e.tenant_id, e.event_id, e.session_id, e.user_id, e.chosen_item_id,
+                e.chosen_rank, e.important_factors, e.decision_time_seconds,
+                e.satisfaction, e.reasoning, e.occurred_at,
             )
-            await connection.executemany(
-                "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
-            )
-            await connection.executemany(
-                "DELETE FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2",
-                users,
-            )
+            for e in run
+        ],
+    )
+
+
+async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
+    users = [(e.tenant_id, e.user_id) for e in run]
+    # Tombstones: the user's earlier events arriving later are dropped (migration 0011).
+    await record_tombstones(connection, "learner", run)
+    await connection.executemany(
+        "DELETE FROM learner.choices WHERE tenant_id = $1 AND user_id = $2", users
+    )
+    await connection.executemany(
+        "DELETE FROM learner.sessions WHERE tenant_id = $1 AND user_id = $2", users
+    )
+    await connection.executemany(
+        "DELETE FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2",
+        users,
+    )
 
 
 # Refits and weights versions.
@@ -386,19 +391,6 @@ async def replace_customer_weights(
     )
 
 
-async def customer_weights(
-    connection: Connection, *, tenant_id: str, user_id: str
-) -> asyncpg.Record | None:
-    """A customer's own weights (user id as stored: the tenant-keyed HMAC), if fitted."""
-    return await connection.fetchrow(
-        """
-        SELECT user_id, segment, weights, intervals, confidence, sample_size, coefficients,
-               covariance, segment_version, fitted_at
-        FROM learner.customer_weights WHERE tenant_id = $1 AND user_id = $2
-        """,
-        tenant_id,
-        user_id,
-    )
 
 
 async def mark_fitted(
@@ -440,105 +432,4 @@ async def mark_published(
         tenant_id,
         segment,
         version,
-    )
-
-
-# Reads for the ranking and query services (this schema's SQL stays in this module).
-
-
-async def current_weights(
-    connection: Connection, *, tenant_id: str, segment: str
-) -> asyncpg.Record | None:
-    """The segment's newest promoted version, or None while it has none (defaults apply)."""
-    return await connection.fetchrow(
-        """
-        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at, kind,
-               coefficients, covariance
-        FROM learner.weights_versions
-        WHERE tenant_id = $1 AND segment = $2 AND promoted
-        ORDER BY version DESC LIMIT 1
-        """,
-        tenant_id,
-        segment,
-    )
-
-
-async def weights_version(
-    connection: Connection, *, tenant_id: str, segment: str, version: int | None
-) -> asyncpg.Record | None:
-    """One version of a segment's weights, promoted or not (a ranker experiment's candidate)."""
-    return await connection.fetchrow(
-        """
-        SELECT segment, version, weights, intervals, confidence, sample_size, fitted_at, kind,
-               coefficients, covariance
-        FROM learner.weights_versions WHERE tenant_id = $1 AND segment = $2 AND version = $3
-        """,
-        tenant_id, segment, version,
-    )
-
-
-async def weights_versions(
-    connection: Connection, *, tenant_id: str, history: int
-) -> list[asyncpg.Record]:
-    """Each segment's newest `history` versions, newest first."""
-    return await connection.fetch(
-        """
-        SELECT segment, version, factors, weights, intervals, confidence, sample_size,
-               rank_effects, fit_seconds, fitted_at, published_at IS NOT NULL AS published,
-               kind, promoted, promotion, drift
-        FROM (
-            SELECT *, row_number() OVER (PARTITION BY segment ORDER BY version DESC) AS age
-            FROM learner.weights_versions WHERE tenant_id = $1
-        ) v
-        WHERE age <= $2
-        ORDER BY segment, version DESC
-        """,
-        tenant_id,
-        history,
-    )
-
-
-RecommendationGroup = Literal["overall", "segment", "complexity"]
-_GROUP_EXPRESSION: dict[str, str] = {
-    "overall": "'all'",
-    "segment": "COALESCE(s.segment, 'balanced')",
-    "complexity": "COALESCE(s.complexity, 'unknown')",
-}
-
-
-async def recommendation_outcomes(
-    connection: Connection,
-    *,
-    tenant_id: str,
-    group_by: RecommendationGroup,
-    start: datetime,
-    end: datetime,
-) -> list[asyncpg.Record]:
-    """Per group, sessions started in `[start, end)` and how they ended: conversion counts each
-    session once (its latest decision), chosen rank, satisfaction and decision time."""
-    group = _GROUP_EXPRESSION[group_by]
-    return await connection.fetch(
-        f"""
-        SELECT {group} AS grp,
-               count(*) AS sessions,
-               count(d.session_id) AS decided,
-               count(d.chosen_item_id) AS converted,
-               avg(d.chosen_rank)::double precision AS avg_chosen_rank,
-               avg(d.satisfaction)::double precision AS avg_satisfaction,
-               avg(d.decision_time_seconds)::double precision AS avg_decision_seconds
-        FROM learner.sessions s
-        LEFT JOIN LATERAL (
-            SELECT c.session_id, c.chosen_item_id, c.chosen_rank, c.satisfaction,
-                   c.decision_time_seconds
-            FROM learner.choices c
-            WHERE c.tenant_id = s.tenant_id AND c.session_id = s.session_id
-            ORDER BY c.occurred_at DESC LIMIT 1
-        ) d ON true
-        WHERE s.tenant_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3
-        GROUP BY 1
-        ORDER BY 1
-        """,
-        tenant_id,
-        start,
-        end,
     )

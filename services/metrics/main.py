@@ -6,8 +6,8 @@ from fastapi import FastAPI
 
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.metrics.handlers import build_spec
-from services.metrics.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.metrics_port)
 
 
 if __name__ == "__main__":

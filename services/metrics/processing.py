@@ -282,40 +282,8 @@ def process_message(
                 language=_known(p.language),
                 feature=_known(p.feature),
             )
-        case FeedbackSubmitted(payload=p):
-            person = event.person
-            return FeedbackCounts(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                response_id=p.response_id,
-                bucket=event_bucket(event, lateness),
-                action_type=p.action_type,
-                model=p.model,
-                counts=feedback_counts(event),
-                experiment=event.experiment,
-                variant=event.variant,
-                signal=(
-                    signal_digest(event.tenant_id, p.response_id, person, event.kind)
-                    if person is not None
-                    else None
-                ),
-                occurred_at=event.occurred_at,
-            )
-        case FeedbackRetracted(payload=p):
-            return FeedbackCounts(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                response_id=p.response_id,
-                bucket=event_bucket(event, lateness),
-                action_type=None,
-                model=None,
-                counts=(0,) * len(COUNTERS),
-                experiment=event.experiment,
-                variant=event.variant,
-                signal=signal_digest(event.tenant_id, p.response_id, event.person, event.kind),
-                occurred_at=event.occurred_at,
-                retracted=True,
-            )
+        case FeedbackSubmitted() | FeedbackRetracted():
+            return _feedback_counts(event, lateness)
         case SessionStarted(payload=p):
             return SessionOpened(
                 tenant_id=event.tenant_id,
@@ -339,3 +307,30 @@ def process_message(
                 counts=choice_counts(event),
             )
     return None
+
+
+def _feedback_counts(
+    event: FeedbackSubmitted | FeedbackRetracted, lateness: timedelta
+) -> FeedbackCounts:
+    """A feedback event's counts; a retraction counts nothing and takes its signal's place."""
+    p = event.payload
+    retracted = isinstance(event, FeedbackRetracted)
+    person = event.person
+    return FeedbackCounts(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        response_id=p.response_id,
+        bucket=event_bucket(event, lateness),
+        action_type=None if retracted else p.action_type,
+        model=None if retracted else p.model,
+        counts=(0,) * len(COUNTERS) if retracted else feedback_counts(event),
+        experiment=event.experiment,
+        variant=event.variant,
+        signal=(
+            signal_digest(event.tenant_id, p.response_id, person, event.kind)
+            if retracted or person is not None
+            else None
+        ),
+        occurred_at=event.occurred_at,
+        retracted=retracted,
+    )

@@ -177,6 +177,14 @@ async def _current_signals(
     if not latest:
         return plain
     winners = sorted(latest.values(), key=lambda e: (e.tenant_id, e.signal or ""))
+    await _store_current(connection, winners)
+    if replaced:
+        await _remove_facts(connection, replaced, deltas)
+    return plain + [e for e in winners if not e.retracted]
+
+
+async def _store_current(connection: asyncpg.Connection, winners: list[FeedbackCounts]) -> None:
+    """Record each event as its identity's current one."""
     await connection.execute(
         """
         INSERT INTO metrics.feedback_signals AS s
@@ -194,23 +202,27 @@ async def _current_signals(
         [e.event_id for e in winners],
         [e.retracted for e in winners],
     )
-    if replaced:
-        dims, counters = DIMENSIONS["feedback"], COUNTERS_OF["feedback"]
-        removed = await connection.fetch(
-            f"""
-            DELETE FROM metrics.feedback_facts f
-            USING unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
-            WHERE f.tenant_id = k.tenant_id AND f.event_id = k.event_id
-            RETURNING f.tenant_id, f.bucket, {", ".join(f"f.{n}" for n in (*dims, *counters))}
-            """,
-            [key[0] for key in replaced],
-            [key[1] for key in replaced],
-        )
-        for fact in removed:
-            key_dims = tuple(fact[name] for name in dims)
-            _add(deltas[(fact["tenant_id"], fact["bucket"], *key_dims)],
-                 [fact[name] for name in counters], -1)
-    return plain + [e for e in winners if not e.retracted]
+
+
+async def _remove_facts(
+    connection: asyncpg.Connection, replaced: list[tuple[str, object]], deltas: Deltas
+) -> None:
+    """Delete the facts of the replaced current events, taking their counts off `deltas`."""
+    dims, counters = DIMENSIONS["feedback"], COUNTERS_OF["feedback"]
+    removed = await connection.fetch(
+        f"""
+        DELETE FROM metrics.feedback_facts f
+        USING unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
+        WHERE f.tenant_id = k.tenant_id AND f.event_id = k.event_id
+        RETURNING f.tenant_id, f.bucket, {", ".join(f"f.{n}" for n in (*dims, *counters))}
+        """,
+        [key[0] for key in replaced],
+        [key[1] for key in replaced],
+    )
+    for fact in removed:
+        key_dims = tuple(fact[name] for name in dims)
+        _add(deltas[(fact["tenant_id"], fact["bucket"], *key_dims)],
+             [fact[name] for name in counters], -1)
 
 
 async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims]) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from feedbackloop.contract import (
     Choice,
     ConsentChanged,
+    ConsentSet,
     ErasureRequested,
     Event,
     FeedbackRetracted,
@@ -23,6 +24,7 @@ from feedbackloop.contract import (
     Interaction,
     ResponseLogged,
     SessionStarted,
+    UserErased,
 )
 
 
@@ -51,22 +53,6 @@ class FeedbackGiven:
     action_type: str | None
     occurred_at: datetime
     retraction: bool = False  # the user took back their signal of `kind` on the response
-
-
-@dataclass(frozen=True)
-class ConsentSet:
-    tenant_id: str
-    user_id: str
-    training_allowed: bool
-    changed_at: datetime
-
-
-@dataclass(frozen=True)
-class UserErased:
-    tenant_id: str
-    user_id: str
-    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
-    # are dropped by the tombstone (migration 0011), later ones are the user coming back
 
 
 @dataclass(frozen=True)
@@ -108,7 +94,7 @@ class RecommendationDecided:
     occurred_at: datetime
 
 
-ProfileEffect = (
+ProfileEffect: TypeAlias = (
     ResponseSeen
     | FeedbackGiven
     | ConsentSet
@@ -129,42 +115,49 @@ def process_message(event: Event) -> ProfileEffect | None:
                 payload.model,
                 event.occurred_at,
             )
-        case FeedbackSubmitted(payload=payload) if event.user_id is not None:
-            return FeedbackGiven(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                user_id=event.user_id,
-                response_id=payload.response_id,
-                kind=payload.kind,
-                verdict=payload.verdict,
-                thumb=payload.thumb,
-                rating=payload.rating,
-                comment=payload.comment.text if payload.comment else None,
-                reasons=list(payload.comment.reasons) if payload.comment else [],
-                correction=payload.correction.text if payload.correction else None,
-                action_type=payload.action_type,
-                occurred_at=event.occurred_at,
-            )
-        case FeedbackRetracted(payload=payload) if event.user_id is not None:
-            return FeedbackGiven(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                user_id=event.user_id,
-                response_id=payload.response_id,
-                kind=payload.kind,
-                verdict="neutral",
-                thumb=None,
-                rating=None,
-                comment=None,
-                reasons=[],
-                correction=None,
-                action_type=None,
-                occurred_at=event.occurred_at,
-                retraction=True,
-            )
+        case FeedbackSubmitted() | FeedbackRetracted() if event.user_id is not None:
+            return _feedback_given(event)
         # Recommendation events matter to a profile only when they name the user.
-        case SessionStarted(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
+        case SessionStarted() | Interaction() | Choice() if event.user_id is not None:
+            return _recommendation_effect(event)
+        case ConsentChanged():
+            return ConsentSet.of(event)
+        case ErasureRequested():
+            return UserErased.of(event)
+    return None
+
+
+def _feedback_given(event: FeedbackSubmitted | FeedbackRetracted) -> FeedbackGiven:
+    """A vote, rating, comment or correction of the user, or (a retraction) the user taking
+    their signal of that kind back: verdict neutral, nothing else kept."""
+    assert event.user_id is not None
+    payload = event.payload
+    given = None if isinstance(event, FeedbackRetracted) else payload
+    return FeedbackGiven(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        response_id=payload.response_id,
+        kind=payload.kind,
+        verdict=given.verdict if given else "neutral",
+        thumb=given.thumb if given else None,
+        rating=given.rating if given else None,
+        comment=given.comment.text if given and given.comment else None,
+        reasons=list(given.comment.reasons) if given and given.comment else [],
+        correction=given.correction.text if given and given.correction else None,
+        action_type=given.action_type if given else None,
+        occurred_at=event.occurred_at,
+        retraction=given is None,
+    )
+
+
+def _recommendation_effect(
+    event: SessionStarted | Interaction | Choice,
+) -> RecommendationShown | RecommendationInteracted | RecommendationDecided:
+    """What the user was shown, how they browsed it and what they chose."""
+    assert event.session_id is not None and event.user_id is not None
+    match event:
+        case SessionStarted(payload=payload):
             return RecommendationShown(
                 tenant_id=event.tenant_id,
                 session_id=event.session_id,
@@ -176,8 +169,7 @@ def process_message(event: Event) -> ProfileEffect | None:
                          for option in payload.options],
                 occurred_at=event.occurred_at,
             )
-        case Interaction(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
+        case Interaction(payload=payload):
             return RecommendationInteracted(
                 tenant_id=event.tenant_id,
                 event_id=event.event_id,
@@ -189,26 +181,16 @@ def process_message(event: Event) -> ProfileEffect | None:
                 helpful_rating=payload.helpful_rating,
                 occurred_at=event.occurred_at,
             )
-        case Choice(payload=payload) if event.user_id is not None:
-            assert event.session_id is not None
-            return RecommendationDecided(
-                tenant_id=event.tenant_id,
-                event_id=event.event_id,
-                session_id=event.session_id,
-                user_id=event.user_id,
-                chosen_item_id=payload.chosen_item_id,
-                chosen_rank=payload.chosen_rank,
-                important_factors=list(payload.important_factors),
-                decision_time_seconds=payload.decision_time_seconds,
-                satisfaction=payload.satisfaction,
-                occurred_at=event.occurred_at,
-            )
-        case ConsentChanged(payload=payload):
-            assert event.user_id is not None
-            return ConsentSet(
-                event.tenant_id, event.user_id, payload.training_allowed, event.occurred_at
-            )
-        case ErasureRequested():
-            assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
-    return None
+    payload = event.payload
+    return RecommendationDecided(
+        tenant_id=event.tenant_id,
+        event_id=event.event_id,
+        session_id=event.session_id,
+        user_id=event.user_id,
+        chosen_item_id=payload.chosen_item_id,
+        chosen_rank=payload.chosen_rank,
+        important_factors=list(payload.important_factors),
+        decision_time_seconds=payload.decision_time_seconds,
+        satisfaction=payload.satisfaction,
+        occurred_at=event.occurred_at,
+    )

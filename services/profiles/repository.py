@@ -1,4 +1,4 @@
-"""All SQL of the profiles schema, and the reads other services make of it."""
+"""The profiles schema's writes (private); the reads other services make are in `reads.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.postgres import record_tombstones
 from services.profiles.processing import (
     ConsentSet,
     FeedbackGiven,
@@ -191,7 +192,7 @@ async def _insert_decisions(
 
 async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) -> None:
     users = [(e.tenant_id, e.user_id) for e in run]
-    await _record_tombstones(connection, run)
+    await record_tombstones(connection, "profiles", run)
     for table in ("recommendation_choices", "recommendation_interactions",
                   "recommendation_sessions"):
         await connection.executemany(
@@ -202,65 +203,4 @@ async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) ->
     )
     await connection.executemany(
         "DELETE FROM profiles.users WHERE tenant_id = $1 AND user_id = $2", users
-    )
-
-
-async def _record_tombstones(connection: asyncpg.Connection, run: list[UserErased]) -> None:
-    """The user's events that occurred before the erasure and arrive after it are dropped by
-    the tombstone's trigger (migration 0011), so they cannot recreate the rows erased here."""
-    await connection.executemany(
-        """
-        INSERT INTO profiles.erased_users (tenant_id, user_digest, erased_at)
-        VALUES ($1, public.erased_user_digest($2), $3)
-        ON CONFLICT (tenant_id, user_digest) DO UPDATE
-        SET erased_at = GREATEST(profiles.erased_users.erased_at, EXCLUDED.erased_at)
-        """,
-        [(e.tenant_id, e.user_id, e.erased_at) for e in run],
-    )
-
-
-# Reads made by the query service (the user's story) and by ranking (the customer's segment).
-
-
-async def user_decisions(
-    connection: Connection, *, tenant_id: str, user_id: str, limit: int = 200
-) -> list[asyncpg.Record]:
-    """The user's newest `limit` decisions, each with the options shown (empty when the
-    session was never logged) and the session's stated preferences."""
-    return await connection.fetch(
-        """
-        SELECT c.chosen_item_id, c.chosen_rank, c.important_factors, c.satisfaction,
-               c.decision_time_seconds, c.occurred_at,
-               COALESCE(s.options, '[]'::jsonb) AS options,
-               COALESCE(s.stated_preferences, '{}') AS stated_preferences
-        FROM profiles.recommendation_choices c
-        LEFT JOIN profiles.recommendation_sessions s USING (tenant_id, session_id)
-        WHERE c.tenant_id = $1 AND c.user_id = $2
-        ORDER BY c.occurred_at DESC
-        LIMIT $3
-        """,
-        tenant_id,
-        user_id,
-        limit,
-    )
-
-
-async def user_recommendation_totals(
-    connection: Connection, *, tenant_id: str, user_id: str
-) -> asyncpg.Record:
-    return await connection.fetchrow(
-        """
-        SELECT (SELECT count(*) FROM profiles.recommendation_sessions
-                WHERE tenant_id = $1 AND user_id = $2) AS sessions,
-               count(*) AS decisions,
-               count(chosen_item_id) AS chosen,
-               avg(satisfaction)::double precision AS avg_satisfaction,
-               avg(decision_time_seconds)::double precision AS avg_decision_seconds,
-               (SELECT count(*) FROM profiles.recommendation_interactions
-                WHERE tenant_id = $1 AND user_id = $2) AS interactions
-        FROM profiles.recommendation_choices
-        WHERE tenant_id = $1 AND user_id = $2
-        """,
-        tenant_id,
-        user_id,
     )

@@ -6,14 +6,12 @@ skip that round). The new states and the `alert.state_changed` messages of their
 committed in one transaction (an outbox): the alert relay (`alert_relay.py`) publishes them,
 and the webhooks service delivers them to subscribed endpoints, the one configured from
 FEEDBACKLOOP_ALERT_WEBHOOK_URL among them. An evaluation that fails is logged and retried at the
-next interval; the evaluated-timestamp gauge stops advancing meanwhile (alert
-FeedbackloopAnalyticsStale).
+next interval (a `Job`, wired in `main.py`); the evaluated-timestamp gauge stops advancing
+meanwhile (alert FeedbackloopAnalyticsStale).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -23,7 +21,10 @@ from typing import Any
 import asyncpg
 
 from feedbackloop.contract import SEGMENTS, AlertStateChanged
+from feedbackloop.pipeline.jobs import Job
 from feedbackloop.settings import Settings
+from services.learner import reads as learner
+from services.metrics import reads as metrics
 from services.query import repository
 from services.query.alerts import (
     BASELINE_SPAN,
@@ -38,8 +39,6 @@ from services.query.alerts import (
     observe,
 )
 from services.query.gauges import AnalyticsGauges
-
-logger = logging.getLogger(__name__)
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -116,13 +115,13 @@ async def evaluate_alerts(
     start = end - config.window
 
     async def feedback(shift: timedelta, span: timedelta = config.window) -> list[Any]:
-        return list(await repository.feedback_window_totals(
+        return list(await metrics.feedback_window_totals(
             pool, start=end - shift - span, end=end - shift
         ))
 
     current = await feedback(timedelta(0))
-    recommendations = list(await repository.recommendation_window_totals(pool, start=start, end=end))
-    confidence = list(await repository.newest_segment_confidence(pool, segments=list(SEGMENTS)))
+    recommendations = list(await metrics.recommendation_window_totals(pool, start=start, end=end))
+    confidence = list(await learner.newest_segment_confidence(pool, segments=list(SEGMENTS)))
     inputs = WindowInputs(
         current=_feedback_totals(current),
         day_earlier=_feedback_totals(await feedback(timedelta(days=1))),
@@ -131,7 +130,7 @@ async def evaluate_alerts(
         choices=_choice_totals(recommendations),
         first_voted={
             (row["tenant_id"], row["action_type"]): row["first_voted"]
-            for row in await repository.action_types_first_voted(
+            for row in await metrics.action_types_first_voted(
                 pool, since=end - config.new_action_type_age
             )
         },
@@ -183,23 +182,16 @@ async def _advance_stored(
     return states, transitions
 
 
-async def run_evaluations(
-    pool: asyncpg.Pool,
-    config: AlertConfig,
-    *,
-    interval_seconds: float,
-    gauges: AnalyticsGauges,
-) -> None:
-    """Evaluate every `interval_seconds` until cancelled."""
-    while True:
-        try:
-            await evaluate_alerts(
-                pool, config, now=datetime.now(UTC), gauges=gauges
-            )
-        except (OSError, asyncpg.PostgresError) as error:
-            logger.warning("alert evaluation failed, retrying in %.0fs: %s", interval_seconds, error)
-        except Exception:
-            # A bug must not stop every later evaluation silently; the stale-analytics alert
-            # fires if it keeps failing.
-            logger.exception("alert evaluation failed")
-        await asyncio.sleep(interval_seconds)
+def alert_evaluation_job(
+    pool: asyncpg.Pool, config: AlertConfig, *, interval_seconds: float, gauges: AnalyticsGauges
+) -> Job:
+    """The evaluation every `interval_seconds` as a job. A failed evaluation is retried at the
+    next interval (the backoff is capped there): the stale-analytics alert fires if it keeps
+    failing, and `/readyz` shows the job's last error."""
+
+    async def evaluate() -> int:
+        await evaluate_alerts(pool, config, now=datetime.now(UTC), gauges=gauges)
+        return 0  # due again only at the next interval, whatever changed
+
+    return Job("alert-evaluation", evaluate, interval=interval_seconds,
+               retry_max_seconds=interval_seconds)

@@ -19,9 +19,9 @@ from feedbackloop.experiments.definition import (
 )
 from feedbackloop.http.problems import ProblemException
 from services.experiments import admin, reads
+from services.experiments.results import ResultsOut, experiment_results
 from services.metrics.reads import Grain
 from services.query.deps import Admin, Reader, State
-from services.query.experiments_analysis import ResultsOut, experiment_results
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 ExperimentName = Annotated[str, Path(pattern=NAME)]

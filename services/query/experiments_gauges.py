@@ -26,7 +26,7 @@ from feedbackloop.experiments.analysis import ExperimentAnalysis
 from feedbackloop.experiments.definition import DECISIONS, Experiment
 from feedbackloop.pipeline.jobs import Job
 from services.experiments import reads
-from services.query.experiments_analysis import experiment_results
+from services.experiments.results import experiment_results
 
 UNITS = "feedbackloop_experiment_units"
 SRM_P = "feedbackloop_experiment_srm_p_value"

@@ -11,15 +11,14 @@ from pydantic import BaseModel, Field
 
 from feedbackloop.http.problems import ProblemException
 from feedbackloop.identity import hash_user_id
-from services.profiles import repository as profiles
+from services.metrics import reads as metrics
+from services.profiles import reads as profiles
 from services.profiles.segments import (
-    Decision,
     SuggestionVerdict,
     action_type_verdicts,
     assign_segment,
     category_verdicts,
 )
-from services.query import repository
 from services.query.deps import Reader, State
 from services.query.processing import approval_rate, wilson_interval
 from services.query.timerange import time_range
@@ -135,7 +134,7 @@ async def approval(
     """Thumbs up and down per group over `[from, to)` (default: the last 30 days), with the
     approval rate and its Wilson 95% interval."""
     start, end = time_range(start, end)
-    rows = await repository.approval_by_group(
+    rows = await metrics.approval_by_group(
         state.pool, tenant_id=caller.tenant_id, group_by=group_by, start=start, end=end
     )
     groups = []
@@ -169,31 +168,26 @@ async def feedback_summary(
     preferred because of their feedback (rules in `services/profiles/segments.py`). `user_id`
     is your raw user id; it is hashed the same way ingest hashed it."""
     user_hash = hash_user_id(state.hmac_secret, caller.tenant_id, user_id)
-    verdicts = await repository.user_verdicts_by_action_type(
+    verdicts = await profiles.user_verdicts_by_action_type(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
     )
-    history = await repository.user_feedback_history(
+    history = await profiles.user_feedback_history(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit
     )
-    current = await repository.user_feedback_history(
+    current = await profiles.user_feedback_history(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit, current_only=True
     )
-    profile = await repository.user_profile(
+    profile = await profiles.user_profile(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
     )
     if profile is None and not history:
         raise ProblemException(404, "no feedback is recorded for this user")
-    decided = await profiles.user_decisions(
+    decisions = await profiles.decisions(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
     )
     outcomes = await profiles.user_recommendation_totals(
         state.pool, tenant_id=caller.tenant_id, user_id=user_hash
     )
-    decisions = [
-        Decision(row["options"], row["chosen_item_id"], row["important_factors"],
-                 row["stated_preferences"])
-        for row in decided
-    ]
     assignment = assign_segment(decisions)
     marked = action_type_verdicts(verdicts) + category_verdicts(decisions)
     by_action = [ActionTypeVerdicts(**dict(row)) for row in verdicts]

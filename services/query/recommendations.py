@@ -1,6 +1,6 @@
 """Query routes for the recommendation loop: learned segment weights and recommendation
 outcomes (conversion, chosen rank, satisfaction, decision time), scoped to the caller's
-tenant. The SQL is the learner repository's, the owner of the schema it reads."""
+tenant. The SQL is the learner's (`services/learner/reads.py`), the owner of the schema."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from services.learner import repository as learner
+from services.learner import reads as learner
 from services.query.deps import Reader, State
 from services.query.processing import wilson_interval
 from services.query.timerange import time_range

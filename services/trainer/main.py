@@ -13,13 +13,13 @@ from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.pipeline.jobs import Job
 from feedbackloop.pipeline.outbox import settings_publisher
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.trainer.exports.object_exports import object_store
 from services.trainer.handlers import SPEC
 from services.trainer.jobs.explanations import explanations_job_from_settings
 from services.trainer.jobs.object_export import object_export_job
 from services.trainer.jobs.relay import training_relay_job
 from services.trainer.jobs.retraining import retraining_job_from_settings
-from services.trainer.settings import Settings, port
 
 
 def training_jobs(pool: asyncpg.Pool, settings: Settings) -> list[Job]:
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.trainer_port)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from feedbackloop.contract import (
     ConsentChanged,
+    ConsentSet,
     ErasureRequested,
     Event,
     FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
     ReviewSubmitted,
+    UserErased,
 )
 from services.trainer.reviews.effects import ReviewRecorded, review_effect
 
@@ -66,23 +68,7 @@ class FeedbackStored:
     retraction: bool = False
 
 
-@dataclass(frozen=True)
-class ConsentSet:
-    tenant_id: str
-    user_id: str
-    training_allowed: bool
-    changed_at: datetime
-
-
-@dataclass(frozen=True)
-class UserErased:
-    tenant_id: str
-    user_id: str
-    erased_at: datetime  # the erasure's occurred_at: earlier events of the user arriving later
-    # are dropped by the tombstone (migration 0011), later ones are the user coming back
-
-
-TrainerEffect = ResponseStored | FeedbackStored | ConsentSet | UserErased | ReviewRecorded
+TrainerEffect: TypeAlias = ResponseStored | FeedbackStored | ConsentSet | UserErased | ReviewRecorded
 
 
 def process_message(event: Event) -> TrainerEffect | None:
@@ -95,12 +81,10 @@ def process_message(event: Event) -> TrainerEffect | None:
             return _retraction_stored(event)
         case ReviewSubmitted():
             return review_effect(event)
-        case ConsentChanged(payload=p):
-            assert event.user_id is not None
-            return ConsentSet(event.tenant_id, event.user_id, p.training_allowed, event.occurred_at)
+        case ConsentChanged():
+            return ConsentSet.of(event)
         case ErasureRequested():
-            assert event.user_id is not None
-            return UserErased(event.tenant_id, event.user_id, event.occurred_at)
+            return UserErased.of(event)
     return None
 
 

@@ -1,13 +1,13 @@
-"""Wires the webhooks consumer service and its delivery job. No logic here."""
+"""Wires the webhooks consumer service, its delivery jobs and its retention job. No logic here."""
 
 from fastapi import FastAPI
 
 from feedbackloop.pipeline.app import build_consumer_app, consumer_config
 from feedbackloop.serving import serve
+from feedbackloop.settings import Settings
 from services.webhooks.delivery import delivery_jobs
 from services.webhooks.handlers import SPEC
 from services.webhooks.retention import prune_job
-from services.webhooks.settings import Settings, port
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    serve(lambda: create_app(settings), host=settings.host, port=port(settings))
+    serve(lambda: create_app(settings), host=settings.host, port=settings.webhooks_port)
 
 
 if __name__ == "__main__":

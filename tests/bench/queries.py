@@ -28,7 +28,8 @@ import asyncpg
 import httpx
 
 from feedbackloop.identity import hash_user_id
-from services.query import repository
+from services.metrics import reads as repository
+from services.metrics.processing import COUNTERS
 
 SPAN = timedelta(days=30)
 CHUNK_EVENTS = 500_000
@@ -191,7 +192,7 @@ ORDER BY action_type
 """
 # The alert evaluator's window totals as they were (every tenant, minute rollup only).
 _ALERT_MINUTE_SCAN = f"""
-SELECT tenant_id, action_type, model, {", ".join(f"sum({c})::bigint" for c in repository.FEEDBACK_SUMS)}
+SELECT tenant_id, action_type, model, {", ".join(f"sum({c})::bigint" for c in COUNTERS)}
 FROM metrics.feedback_minute
 WHERE bucket >= $1 AND bucket < $2
 GROUP BY tenant_id, action_type, model

@@ -154,6 +154,37 @@ async def test_after_the_listener_connection_drops_it_reconnects_and_revocation_
     assert await _answers(edge, key) == (401, 401)
 
 
+async def test_query_runs_the_listener_and_the_alert_evaluation_as_jobs_it_reports(
+    edge: Edge,
+) -> None:
+    """Query's background work is jobs: each is a check in /readyz and has the job metrics,
+    and the listener's job is healthy again once its connection is back."""
+    async with edge.client("query") as query:
+        async def jobs_healthy() -> dict[str, bool] | None:
+            jobs: dict[str, bool] = (await query.get("/readyz")).json()["jobs"]
+            wanted = ("job:api-key-changes", "job:alert-evaluation", "job:alert-relay")
+            return jobs if all(jobs.get(name) for name in wanted) else None
+
+        assert set(await eventually(jobs_healthy, timeout=30)) == {
+            "job:api-key-changes", "job:alert-evaluation", "job:alert-relay"}
+        killed_at = time.time()
+        connection = await asyncpg.connect(edge.database_url)
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1 AND datname = current_database()",
+                LISTENER_APPLICATION_NAME,
+            )
+        finally:
+            await connection.close()
+        await _wait_for_listeners(edge.database_url, count=2, after=killed_at)
+        await eventually(jobs_healthy, timeout=30)
+        metrics = (await query.get("/metrics")).text
+    for job in ("api-key-changes", "alert-evaluation"):
+        assert f'feedbackloop_job_healthy{{job="{job}"}} 1.0' in metrics
+        assert f'feedbackloop_job_runs_total{{job="{job}",outcome="idle"}}' in metrics
+
+
 # --- rate limits ----------------------------------------------------------------------------
 
 

@@ -289,7 +289,7 @@ CONTROLS: dict[str, Callable[[dict[str, Any]], bool]] = {
 OPS = {
     (service, "GET", path)
     for service in ("ingest", "query")
-    for path in ("/healthz", "/readyz", "/metrics")
+    for path in ("/healthz", "/readyz", "/metrics", "/asyncapi.json")
 }
 WRITES = {
     ("ingest", "POST", path)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from feedbackloop.postgres import create_pool
+from services.metrics import reads as repository
 from services.metrics.processing import COUNTERS, FeedbackCounts, minute_bucket
 from services.metrics.repository import write_effects
-from services.query import repository
-from services.query.trends import rollup_spans
+from services.metrics.rollups import rollup_spans
 from tests.infra import create_database
 
 pytestmark = pytest.mark.integration
@@ -142,7 +142,7 @@ async def test_model_comparison_from_the_coarsest_rollups_equals_the_minute_scan
 
 
 async def test_alert_window_totals_from_the_coarsest_rollups_equal_the_minute_scan(pool: Any) -> None:
-    sums = ", ".join(f"sum({c})::bigint" for c in repository.FEEDBACK_SUMS)
+    sums = ", ".join(f"sum({c})::bigint" for c in COUNTERS)
     rng = random.Random(13)
     for start, end in _ranges(rng, 60):
         totals = await repository.feedback_window_totals(pool, start=start, end=end)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from feedbackloop.kafka import OutgoingMessage
-from services.learner import repository
+from services.learner import reads, repository
 from services.learner.adaptive import Promotion
 from services.learner.learning import FitOptions, Posterior, summarize
 from services.learner.processing import UserErased
@@ -37,7 +37,7 @@ async def test_a_choice_after_a_refit_is_an_incremental_version_served_at_once(
     [outcome] = await update_incrementally(pool, CONFIG)
     assert (outcome.segment, outcome.version, outcome.choices) == ("price_sensitive", 2, 3)
     assert outcome.shift_detected is False
-    served = await repository.current_weights(pool, tenant_id="acme",
+    served = await reads.current_weights(pool, tenant_id="acme",
                                               segment="price_sensitive")
     assert served is not None
     assert (served["version"], served["kind"], served["sample_size"]) == (2, "incremental", 83)
@@ -67,7 +67,7 @@ async def test_a_version_estimated_worse_is_kept_with_its_reason_but_not_served(
         pool, tenant_id="acme", segment="quality_focused",
         fit=summarize(worse, 80, FitOptions()), fit_seconds=0.01, kind="full",
         promotion=decision.to_json())
-    served = await repository.current_weights(pool, tenant_id="acme", segment="quality_focused")
+    served = await reads.current_weights(pool, tenant_id="acme", segment="quality_focused")
     assert served is not None and served["version"] == 1
     sent: list[str] = []
 
@@ -88,7 +88,7 @@ async def test_customers_with_enough_choices_get_weights_and_lose_them_when_eras
 ) -> None:
     await _write(pool, _choices(60, "speed_priority", seed=14))  # all by customer "u"
     await refit_due(pool, CONFIG)
-    own = await repository.customer_weights(pool, tenant_id="acme", user_id="u")
+    own = await reads.customer_weights(pool, tenant_id="acme", user_id="u")
     assert own is not None
     assert own["segment"] == "speed_priority" and own["sample_size"] == 60
     assert sum(own["weights"].values()) == pytest.approx(1.0)
@@ -97,4 +97,4 @@ async def test_customers_with_enough_choices_get_weights_and_lose_them_when_eras
     async with pool.acquire() as connection, connection.transaction():
         await repository.write_effects(connection, [
             UserErased("acme", "u", datetime.now(UTC))])
-    assert await repository.customer_weights(pool, tenant_id="acme", user_id="u") is None
+    assert await reads.customer_weights(pool, tenant_id="acme", user_id="u") is None

@@ -11,7 +11,7 @@ import pytest
 
 from feedbackloop.contract import decode_event, load_samples
 from feedbackloop.postgres import create_pool
-from services.profiles import repository
+from services.profiles import reads, repository
 from services.profiles.processing import process_message
 from services.profiles.segments import Decision, assign_segment
 from tests.infra import create_database
@@ -44,7 +44,7 @@ async def test_recommendation_history_is_kept_served_and_erased(pool: Any) -> No
     await _apply(pool, [session, *interactions, choice])
     await _apply(pool, [session, choice])  # rows are keyed, so a replay adds nothing
 
-    decisions = await repository.user_decisions(pool, tenant_id=tenant, user_id=user)
+    decisions = await reads.user_decisions(pool, tenant_id=tenant, user_id=user)
     assert len(decisions) == 1
     row = decisions[0]
     assert row["chosen_item_id"] == choice["payload"]["chosen_item_id"]
@@ -52,7 +52,7 @@ async def test_recommendation_history_is_kept_served_and_erased(pool: Any) -> No
         o["item_id"] for o in session["payload"]["options"]]
     assert all("explanation" not in o for o in row["options"])
     assert list(row["stated_preferences"]) == session["payload"]["stated_preferences"]
-    totals = await repository.user_recommendation_totals(pool, tenant_id=tenant, user_id=user)
+    totals = await reads.user_recommendation_totals(pool, tenant_id=tenant, user_id=user)
     assert (totals["sessions"], totals["decisions"], totals["chosen"]) == (1, 1, 1)
     assert totals["interactions"] == len(interactions)
     assert await pool.fetchval(

@@ -29,8 +29,8 @@ from feedbackloop.observability import ConsumerMetrics
 from feedbackloop.pipeline.consumer import BatchPipeline, ConsumerSpec
 from feedbackloop.postgres import create_pool
 from services.metrics.handlers import SPEC as METRICS
+from services.profiles import reads as query
 from services.profiles.handlers import SPEC as PROFILES
-from services.query import repository as query
 from services.trainer.handlers import SPEC as TRAINER
 from services.trainer.jobs.relay import publish_pending_examples
 from tests.infra import CollectedDeadLetters, Record, create_database, records_of

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from feedbackloop.experiments.analysis import analyse
 from feedbackloop.experiments.definition import Experiment, ExperimentSpec
+from services.experiments.results import results_out, series
 from services.metrics.reads import VariantBucket
 from services.query.console.experiments import curve_charts
-from services.query.experiments_analysis import results_out, series
 from services.query.experiments_gauges import ExperimentGauges, arm_labels
 
 T0 = datetime(2026, 11, 20, 10, tzinfo=UTC)

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.query.trends import METRICS, align_range, bucket_count, metric_point, newcombe_difference
+from services.metrics.rollups import align_range, bucket_count
+from services.query.trends import METRICS, metric_point, newcombe_difference
 
 
 def test_newcombe_matches_the_published_example() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.query.trends import INTERVALS, align_range, rollup_spans
+from services.metrics.rollups import INTERVALS, align_range, rollup_spans
 
 MINUTE = timedelta(minutes=1)
 moments = st.datetimes(

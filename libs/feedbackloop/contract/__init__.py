@@ -63,7 +63,8 @@ from feedbackloop.contract.training_examples import (
     TrainingExampleMessage,
     TrainingExampleRetracted,
 )
-from feedbackloop.contract.users import ConsentChanged, ErasureRequested
+from feedbackloop.contract.users import ConsentChanged, ConsentSet, ErasureRequested, UserErased
+from feedbackloop.contract.weights import WEIGHTS_SCHEMA_VERSION, SegmentWeightsVersion
 
 __all__ = [
     "CONSUMED_TOPICS",
@@ -79,9 +80,11 @@ __all__ = [
     "SEGMENTS",
     "TOPIC_OF_OUTPUT_TYPE",
     "TOPIC_OF_TYPE",
+    "WEIGHTS_SCHEMA_VERSION",
     "AlertStateChanged",
     "Choice",
     "ConsentChanged",
+    "ConsentSet",
     "Envelope",
     "ErasureRequested",
     "Event",
@@ -104,6 +107,7 @@ __all__ = [
     "ReviewPayload",
     "ReviewSubmitted",
     "Segment",
+    "SegmentWeightsVersion",
     "SessionStarted",
     "ShownOption",
     "Topic",
@@ -114,6 +118,7 @@ __all__ = [
     "UndecodableMessage",
     "UnknownEventType",
     "UnsupportedSchemaVersion",
+    "UserErased",
     "decode_event",
     "decode_message",
     "encode_event",

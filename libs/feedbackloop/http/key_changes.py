@@ -26,12 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class KeyChangeListener:
-    """Keeps one LISTEN connection open for as long as `run()` is awaited (cancel to stop).
+    """Keeps one LISTEN connection open, one health check at a time (`run_once`), or for as
+    long as `run()` is awaited (cancel to stop); `close()` drops the connection.
 
-    `listening` is True while notifications are being received. Connection failures are never
-    raised: the listener retries with backoff up to `retry_max_seconds`, and every
-    `health_check_seconds` it checks a quiet connection is still alive (a half-open TCP
-    connection would otherwise go unnoticed and leave the cache on its TTL silently).
+    `listening` is True while notifications are being received. `run_once` connects when not
+    listening, then waits up to `health_check_seconds` for the connection to drop and checks a
+    quiet connection is still alive (a half-open TCP connection would otherwise go unnoticed and
+    leave the cache on its TTL silently). It raises when connecting or the check fails, and
+    returns when the check passed or the connection was lost (`listening` False: the next run
+    reconnects): as a `Job` (interval 0.2 s, `retry_max_seconds`) its health is the listener's.
+    `run()` repeats it and never raises: it retries with backoff up to `retry_max_seconds`.
     """
 
     def __init__(
@@ -47,42 +51,68 @@ class KeyChangeListener:
         self.retry_max_seconds = retry_max_seconds
         self.health_check_seconds = health_check_seconds
         self.listening = False
+        self._connection: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
 
     async def run(self) -> None:
         delay = 0.2
-        while True:
-            try:
-                await self._listen_once()
-                delay = 0.2
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # any failure: fall back to the TTL and reconnect
-                log.warning("API key change listener disconnected (%s); retrying", error)
-            self.listening = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_seconds)
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                    delay = 0.2
+                    if self.listening:
+                        continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # any failure: fall back to the TTL and reconnect
+                    log.warning("API key change listener disconnected (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+        finally:
+            await self.close()
 
-    async def _listen_once(self) -> None:
+    async def run_once(self) -> int:
+        """One health check of the listening connection (connecting first when there is none);
+        0 always: what it does is keep the cache honest, not a count of work."""
+        if self._connection is None:
+            await self._connect()
+        connection = self._connection
+        assert connection is not None
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self.health_check_seconds)
+            if not self._lost.is_set() and not connection.is_closed():
+                await connection.fetchval("SELECT 1", timeout=self.health_check_seconds)
+                return 0
+        except BaseException:
+            await self.close()
+            raise
+        await self.close()
+        return 0
+
+    async def close(self) -> None:
+        self.listening = False
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+    async def _connect(self) -> None:
         connection = await asyncpg.connect(
             self.dsn, server_settings={"application_name": LISTENER_APPLICATION_NAME}
         )
-        lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
+        self._connection = connection
         try:
             await connection.add_listener(KEY_CHANNEL, self._on_notification)
-            # Changes made while no listener was connected were announced to nobody.
-            self.verifier.invalidate(None)
-            self.listening = True
-            while not connection.is_closed():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), timeout=self.health_check_seconds)
-                if lost.is_set():
-                    break
-                await connection.fetchval("SELECT 1", timeout=self.health_check_seconds)
-        finally:
-            self.listening = False
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=2)
+        except BaseException:
+            await self.close()
+            raise
+        # Changes made while no listener was connected were announced to nobody.
+        self.verifier.invalidate(None)
+        self.listening = True
 
     def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self.verifier.invalidate(payload or None)

@@ -20,9 +20,9 @@ from fastapi import FastAPI, Response
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
+from feedbackloop.asyncapi import asyncapi_json
 from feedbackloop.contract import Topic, TopicNames
 from feedbackloop.kafka import KafkaConnection
 from feedbackloop.observability import CONTENT_TYPE_LATEST, ConsumerMetrics, JobMetrics, render
@@ -211,6 +211,7 @@ class _ConsumerService:
     def __init__(self, spec: ConsumerSpec[Any], config: ConsumerConfig, jobs: Jobs | None) -> None:
         self.spec = spec
         self.config = config
+        self.publishes: list[tuple[Topic, Any, str]] = []
         self.jobs = jobs
         self.registry = CollectorRegistry()
         self.metrics = ConsumerMetrics(self.registry, spec.name)
@@ -244,6 +245,7 @@ class _ConsumerService:
         self.subscriber(self.consume)
 
     def document_outputs(self, publishes: Sequence[tuple[Topic, Any, str]]) -> None:
+        self.publishes = list(publishes)
         for topic, model, description in publishes:
             # Documentation: the publishing itself goes through the service's outbox relay.
             self.broker.publisher(self.config.topic_names.physical(topic),
@@ -329,8 +331,13 @@ class _ConsumerService:
         return Response(render(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def asyncapi(self) -> Response:
-        document = AsyncAPI(self.broker, title=f"feedbackloop {self.spec.name}").to_specification()
-        return Response(document.to_json(), media_type="application/json")
+        document = asyncapi_json(
+            self.spec.name, self.config.topic_names,
+            consumes=[(topic, f"Read by the {self.spec.name} consumer group.")
+                      for topic in self.spec.topics],
+            publishes=[(topic, description) for topic, _model, description in self.publishes],
+        )
+        return Response(document, media_type="application/json")
 
 
 def _log_failure(service: str) -> Callable[[asyncio.Task[None]], None]:

@@ -1,9 +1,0 @@
-"""Settings of the query service: the shared `FEEDBACKLOOP_*` settings, and its port."""
-
-from feedbackloop.settings import Settings
-
-__all__ = ["Settings", "port"]
-
-
-def port(settings: Settings) -> int:
-    return settings.query_port
