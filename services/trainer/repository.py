@@ -452,25 +452,28 @@ async def _duplicates_of(
     are already prevented by the event-id claim.
     """
     index = list(range(len(examples)))
-    exact_rows = await connection.fetch(
+    # The stored originals with any of the batch's content hashes, matched to each example here.
+    # Selected by hash alone: a per-example subquery ordered by seq let the planner walk the
+    # group's originals newest first (trainer_examples_newest_originals) while the table's
+    # statistics were young, visiting every original of the group for each example.
+    same_hash: dict[tuple[str, str, str], list[tuple[int, UUID]]] = {}
+    for row in await connection.fetch(
         """
-        SELECT t.i, (
-            SELECT e.example_id FROM trainer.examples e
-            WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
-              AND e.content_hash = t.content_hash AND e.example_id <> t.example_id
-              AND e.duplicate_of IS NULL
-            ORDER BY e.seq LIMIT 1
-        ) AS original
-        FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::uuid[])
-            AS t(i, tenant_id, dedupe_group, content_hash, example_id)
+        SELECT tenant_id, dedupe_group, content_hash, example_id, seq FROM trainer.examples
+        WHERE content_hash = ANY($1::text[]) AND duplicate_of IS NULL
         """,
-        index,
-        [e.tenant_id for e in examples],
-        [e.dedupe_group for e in examples],
-        [e.content_hash for e in examples],
-        [e.example_id for e in examples],
-    )
-    exact: dict[int, UUID] = {r["i"]: r["original"] for r in exact_rows if r["original"]}
+        sorted({e.content_hash for e in examples}),
+    ):
+        same_hash.setdefault(
+            (row["tenant_id"], row["dedupe_group"], row["content_hash"]), []
+        ).append((row["seq"], row["example_id"]))
+    exact: dict[int, UUID] = {}
+    for i, e in enumerate(examples):
+        stored = [(seq, example_id) for seq, example_id
+                  in same_hash.get((e.tenant_id, e.dedupe_group, e.content_hash), [])
+                  if example_id != e.example_id]
+        if stored:
+            exact[i] = min(stored)[1]  # the oldest
     keys = [(i, key) for i, e in enumerate(examples) if i not in exact
             for key in dedupe.candidate_keys(e.sketch)]
     near_rows = await connection.fetch(
