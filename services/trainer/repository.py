@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import grouped_runs
 from services.trainer import dedupe
 from services.trainer.examples import (
     FeedbackRecord,
@@ -40,7 +40,9 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Traine
     the batch touched, in the same transaction: whichever of a response and its feedback
     arrives second completes the join, and an erasure or opt-out later in the batch wins."""
     touched: dict[tuple[str, str], None] = {}
-    for kind, run in consecutive_runs(effects):
+    # Responses and feedback commute (inserts that skip conflicts, `current` recomputed from
+    # the stored rows, examples rebuilt at the end); consent, erasure and reviews stay in place.
+    for kind, run in grouped_runs(effects, barriers=(ConsentSet, UserErased, ReviewRecorded)):
         if kind in (ResponseStored, FeedbackStored):
             touched.update(dict.fromkeys((e.tenant_id, e.response_id) for e in run))
         if kind is ResponseStored:
