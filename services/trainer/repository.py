@@ -570,9 +570,11 @@ async def _near_candidates(
             JOIN keys USING (i)
             CROSS JOIN LATERAL ({newest}) c
         )
-        SELECT i, example_id, seq, NULL::bigint[] AS sketch FROM candidates
+        SELECT i, array_agg(example_id ORDER BY seq DESC) AS newest_first,
+               NULL::uuid AS example_id, NULL::bigint[] AS sketch
+        FROM candidates GROUP BY i
         UNION ALL
-        SELECT NULL, e.example_id, NULL, e.sketch FROM trainer.examples e
+        SELECT NULL, NULL, e.example_id, e.sketch FROM trainer.examples e
         WHERE e.example_id IN (SELECT example_id FROM candidates)
         """,
         [i for i, _ in keys],
@@ -584,16 +586,13 @@ async def _near_candidates(
         _NEAR_DUPLICATE_CANDIDATES,
         *([walk] if walk is not None else []),
     )
-    # Each candidate's sketch comes once, however many examples it is a candidate of: with
-    # templated prompts the group's newest originals are the candidates of every example.
+    # One row per example (its candidates' ids, newest first) and one per candidate with its
+    # sketch, however many examples it is a candidate of: with templated prompts the group's
+    # newest originals are the candidates of every example.
     sketch_of = {row["example_id"]: row["sketch"] for row in rows if row["i"] is None}
-    found: dict[int, list[tuple[int, UUID]]] = {}
-    for row in rows:
-        if row["i"] is not None:
-            found.setdefault(row["i"], []).append((row["seq"], row["example_id"]))
     return {
-        i: [(example_id, sketch_of[example_id]) for _, example_id in sorted(hits, reverse=True)]
-        for i, hits in found.items()
+        row["i"]: [(example_id, sketch_of[example_id]) for example_id in row["newest_first"]]
+        for row in rows if row["i"] is not None
     }
 
 
