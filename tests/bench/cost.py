@@ -13,8 +13,11 @@ measured the same way, a raw producer process sends them to topics of their own,
 consumer process per stream consumer reads the topics its counterpart reads, decodes each record
 (orjson) and COPYs into PostgreSQL as many rows as that consumer wrote for the workload (the
 inserts, updates and deletes PostgreSQL counted in its schema), committing offsets per fetch.
+Each raw process reports its own CPU once started (interpreter, imports, connections: paid by
+the system's processes before their measurement too) and when done; the difference is counted.
 That is this machine's limit for this work; the ratio of the system's CPU per event to it is
-the figure to compare run to run.
+the figure to compare run to run. PostgreSQL's write-ahead log written per event is reported for
+both (the figure that bounds one primary's write rate).
 """
 
 from __future__ import annotations
@@ -90,6 +93,16 @@ async def rows_written(database_url: str, schemas: list[str]) -> dict[str, int]:
             schemas,
         )
         return {schema: 0 for schema in schemas} | {r["schemaname"]: int(r["n"]) for r in rows}
+    finally:
+        await connection.close()
+
+
+async def wal_position(database_url: str) -> int:
+    """PostgreSQL's current write-ahead log position, in bytes."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(await connection.fetchval(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
     finally:
         await connection.close()
 
@@ -182,6 +195,7 @@ async def measure_cost(
         await asyncio.sleep(0.5)
     ends_before = await _ends(bootstrap, input_topics)
     rows_before = await rows_written(database_url, schemas)
+    wal_before = await wal_position(database_url)
     meter = CpuMeter(infrastructure_pids | consumer_pids)
     meter.start()
     await _send(ingest_url, key, workload)
@@ -189,6 +203,7 @@ async def measure_cost(
         await asyncio.sleep(0.2)
     system_cpu = meter.stop()
     system_wall = meter.wall_seconds
+    system_wal = await wal_position(database_url) - wal_before
     await asyncio.sleep(_STATS_FLUSH_SECONDS)
     rows_after = await rows_written(database_url, schemas)
     rows = {schema: rows_after[schema] - rows_before[schema] for schema in schemas}
@@ -204,6 +219,7 @@ async def measure_cost(
             out.write(json.dumps([raw_names.physical(logical[topic]), partition, record_key,
                                   value]) + "\n")
     await _raw_table(database_url)
+    wal_before = await wal_position(database_url)
     raw_meter_pids = dict(infrastructure_pids)
     raw_meter_pids.pop("ingest", None)
     meter = CpuMeter(raw_meter_pids)
@@ -222,6 +238,7 @@ async def measure_cost(
         await asyncio.sleep(0.05)
     raw_cpu = meter.stop()
     raw_wall = meter.wall_seconds
+    raw_wal = await wal_position(database_url) - wal_before
     for name, process in processes.items():
         output = (process.stdout.read() if process.stdout else b"").decode().split()
         if process.returncode != 0 or len(output) != 2:
@@ -239,11 +256,13 @@ async def measure_cost(
         "system": {
             "wall_seconds": round(system_wall, 2),
             "cpu_seconds_per_1000_events": round(1000 * system_total / events, 4),
+            "wal_bytes_per_event": round(system_wal / events),
             "processes": _per_1000(system_cpu, events),
         },
         "raw_pipeline": {
             "wall_seconds": round(raw_wall, 2),
             "cpu_seconds_per_1000_events": round(1000 * raw_total / events, 4),
+            "wal_bytes_per_event": round(raw_wal / events),
             "processes": _per_1000(raw_cpu, events),
         },
         "ratio_to_raw_pipeline": round(system_total / raw_total, 2) if raw_total else None,
@@ -282,6 +301,8 @@ def table(cost: dict[str, Any]) -> str:
         lines.append(f"  {label}: " + ", ".join(
             f"{name} {figures['cpu_seconds_per_1000_events']:.3f}"
             for name, figures in part["processes"].items()))
+    lines.append(f"  PostgreSQL WAL per event: system {system['wal_bytes_per_event']} bytes, raw "
+                 f"{raw['wal_bytes_per_event']} bytes")
     lines.append("  rows written per schema: "
                  + ", ".join(f"{k} {v}" for k, v in cost["rows_written_by_schema"].items()))
     return "\n".join(lines)
