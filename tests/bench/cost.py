@@ -43,8 +43,9 @@ from feedbackloop.pipeline.consumer import ConsumerSpec
 from services.cli.loadgen import mixed_events
 from tests.infra import ROOT, create_topics
 
-# Rows PostgreSQL's statistics count per schema; flushed by each backend at most once a second.
-_STATS_FLUSH_SECONDS = 2.5
+# Rows PostgreSQL's statistics count per schema: a busy backend reports them at most once a
+# second, an idle one within 10 s, so the counts are read after that long without writes.
+_STATS_FLUSH_SECONDS = 11.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -193,6 +194,7 @@ async def measure_cost(
     # The system.
     while await lag() > 0:  # noqa: ASYNC110 - polling the broker's offsets
         await asyncio.sleep(0.5)
+    await asyncio.sleep(_STATS_FLUSH_SECONDS)
     ends_before = await _ends(bootstrap, input_topics)
     rows_before = await rows_written(database_url, schemas)
     wal_before = await wal_position(database_url)
