@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import grouped_runs
 from feedbackloop.postgres import record_tombstones
 from services.learner.learning import SegmentWeights
 from services.learner.processing import (
@@ -24,7 +24,8 @@ Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
-    for kind, run in consecutive_runs(effects):
+    # An erasure must see what came before it; sessions and choices commute.
+    for kind, run in grouped_runs(effects, barriers=(UserErased,)):
         if kind is SessionShown:
             await _insert_sessions(connection, run)
         elif kind is ChoiceMade:

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import grouped_runs
 from services.metrics.exposures import ExposureSeen, record_exposures
 from services.metrics.processing import (
     COUNTERS_OF,
@@ -86,7 +86,10 @@ def _upsert_rollup_sql(table: str, family: Family) -> str:
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[MetricsEffect]) -> None:
-    for kind, run in consecutive_runs(effects):
+    # Every effect commutes: a signal counted before its subject is re-attributed when the
+    # subject arrives (`_record_subjects`), so the rollups end the same in any order; exposures
+    # keep their order among themselves (a unit's first variant is its first exposure's).
+    for kind, run in grouped_runs(effects):
         if issubclass(kind, ExposureSeen):
             await record_exposures(connection, run)
         elif issubclass(kind, (FeedbackCounts, ChoiceCounts)):

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import grouped_runs
 from feedbackloop.postgres import record_tombstones
 from services.profiles.processing import (
     ConsentSet,
@@ -24,7 +24,8 @@ Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[ProfileEffect]) -> None:
-    for kind, run in consecutive_runs(effects):
+    # Consent and erasure change what the other writes see; everything else commutes.
+    for kind, run in grouped_runs(effects, barriers=(ConsentSet, UserErased)):
         if kind is ResponseSeen:
             await _insert_responses(connection, run)
         elif kind is FeedbackGiven:

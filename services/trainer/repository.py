@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import grouped_runs
 from services.trainer.examples import store
 from services.trainer.processing import (
     ConsentSet,
@@ -42,7 +42,9 @@ async def store_effects(
     """Applies the effects in order; returns every `(tenant_id, response_id)` whose training
     examples must be rebuilt in the same transaction (`handlers.write_effects` does)."""
     touched: dict[tuple[str, str], None] = {}
-    for kind, run in consecutive_runs(effects):
+    # Responses and feedback commute (inserts that skip conflicts, `current` recomputed from
+    # the stored rows, examples rebuilt at the end); consent, erasure and reviews stay in place.
+    for kind, run in grouped_runs(effects, barriers=(ConsentSet, UserErased, ReviewRecorded)):
         if kind in (ResponseStored, FeedbackStored):
             touched.update(dict.fromkeys((e.tenant_id, e.response_id) for e in run))
         if kind is ResponseStored:

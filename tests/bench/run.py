@@ -15,7 +15,12 @@ Starts PostgreSQL and the broker (embedded, in memory) and the services as proce
    the minute scan they replaced (see `tests/bench/queries.py`);
 6. the learner's refit time against the number of choices (global fit plus three segments);
    its incremental update against the full refit it replaces; regret per exploration policy and
-   recovery after a preference shift in full-size simulations with known truth.
+   recovery after a preference shift in full-size simulations with known truth;
+7. cost: CPU seconds per 1,000 events of every process while the system drains a fixed mixed
+   workload, beside a raw pipeline doing the same work in the same run (see
+   `tests/bench/cost.py`); `--profile DIR` records py-spy profiles of the consumers meanwhile;
+8. the rank API's p50/p99 at a fixed offered rate (200 requests/s) beside a bare endpoint.
+`--quick` shrinks every section so that a run takes a few minutes.
 Rounds alternate system and baseline (the machine is shared and noisy); medians and ratios are
 reported. The report is written as JSON and as a table under bench-results/<timestamp>/.
 """
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,9 +57,12 @@ from services.learner.handlers import SPEC as LEARNER
 from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
 from services.trainer.handlers import SPEC as TRAINER
+from tests.bench.cost import measure_cost, postmaster_pid
+from tests.bench.cost import table as cost_table
 from tests.bench.endtoend import sustained_load
 from tests.bench.queries import measure_queries
 from tests.bench.queries import table as queries_table
+from tests.bench.rank import offered_rate
 from tests.bench.refits import (
     learning_simulations,
     learning_table,
@@ -227,6 +236,9 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
     postgres = EmbeddedPostgres(workdir / "pg", free_port(), fast=True)
     broker = TansuBroker(workdir / "tansu.log", free_port())
     postgres.start()
+    if arguments.profile is not None:
+        # Statement statistics for the profile: PostgreSQL's side of each consumer's work.
+        await _enable_statement_statistics(postgres)
     broker.start()
     services: ServiceProcesses | None = None
     bare: subprocess.Popen[bytes] | None = None
@@ -330,6 +342,40 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
 
         while await lag() > 0:  # noqa: ASYNC110 - the learner catches up with the backlog
             await asyncio.sleep(0.5)
+
+        # 7. cost per event, beside the raw pipeline; profiles of the consumers meanwhile
+        consumer_pids = {name: services.processes[name].pid for name in (*CONSUMERS, "learner")}
+        profilers = _start_profilers(arguments.profile, consumer_pids)
+        if arguments.profile is not None:
+            await _reset_statement_statistics(database_url)
+        try:
+            report["cpu_per_event"] = await measure_cost(
+                ingest_url=services.url("ingest"), key=key, bootstrap=broker.bootstrap_servers,
+                names=names, database_url=database_url, consumer_pids=consumer_pids,
+                infrastructure_pids={
+                    "ingest": services.processes["ingest"].pid,
+                    "broker": broker.process.pid if broker.process else 0,
+                    "postgresql": postmaster_pid(postgres.data_dir),
+                },
+                specs=SPECS, lag=lag, events=arguments.cost_events, workdir=workdir,
+            )
+        finally:
+            _stop_profilers(profilers)
+        if arguments.profile is not None:
+            statements = await _statement_statistics(database_url)
+            (arguments.profile / "postgresql-statements.json").write_text(
+                json.dumps(statements, indent=2))
+            report["cpu_per_event"]["postgresql_statements_top"] = statements[:12]
+
+        # 8. the rank API at a fixed offered rate, beside the bare endpoint
+        report["rank"] = await offered_rate(
+            f"{services.url('ingest')}/v1/recommendations/rank", headers,
+            rate=arguments.rank_rate, seconds=arguments.rank_seconds,
+        ) | {"load_average": list(psutil.getloadavg())}
+        report["rank"]["bare_endpoint"] = await offered_rate(
+            f"http://127.0.0.1:{bare_port}/v1/recommendations/rank", headers,
+            rate=arguments.rank_rate, seconds=arguments.rank_seconds,
+        )
         memory.peak.clear()
         report["end_to_end"] = await sustained_load(
             services.url("ingest"), services.url("query"), key, probe_key, lag,
@@ -355,6 +401,69 @@ async def measure(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any
         broker.stop()
         postgres.stop()
     return report
+
+
+async def _enable_statement_statistics(postgres: EmbeddedPostgres) -> None:
+    connection = await asyncpg.connect(postgres.url)
+    try:
+        await connection.execute(
+            "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    finally:
+        await connection.close()
+    postgres.stop()
+    postgres.start()
+
+
+async def _reset_statement_statistics(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await connection.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await connection.close()
+
+
+async def _statement_statistics(database_url: str) -> list[dict[str, Any]]:
+    """The statements of the cost run by total execution time, with their calls and rows."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            """
+            SELECT round(total_exec_time::numeric, 1)::float AS total_ms, calls, rows,
+                   round((total_exec_time / greatest(calls, 1))::numeric, 3)::float AS mean_ms,
+                   left(regexp_replace(query, '\\s+', ' ', 'g'), 300) AS query
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 40
+            """
+        )
+        return [dict(row) for row in rows]
+    finally:
+        await connection.close()
+
+
+def _start_profilers(folder: Path | None,
+                     pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each process (collapsed stacks, `<name>.txt`) until stopped."""
+    if folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+             "--format", "raw", "--rate", "50", "--output", str(folder / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        try:
+            profiler.wait(30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
 
 
 def _table(report: dict[str, Any]) -> str:
@@ -386,6 +495,12 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"  {step['offered_events_per_second']:>7}  {step['achieved_events_per_second']:>8.0f}"
                      f"  {step['freshness_p50_s']:>8} s  {step['freshness_p99_s']:>8} s"
                      f"  {step['seconds_to_zero_lag_after_stop']:>14} s  {step['held']}")
+    lines.append(cost_table(report["cpu_per_event"]))
+    rank = report["rank"]
+    lines.append(f"rank API at {rank['offered_per_second']} requests/s: p50 {rank['p50_ms']} ms, "
+                 f"p99 {rank['p99_ms']} ms, errors {rank['errors']} (bare endpoint: p50 "
+                 f"{rank['bare_endpoint']['p50_ms']} ms, p99 {rank['bare_endpoint']['p99_ms']} ms;"
+                 " target p99 < 20 ms)")
     lines.append("learner refit (s) by choices: " + ", ".join(
         f"{n}: {seconds:.2f}" for n, seconds in report["refit_seconds_by_choices"].items()))
     if "learning_updates" in report:
@@ -410,13 +525,28 @@ def main() -> int:
     parser.add_argument("--query-sizes", type=lambda text: [int(n) for n in text.split(",")],
                         default=[1_000_000, 10_000_000],
                         help="events loaded before timing the queries, comma-separated")
+    parser.add_argument("--cost-events", type=int, default=20_000,
+                        help="events of the fixed mixed workload the CPU per event is taken on")
+    parser.add_argument("--rank-rate", type=float, default=200.0)
+    parser.add_argument("--rank-seconds", type=float, default=20.0)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder for py-spy profiles of the consumers during the cost run")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run (a few minutes): every section shrunk, no simulations")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.rounds, arguments.seconds, arguments.batch_events = 1, 2.0, 4_000
+        arguments.rates, arguments.step_seconds = [250, 1000, 2000], 8.0
+        arguments.query_sizes, arguments.cost_events = [100_000], 10_000
+        arguments.rank_seconds = 8.0
     with tempfile.TemporaryDirectory(prefix="fbl-bench-") as workdir:
         report = asyncio.run(measure(arguments, Path(workdir)))
+    report["quick"] = arguments.quick
     report["refit_seconds_by_choices"] = refit_seconds(rounds=arguments.rounds)
-    report["learning_updates"] = update_against_refit(rounds=arguments.rounds)
-    report["learning_simulations"] = learning_simulations()
+    if not arguments.quick:
+        report["learning_updates"] = update_against_refit(rounds=arguments.rounds)
+        report["learning_simulations"] = learning_simulations()
     folder = arguments.out / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     table = _table(report)

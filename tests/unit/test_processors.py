@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from feedbackloop.contract import TOPIC_OF_OUTPUT_TYPE, decode_event, load_output_samples, load_samples
-from feedbackloop.pipeline.consumer import consecutive_runs
+from feedbackloop.pipeline.consumer import consecutive_runs, grouped_runs
 from services.learner.handlers import SPEC as LEARNER
 from services.metrics import processing as metrics
 from services.metrics.handlers import SPEC as METRICS
@@ -89,6 +89,17 @@ def test_trainer_keeps_prompt_and_replay() -> None:
 def test_consecutive_runs_keep_order() -> None:
     runs = consecutive_runs([1, 2, "a", 3, "b", "c"])
     assert runs == [(int, [1, 2]), (str, ["a"]), (int, [3]), (str, ["b", "c"])]
+
+
+def test_grouped_runs_gather_commuting_types_between_barriers() -> None:
+    # int and str commute; float is a barrier: nothing moves across it.
+    effects = [1, "a", 2, "b", 0.5, 0.25, 3, "c", 4, 0.75, "d"]
+    assert grouped_runs(effects, barriers=(float,)) == [
+        (int, [1, 2]), (str, ["a", "b"]), (float, [0.5, 0.25]), (int, [3, 4]), (str, ["c"]),
+        (float, [0.75]), (str, ["d"]),
+    ]
+    assert grouped_runs([1, "a", 2]) == [(int, [1, 2]), (str, ["a"])]
+    assert grouped_runs([]) == []
 
 
 def test_a_retraction_is_an_event_of_its_signal_in_every_processor() -> None:

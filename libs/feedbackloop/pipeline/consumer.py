@@ -363,3 +363,35 @@ def consecutive_runs(effects: Sequence[Any]) -> list[tuple[type, list[Any]]]:
         else:
             runs.append((type(effect), [effect]))
     return runs
+
+
+def grouped_runs(
+    effects: Sequence[Any], *, barriers: tuple[type, ...] = ()
+) -> list[tuple[type, list[Any]]]:
+    """Group effects into as few runs of one type as the repository's order allows.
+
+    For a repository whose writes of different types commute (inserts that skip conflicts,
+    flags recomputed from the stored rows, counters added up), except for the `barriers`
+    (an erasure, a consent change: what comes after one must see it, what came before must be
+    seen by it): between two barriers, every effect of a type joins that type's run, placed
+    where the type first appeared, each run keeping the effects' order; barriers stay where
+    they are (consecutive ones of a type in one run). Mixed traffic alternates types event by
+    event, so `consecutive_runs` would give runs of one or two effects: one statement each.
+    """
+    runs: list[tuple[type, list[Any]]] = []
+    open_runs: dict[type, list[Any]] = {}
+    for effect in effects:
+        kind = type(effect)
+        if issubclass(kind, barriers):
+            open_runs.clear()
+            if runs and runs[-1][0] is kind:
+                runs[-1][1].append(effect)
+            else:
+                runs.append((kind, [effect]))
+            continue
+        run = open_runs.get(kind)
+        if run is None:
+            run = open_runs[kind] = []
+            runs.append((kind, run))
+        run.append(effect)
+    return runs

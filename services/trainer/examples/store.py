@@ -234,27 +234,50 @@ async def exact_originals(
     connection: asyncpg.Connection, *, examples: Sequence[TrainingExample]
 ) -> dict[int, UUID]:
     """By position in `examples`: the oldest stored original of the same tenant and group with
-    the same content hash, where there is one."""
-    index = list(range(len(examples)))
-    exact_rows = await connection.fetch(
+    the same content hash, where there is one.
+
+    One query for the batch's hashes, selected by hash alone and matched to each example here:
+    a per-example subquery ordered by seq let the planner walk the group's originals newest
+    first (trainer_examples_newest_originals) while the table's statistics were young, visiting
+    every original of the group for each example."""
+    same_hash: dict[tuple[str, str, str], list[tuple[int, UUID]]] = {}
+    for row in await connection.fetch(
         """
-        SELECT t.i, (
-            SELECT e.example_id FROM trainer.examples e
-            WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
-              AND e.content_hash = t.content_hash AND e.example_id <> t.example_id
-              AND e.duplicate_of IS NULL
-            ORDER BY e.seq LIMIT 1
-        ) AS original
-        FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::uuid[])
-            AS t(i, tenant_id, dedupe_group, content_hash, example_id)
+        SELECT tenant_id, dedupe_group, content_hash, example_id, seq FROM trainer.examples
+        WHERE content_hash = ANY($1::text[]) AND duplicate_of IS NULL
         """,
-        index,
-        [e.tenant_id for e in examples],
-        [e.dedupe_group for e in examples],
-        [e.content_hash for e in examples],
-        [e.example_id for e in examples],
-    )
-    return {r["i"]: r["original"] for r in exact_rows if r["original"]}
+        sorted({e.content_hash for e in examples}),
+    ):
+        same_hash.setdefault(
+            (row["tenant_id"], row["dedupe_group"], row["content_hash"]), []
+        ).append((row["seq"], row["example_id"]))
+    exact: dict[int, UUID] = {}
+    for i, e in enumerate(examples):
+        stored = [(seq, example_id) for seq, example_id
+                  in same_hash.get((e.tenant_id, e.dedupe_group, e.content_hash), [])
+                  if example_id != e.example_id]
+        if stored:
+            exact[i] = min(stored)[1]  # the oldest
+    return exact
+
+
+_NEWEST_WALKED = """
+                SELECT w.example_id, w.seq FROM (
+                    SELECT e.example_id, e.seq, e.sketch FROM trainer.examples e
+                    WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
+                      AND e.example_id <> t.example_id AND e.duplicate_of IS NULL
+                    ORDER BY e.seq DESC LIMIT $8
+                ) w
+                WHERE w.sketch && keys.keys
+                ORDER BY w.seq DESC LIMIT $7
+"""
+_NEWEST_INDEXED = """
+                SELECT e.example_id, e.seq FROM trainer.examples e
+                WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
+                  AND e.sketch && keys.keys AND e.example_id <> t.example_id
+                  AND e.duplicate_of IS NULL
+                ORDER BY e.seq DESC LIMIT $7
+"""
 
 
 async def near_candidates(
@@ -263,37 +286,51 @@ async def near_candidates(
     examples: Sequence[TrainingExample],
     keys: Sequence[tuple[int, int]],
     limit: int,
+    walk: int | None = None,
 ) -> dict[int, list[tuple[UUID, Sequence[int]]]]:
-    """By position in `examples`: the newest `limit` stored originals of its tenant and group
-    that share one of its `(position, key)` sketch keys, with their sketches."""
-    index = list(range(len(examples)))
-    near_rows = await connection.fetch(
-        """
+    """By position in `examples`, for the positions `keys` names: the newest `limit` stored
+    originals of its tenant and group that share one of its `(position, key)` sketch keys,
+    newest first, with their sketches; with `walk`, only among the group's `walk` newest
+    originals (a walk of the newest-originals index, where the sketch's GIN index would hand
+    over a whole templated group to be sorted).
+
+    One row per example (its candidates' ids) and one per candidate with its sketch, however
+    many examples it is a candidate of: with templated prompts the group's newest originals are
+    the candidates of every example."""
+    pending = sorted({i for i, _ in keys})
+    if not pending:
+        return {}
+    rows = await connection.fetch(
+        f"""
         WITH keys AS (
             SELECT i, array_agg(key) AS keys FROM unnest($1::int[], $2::bigint[]) AS k(i, key)
             GROUP BY i
+        ),
+        candidates AS (
+            SELECT t.i, c.example_id, c.seq
+            FROM unnest($3::int[], $4::text[], $5::text[], $6::uuid[])
+                AS t(i, tenant_id, dedupe_group, example_id)
+            JOIN keys USING (i)
+            CROSS JOIN LATERAL ({_NEWEST_WALKED if walk is not None else _NEWEST_INDEXED}) c
         )
-        SELECT t.i, c.example_id, c.sketch
-        FROM unnest($3::int[], $4::text[], $5::text[], $6::uuid[])
-            AS t(i, tenant_id, dedupe_group, example_id)
-        JOIN keys USING (i)
-        CROSS JOIN LATERAL (
-            SELECT e.example_id, e.sketch FROM trainer.examples e
-            WHERE e.tenant_id = t.tenant_id AND e.dedupe_group = t.dedupe_group
-              AND e.sketch && keys.keys AND e.example_id <> t.example_id
-              AND e.duplicate_of IS NULL
-            ORDER BY e.seq DESC LIMIT $7
-        ) c
+        SELECT i, array_agg(example_id ORDER BY seq DESC) AS newest_first,
+               NULL::uuid AS example_id, NULL::bigint[] AS sketch
+        FROM candidates GROUP BY i
+        UNION ALL
+        SELECT NULL, NULL, e.example_id, e.sketch FROM trainer.examples e
+        WHERE e.example_id IN (SELECT example_id FROM candidates)
         """,
         [i for i, _ in keys],
         [key for _, key in keys],
-        index,
-        [e.tenant_id for e in examples],
-        [e.dedupe_group for e in examples],
-        [e.example_id for e in examples],
+        pending,
+        [examples[i].tenant_id for i in pending],
+        [examples[i].dedupe_group for i in pending],
+        [examples[i].example_id for i in pending],
         limit,
+        *([walk] if walk is not None else []),
     )
-    candidates: dict[int, list[tuple[UUID, Sequence[int]]]] = {}
-    for row in near_rows:
-        candidates.setdefault(row["i"], []).append((row["example_id"], row["sketch"]))
-    return candidates
+    sketch_of = {row["example_id"]: row["sketch"] for row in rows if row["i"] is None}
+    return {
+        row["i"]: [(example_id, sketch_of[example_id]) for example_id in row["newest_first"]]
+        for row in rows if row["i"] is not None
+    }
