@@ -81,7 +81,7 @@ SERVICES = {
     "learner": ((Topic.RECOMMENDATIONS, Topic.CONSENT), (Topic.WEIGHTS,)),
     "trainer": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.CONSENT), (Topic.TRAINING_EXAMPLES,)),
     "metrics": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS), ()),
-    "webhooks": ((Topic.FEEDBACK, Topic.TRAINING_EXAMPLES, Topic.ALERTS), ()),
+    "webhooks": ((Topic.FEEDBACK, Topic.TRAINING_EXAMPLES, Topic.ALERTS, Topic.CONSENT), ()),
     "query": ((), (Topic.ALERTS,)),
     "ingest": ((), INPUT_TOPICS),
 }

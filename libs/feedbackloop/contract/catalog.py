@@ -10,6 +10,7 @@ from pydantic import Field
 
 from feedbackloop.contract.alerts import AlertStateChanged
 from feedbackloop.contract.envelope import ContractModel
+from feedbackloop.contract.experiments import ExperimentExposure
 from feedbackloop.contract.feedback import FeedbackRetracted, FeedbackSubmitted
 from feedbackloop.contract.recommendations import Choice, Interaction, SessionStarted
 from feedbackloop.contract.responses import ResponseLogged
@@ -20,7 +21,7 @@ from feedbackloop.contract.users import ConsentChanged, ErasureRequested
 from feedbackloop.contract.weights import SegmentWeightsVersion
 
 PAYLOADS: dict[Topic, tuple[type[ContractModel], ...]] = {
-    Topic.RESPONSES: (ResponseLogged,),
+    Topic.RESPONSES: (ResponseLogged, ExperimentExposure),
     Topic.FEEDBACK: (FeedbackSubmitted, FeedbackRetracted, ReviewSubmitted),
     Topic.RECOMMENDATIONS: (SessionStarted, Interaction, Choice),
     Topic.CONSENT: (ConsentChanged, ErasureRequested),
