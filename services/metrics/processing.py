@@ -313,24 +313,28 @@ def _feedback_counts(
     event: FeedbackSubmitted | FeedbackRetracted, lateness: timedelta
 ) -> FeedbackCounts:
     """A feedback event's counts; a retraction counts nothing and takes its signal's place."""
-    p = event.payload
-    retracted = isinstance(event, FeedbackRetracted)
-    person = event.person
+    response_id = event.payload.response_id
+    if isinstance(event, FeedbackRetracted):
+        action_type, model, counts = None, None, (0,) * len(COUNTERS)
+    else:
+        action_type, model = event.payload.action_type, event.payload.model
+        counts = feedback_counts(event)
+    person = event.person  # always set on a retraction: it names whose signal it takes back
     return FeedbackCounts(
         tenant_id=event.tenant_id,
         event_id=event.event_id,
-        response_id=p.response_id,
+        response_id=response_id,
         bucket=event_bucket(event, lateness),
-        action_type=None if retracted else p.action_type,
-        model=None if retracted else p.model,
-        counts=(0,) * len(COUNTERS) if retracted else feedback_counts(event),
+        action_type=action_type,
+        model=model,
+        counts=counts,
         experiment=event.experiment,
         variant=event.variant,
         signal=(
-            signal_digest(event.tenant_id, p.response_id, person, event.kind)
-            if retracted or person is not None
+            signal_digest(event.tenant_id, response_id, person, event.kind)
+            if person is not None
             else None
         ),
         occurred_at=event.occurred_at,
-        retracted=retracted,
+        retracted=isinstance(event, FeedbackRetracted),
     )

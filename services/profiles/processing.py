@@ -132,7 +132,7 @@ def _feedback_given(event: FeedbackSubmitted | FeedbackRetracted) -> FeedbackGiv
     their signal of that kind back: verdict neutral, nothing else kept."""
     assert event.user_id is not None
     payload = event.payload
-    given = None if isinstance(event, FeedbackRetracted) else payload
+    given = None if isinstance(event, FeedbackRetracted) else event.payload
     return FeedbackGiven(
         tenant_id=event.tenant_id,
         event_id=event.event_id,
@@ -181,16 +181,16 @@ def _recommendation_effect(
                 helpful_rating=payload.helpful_rating,
                 occurred_at=event.occurred_at,
             )
-    payload = event.payload
+    choice = event.payload
     return RecommendationDecided(
         tenant_id=event.tenant_id,
         event_id=event.event_id,
         session_id=event.session_id,
         user_id=event.user_id,
-        chosen_item_id=payload.chosen_item_id,
-        chosen_rank=payload.chosen_rank,
-        important_factors=list(payload.important_factors),
-        decision_time_seconds=payload.decision_time_seconds,
-        satisfaction=payload.satisfaction,
+        chosen_item_id=choice.chosen_item_id,
+        chosen_rank=choice.chosen_rank,
+        important_factors=list(choice.important_factors),
+        decision_time_seconds=choice.decision_time_seconds,
+        satisfaction=choice.satisfaction,
         occurred_at=event.occurred_at,
     )
