@@ -5,6 +5,9 @@ A unit's first exposure to an experiment names its variant and minute
 exposure counts in `metrics.experiment_exposure_minute`, as a new unit when it is the unit's
 first, and as a crossover when it names another variant than the unit's first (a client that
 did not keep to its assignment). Runs inside the pipeline's transaction, like every effect.
+
+An erasure deletes the user's units (`erase_units`): the counts per minute stay, as every
+rollup's do (they hold no one), so the sample-ratio check keeps its history.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from uuid import UUID
 
 import asyncpg
 
-from feedbackloop.contract import ExperimentExposure
+from feedbackloop.contract import ExperimentExposure, UserErased
 
 
 @dataclass(frozen=True)
@@ -100,3 +103,30 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
         [counts[k][0] for k in keys], [counts[k][1] for k in keys], [counts[k][2] for k in keys],
     )
 
+
+
+async def erase_units(connection: asyncpg.Connection, run: Sequence[UserErased]) -> None:
+    """Deletes the erased users' units in every experiment of their tenant (a unit is stored
+    as its digest, so the digests are computed for each experiment the tenant has units in)."""
+    tenants = sorted({e.tenant_id for e in run})
+    experiments = await connection.fetch(
+        "SELECT DISTINCT tenant_id, experiment FROM metrics.experiment_units "
+        "WHERE tenant_id = ANY($1::text[])",
+        tenants,
+    )
+    by_tenant: dict[str, list[str]] = defaultdict(list)
+    for row in experiments:
+        by_tenant[row["tenant_id"]].append(row["experiment"])
+    doomed = [
+        (e.tenant_id, unit_digest(e.tenant_id, experiment, "user", e.user_id))
+        for e in run for experiment in by_tenant[e.tenant_id]
+    ]
+    if doomed:
+        await connection.execute(
+            """
+            DELETE FROM metrics.experiment_units u
+            USING unnest($1::text[], $2::text[]) AS d(tenant_id, unit)
+            WHERE u.tenant_id = d.tenant_id AND u.unit = d.unit
+            """,
+            [tenant for tenant, _ in doomed], [unit for _, unit in doomed],
+        )

@@ -36,12 +36,14 @@ from uuid import UUID
 
 from feedbackloop.contract import (
     Choice,
+    ErasureRequested,
     Event,
     ExperimentExposure,
     FeedbackRetracted,
     FeedbackSubmitted,
     ResponseLogged,
     SessionStarted,
+    UserErased,
     signal_digest,
 )
 from services.metrics.exposures import ExposureSeen, exposure_seen
@@ -207,7 +209,7 @@ class ChoiceCounts:
 
 SubjectDims = ResponseDims | SessionOpened
 SignalCounts = FeedbackCounts | ChoiceCounts
-MetricsEffect = SubjectDims | SignalCounts | ExposureSeen
+MetricsEffect = SubjectDims | SignalCounts | ExposureSeen | UserErased
 
 
 def minute_bucket(moment: datetime) -> datetime:
@@ -296,6 +298,10 @@ def process_message(
             )
         case ExperimentExposure():
             return exposure_seen(event, event_bucket(event, lateness))
+        case ErasureRequested():
+            # The rollups hold counts, not people; the experiment units are the one place a
+            # user's (digested) id is kept, and the erasure removes them.
+            return UserErased.of(event)
         case Choice():
             return ChoiceCounts(
                 tenant_id=event.tenant_id,

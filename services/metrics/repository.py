@@ -20,8 +20,9 @@ from datetime import datetime
 
 import asyncpg
 
+from feedbackloop.contract import UserErased
 from feedbackloop.pipeline.consumer import grouped_runs
-from services.metrics.exposures import ExposureSeen, record_exposures
+from services.metrics.exposures import ExposureSeen, erase_units, record_exposures
 from services.metrics.processing import (
     COUNTERS_OF,
     DIMENSIONS,
@@ -89,8 +90,12 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Metric
     # Every effect commutes: a signal counted before its subject is re-attributed when the
     # subject arrives (`_record_subjects`), so the rollups end the same in any order; exposures
     # keep their order among themselves (a unit's first variant is its first exposure's).
-    for kind, run in grouped_runs(effects):
-        if issubclass(kind, ExposureSeen):
+    # An erasure stays in place: the exposures before it are forgotten with the user, the ones
+    # after it are the user coming back.
+    for kind, run in grouped_runs(effects, barriers=(UserErased,)):
+        if issubclass(kind, UserErased):
+            await erase_units(connection, run)
+        elif issubclass(kind, ExposureSeen):
             await record_exposures(connection, run)
         elif issubclass(kind, (FeedbackCounts, ChoiceCounts)):
             await _count_signals(connection, run)

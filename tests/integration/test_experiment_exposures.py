@@ -77,6 +77,33 @@ async def test_units_count_once_under_their_first_variant_even_when_redelivered(
                                      grain="week")  # type: ignore[arg-type]
 
 
+def erasure(user: str, at: datetime) -> Event:
+    return EVENT_ADAPTER.validate_python({
+        "event_id": str(uuid.uuid4()), "type": "user.erasure_requested", "schema_version": 1,
+        "tenant_id": "acme", "occurred_at": at.isoformat(), "received_at": at.isoformat(),
+        "user_id": user, "payload": {},
+    })
+
+
+async def test_an_erasure_forgets_the_users_units_in_every_experiment(pool: Any) -> None:
+    t = T0
+    await _apply(pool, [
+        exposure("u1", "control", t), exposure("u1", "treatment", t, experiment="other"),
+        exposure("u2", "treatment", t),
+    ])
+    assert await pool.fetchval("SELECT count(*) FROM metrics.experiment_units") == 3
+    # In one batch: the erasure forgets what came before it; a later exposure is the user back.
+    await _apply(pool, [erasure("u1", t + timedelta(minutes=1)),
+                        exposure("u1", "treatment", t + timedelta(minutes=2))])
+    rows = await pool.fetch("SELECT experiment, variant FROM metrics.experiment_units "
+                            "ORDER BY experiment, variant")
+    assert [tuple(r) for r in rows] == [("exp", "treatment"), ("exp", "treatment")]
+    # The counts per minute hold no one and stay: the units first exposed at T0 are still two.
+    async with pool.acquire() as connection:
+        buckets = await experiment_buckets(connection, tenant_id="acme", experiment="exp")
+    assert sum(b.units for b in buckets) == 3 and sum(b.exposures for b in buckets) == 3
+
+
 async def test_variant_sums_follow_the_current_signals(pool: Any) -> None:
     t = T0
     await _apply(pool, [

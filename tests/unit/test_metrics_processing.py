@@ -81,7 +81,9 @@ def test_a_client_clock_ahead_cannot_count_into_the_future() -> None:
 
 
 def test_spec_reads_recommendations_and_carries_its_window() -> None:
-    assert {topic.value for topic in SPEC.topics} == {"responses", "feedback", "recommendations"}
+    # Consent only for erasures: the experiment units are the one place metrics keeps a (digested) user.
+    assert {topic.value for topic in SPEC.topics} == {"responses", "feedback", "recommendations",
+                                                      "consent"}
     event = feedback("r1", T, received_at=T + timedelta(hours=3))
     short = build_spec(timedelta(hours=1)).process(event)
     assert isinstance(short, metrics.FeedbackCounts)

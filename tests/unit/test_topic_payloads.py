@@ -80,7 +80,7 @@ SERVICES = {
     "profiles": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS, Topic.CONSENT), ()),
     "learner": ((Topic.RECOMMENDATIONS, Topic.CONSENT), (Topic.WEIGHTS,)),
     "trainer": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.CONSENT), (Topic.TRAINING_EXAMPLES,)),
-    "metrics": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS), ()),
+    "metrics": ((Topic.RESPONSES, Topic.FEEDBACK, Topic.RECOMMENDATIONS, Topic.CONSENT), ()),
     "webhooks": ((Topic.FEEDBACK, Topic.TRAINING_EXAMPLES, Topic.ALERTS, Topic.CONSENT), ()),
     "query": ((), (Topic.ALERTS,)),
     "ingest": ((), INPUT_TOPICS),
