@@ -166,7 +166,8 @@ async def test_query_runs_the_listener_and_the_alert_evaluation_as_jobs_it_repor
             return jobs if all(jobs.get(name) for name in wanted) else None
 
         assert set(await eventually(jobs_healthy, timeout=30)) == {
-            "job:api-key-changes", "job:alert-evaluation", "job:alert-relay"}
+            "job:api-key-changes", "job:alert-evaluation", "job:alert-relay",
+            "job:alert-changes-retention", "job:experiment-gauges"}
         killed_at = time.time()
         connection = await asyncpg.connect(edge.database_url)
         try:
