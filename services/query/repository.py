@@ -80,7 +80,7 @@ async def prune_published_alert_changes(
         """
         DELETE FROM query.alert_changes WHERE seq IN (
             SELECT seq FROM query.alert_changes
-            WHERE published_at < now() - make_interval(secs => $1 * 86400)
+            WHERE published_at < now() - make_interval(secs => $1::float8 * 86400)
             LIMIT $2
         )
         """,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -48,6 +49,8 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
 
 
+logger = logging.getLogger(__name__)
+
 class RefusedAddress(Exception):
     """The endpoint's host is, or resolves to, an address deliveries may not go to."""
 
@@ -64,9 +67,20 @@ def embedded_ipv4(address: IPAddress) -> IPAddress:
     return address
 
 
+# Special-purpose blocks Python's `is_global` still calls global (IANA's registry says not
+# forwardable or not global): the IPv4 Dummy Address and the PCP/TURN anycast addresses.
+_NOT_PUBLIC_EXTRA = frozenset(ipaddress.ip_address(text) for text in (
+    "192.0.0.8", "192.0.0.9", "192.0.0.10",
+))
+
+
 def non_public_kind(address: IPAddress) -> str | None:
     """Why `address` is not a public internet address (None: it is one)."""
     address = embedded_ipv4(address)
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"  # fec0::/10: deprecated, but still routed inside some networks
+    if address in _NOT_PUBLIC_EXTRA:
+        return "reserved"
     for kind, test in (
         ("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
         ("link-local", address.is_link_local), ("multicast", address.is_multicast),
@@ -140,10 +154,18 @@ async def resolve_checked(
             raise httpcore.ConnectError(f"{host} resolves to no address")
     for address in addresses:
         if (kind := refusal(address)) is not None:
-            shown = host if literal is not None else f"{host} resolves to {address}, which"
+            # The reason is stored and shown to the endpoint's tenant: it names the kind of
+            # address, never the address a name resolved to (that would map the operator's
+            # network for anyone who can create an endpoint); the log has it for operators.
+            if literal is None:
+                logger.warning("webhook delivery refused: %s resolves to %s (%s)",
+                               host, address, kind)
             raise RefusedAddress(
-                f"refused: {shown} is a {kind} address; webhooks go to public addresses "
+                f"refused: {host} is a {kind} address; webhooks go to public addresses "
                 f"only unless {ALLOW_SETTING} is true"
+                if literal is not None else
+                f"refused: {host} resolves to a {kind} address; webhooks go to public "
+                f"addresses only unless {ALLOW_SETTING} is true"
             )
     return [str(address) for address in addresses]
 

@@ -50,8 +50,14 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Webhoo
             stored_examples = await _current_examples(connection, run)
             found, changed_examples = advance_examples(stored_examples, run)
             await _store_examples(connection, changed_examples)
-            await _remove_erased_examples(connection, run)
-            notifications = found
+            erased = await _remove_erased_examples(connection, run)
+            # An example created (or revised) and retracted for erasure in one run: its text is
+            # never delivered; only the retraction, which carries none, goes out.
+            notifications = [
+                n for n in found
+                if n.event_type == "training_example.retracted"
+                or (n.tenant_id, n.example_id) not in erased
+            ]
         elif kind is AlertNotice:
             notifications = alert_notifications(run)
         if not notifications:
@@ -123,9 +129,10 @@ async def _not_erased(
 
 async def _remove_erased_examples(
     connection: asyncpg.Connection, notices: Sequence[ExampleNotice]
-) -> None:
+) -> set[tuple[str, UUID]]:
     """An example retracted for erasure: every delivery of it goes (its texts are of an erased
-    user's conversation); the retraction's own delivery, written after, carries no text."""
+    user's conversation); the retraction's own delivery, written after, carries no text.
+    Returns the (tenant, example) pairs retracted for erasure."""
     erased = sorted({(n.tenant_id, n.example_id) for n in notices
                      if n.revision is None and n.data.get("reason") == "erasure"})
     if erased:
@@ -137,6 +144,7 @@ async def _remove_erased_examples(
             """,
             [x[0] for x in erased], [x[1] for x in erased],
         )
+    return set(erased)
 
 
 async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence[Delivery]) -> None:
@@ -372,7 +380,7 @@ async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: fl
         DELETE FROM webhooks.deliveries WHERE delivery_id IN (
             SELECT delivery_id FROM webhooks.deliveries
             WHERE state = 'delivered'
-              AND delivered_at < now() - make_interval(secs => $1 * 86400)
+              AND delivered_at < now() - make_interval(secs => $1::float8 * 86400)
             LIMIT $2
         )
         """,

@@ -190,3 +190,33 @@ async def test_an_erasure_in_the_same_batch_as_the_users_feedback_removes_it(
             assert await connection.fetchval("SELECT count(*) FROM webhooks.deliveries") == 1
     finally:
         await pool.close()
+
+
+async def test_an_example_created_and_retracted_for_erasure_in_one_batch_sends_no_text(
+    postgres_url: str,
+) -> None:
+    """The consumer lagging behind: the example and its erasure retraction arrive in one run;
+    only the retraction, which carries no text, is delivered."""
+    pool = await create_pool(await create_database(postgres_url), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as connection:
+            await admin.create_endpoint(
+                connection, tenant_id="acme", url="https://hooks.example.com/examples",
+                event_types=["training_example.created", "training_example.retracted"],
+            )
+        pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),
+                                 ConsumerMetrics(CollectorRegistry(), "webhooks"))
+        erased, kept = uuid.uuid4(), uuid.uuid4()
+        await pipeline.process_batch(records_of([
+            _example(erased, SECRET_TEXT), _example(kept, "a question anyone may see"),
+            _retraction(erased, "erasure"),
+        ]))
+        async with pool.acquire() as connection:
+            assert SECRET_TEXT not in await _everything(connection)
+            types = sorted(
+                (row["event_type"], row["example_id"]) for row in await connection.fetch(
+                    "SELECT event_type, example_id FROM webhooks.deliveries"))
+        assert types == sorted([("training_example.created", kept),
+                                ("training_example.retracted", erased)])
+    finally:
+        await pool.close()

@@ -34,9 +34,9 @@ async def _deliveries(connection: asyncpg.Connection, endpoint_id: uuid.UUID,
     await connection.execute(
         """
         UPDATE webhooks.deliveries SET state = $2,
-            created_at = now() - make_interval(secs => $3 * 86400),
+            created_at = now() - make_interval(secs => $3::float8 * 86400),
             delivered_at = CASE WHEN $2 = 'delivered'
-                                THEN now() - make_interval(secs => $3 * 86400) END
+                                THEN now() - make_interval(secs => $3::float8 * 86400) END
         WHERE delivery_id = ANY($1::uuid[])
         """, ids, state, age_days)
     return ids
@@ -70,6 +70,15 @@ async def test_delivered_deliveries_past_their_retention_are_pruned_and_nothing_
         assert await job.run() == 0
         async with pool.acquire() as connection:
             assert await connection.fetchval("SELECT count(*) FROM webhooks.deliveries") == 6
+            # A retention in fractions of a day is kept as such, not truncated to whole days.
+            await connection.execute("DELETE FROM webhooks.deliveries")
+            half_day = await _deliveries(connection, endpoint.endpoint_id, "delivered", 0.6, 1)
+            recent = await _deliveries(connection, endpoint.endpoint_id, "delivered", 0.4, 1)
+            assert await repository.prune_delivered(connection, older_than_days=0.5,
+                                                    limit=10) == 1
+            assert [row["delivery_id"] for row in await connection.fetch(
+                "SELECT delivery_id FROM webhooks.deliveries")] == recent
+            assert half_day
     finally:
         await pool.close()
 
@@ -86,7 +95,7 @@ async def test_published_alert_changes_past_their_retention_are_pruned(
                     "INSERT INTO query.alert_changes (event_id, tenant_id, rule, document, "
                     "created_at, published_at) VALUES ($1, 'acme', 'approval_rate', $2, "
                     "now() - interval '60 days', "
-                    "now() - make_interval(secs => $3 * 86400))",
+                    "now() - make_interval(secs => $3::float8 * 86400))",
                     event_id, orjson.dumps({"rule": "approval_rate"}).decode(),
                     published_days_ago)
                 return event_id

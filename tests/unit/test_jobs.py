@@ -56,6 +56,32 @@ async def test_a_failing_job_backs_off_reports_itself_and_recovers() -> None:
     assert value == 2
 
 
+class _Escaped(BaseException):
+    """What no run should raise: it goes past the runner's `except Exception`."""
+
+
+async def test_a_job_whose_task_ended_is_reported_unhealthy_with_why() -> None:
+    escaped = asyncio.Event()
+
+    async def run() -> int:
+        escaped.set()
+        raise _Escaped("out of the runner")
+
+    runner = JobRunner([Job("escapes", run, interval=0.01)], JobMetrics(CollectorRegistry()))
+    runner.start()
+    try:
+        async with asyncio.timeout(5):
+            await escaped.wait()
+        await asyncio.sleep(0.05)  # the task ends as the exception leaves it
+        assert runner.ended() == ["escapes"]
+        assert runner.checks() == {"job:escapes": False}
+        assert "the job ended" in runner.errors()["escapes"]
+        assert "out of the runner" in runner.errors()["escapes"]
+    finally:
+        with pytest.raises(_Escaped):
+            await runner.stop()
+
+
 async def _runs_of(job_of: Callable[[Callable[[], Awaitable[int]]], Job], outcomes: list[int],
                    ) -> list[float]:
     """When each run of the job began, until `outcomes` (what the runs did) are used up."""

@@ -10,7 +10,13 @@ import pytest
 
 from services.webhooks.admin import check_url
 from services.webhooks.delivery import answer_error
-from services.webhooks.network import literal_address, non_public_kind, refused_url
+from services.webhooks.network import (
+    RefusedAddress,
+    literal_address,
+    non_public_kind,
+    refused_url,
+    resolve_checked,
+)
 
 NOT_PUBLIC = {
     "0.0.0.0": "unspecified",
@@ -41,6 +47,9 @@ NOT_PUBLIC = {
     "2002:7f00:1::": "loopback",  # 6to4 of 127.0.0.1
     "2002:a00:1::": "private",  # 6to4 of 10.0.0.1
     "64:ff9b::a9fe:a9fe": "link-local",  # NAT64 of 169.254.169.254
+    "fec0::1": "site-local",  # deprecated, Python calls it global, some networks route it
+    "192.0.0.8": "reserved",  # IANA's dummy address, global by Python 3.11
+    "192.0.0.9": "reserved",
 }
 PUBLIC = ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "2a00:1450:4001::200e",
           "::ffff:8.8.8.8", "64:ff9b::808:808"]
@@ -105,3 +114,14 @@ def test_what_is_kept_of_an_answer_is_its_status_and_the_standard_name() -> None
     assert answer_error(500) == "HTTP 500 Internal Server Error"
     assert answer_error(302) == "HTTP 302 Found (redirects are not followed)"
     assert answer_error(299) == "HTTP 299 non-standard status"
+
+
+async def test_a_refusal_names_the_kind_of_address_never_the_address_a_name_resolved_to() -> None:
+    """The reason is stored and shown to the endpoint's tenant: an internal name's address
+    would map the operator's network for anyone who can create an endpoint."""
+    with pytest.raises(RefusedAddress) as refused:
+        await resolve_checked("localhost", 80, within=5)
+    assert "localhost resolves to a loopback address" in str(refused.value)
+    assert "127.0.0.1" not in str(refused.value) and "::1" not in str(refused.value)
+    with pytest.raises(RefusedAddress, match=r"refused: 10\.0\.0\.5 is a private address"):
+        await resolve_checked("10.0.0.5", 80, within=5)

@@ -105,10 +105,19 @@ class JobRunner:
         return [task.get_name() for task in self._tasks if task.done()]
 
     def checks(self) -> dict[str, bool]:
-        return {f"job:{name}": state.healthy for name, state in self.states.items()}
+        """Each job's health; a job whose task ended (it never should: a stray BaseException
+        out of a run) is unhealthy, whatever its last run said."""
+        ended = set(self.ended())
+        return {f"job:{name}": state.healthy and name not in ended
+                for name, state in self.states.items()}
 
     def errors(self) -> dict[str, str]:
-        return {name: s.last_error for name, s in self.states.items() if s.last_error}
+        errors = {name: s.last_error for name, s in self.states.items() if s.last_error}
+        for task in self._tasks:
+            if task.done():
+                ended = task.exception() if not task.cancelled() else None
+                errors[task.get_name()] = f"the job ended: {ended!r}"[:500]
+        return errors
 
     async def _forever(self, job: Job, state: JobState) -> None:
         first_retry = job.interval if job.retry_min_seconds is None else job.retry_min_seconds

@@ -236,17 +236,23 @@ async def exact_originals(
     """By position in `examples`: the oldest stored original of the same tenant and group with
     the same content hash, where there is one.
 
-    One query for the batch's hashes, selected by hash alone and matched to each example here:
-    a per-example subquery ordered by seq let the planner walk the group's originals newest
-    first (trainer_examples_newest_originals) while the table's statistics were young, visiting
-    every original of the group for each example."""
+    One query for the batch's keys, without ORDER BY or LIMIT, matched to each example here: a
+    per-example subquery ordered by seq let the planner walk the group's originals newest first
+    (trainer_examples_newest_originals) while the table's statistics were young, visiting every
+    original of the group for each example."""
+    keys = sorted({(e.tenant_id, e.dedupe_group, e.content_hash) for e in examples})
     same_hash: dict[tuple[str, str, str], list[tuple[int, UUID]]] = {}
+    # Joined on the whole key of `trainer_examples_exact` (tenant, group, hash), so the lookup
+    # is an index scan whatever other tenants and groups hold.
     for row in await connection.fetch(
         """
-        SELECT tenant_id, dedupe_group, content_hash, example_id, seq FROM trainer.examples
-        WHERE content_hash = ANY($1::text[]) AND duplicate_of IS NULL
+        SELECT e.tenant_id, e.dedupe_group, e.content_hash, e.example_id, e.seq
+        FROM trainer.examples e
+        JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, dedupe_group, content_hash)
+          USING (tenant_id, dedupe_group, content_hash)
+        WHERE e.duplicate_of IS NULL
         """,
-        sorted({e.content_hash for e in examples}),
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
     ):
         same_hash.setdefault(
             (row["tenant_id"], row["dedupe_group"], row["content_hash"]), []
