@@ -12,7 +12,7 @@ import orjson
 
 from feedbackloop.contract import UserErased
 
-ErasingSchema = Literal["profiles", "learner", "trainer"]
+ErasingSchema = Literal["profiles", "learner", "trainer", "metrics"]
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:

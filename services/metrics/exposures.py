@@ -6,8 +6,9 @@ exposure counts in `metrics.experiment_exposure_minute`, as a new unit when it i
 first, and as a crossover when it names another variant than the unit's first (a client that
 did not keep to its assignment). Runs inside the pipeline's transaction, like every effect.
 
-An erasure deletes the user's units (`erase_units`): the counts per minute stay, as every
-rollup's do (they hold no one), so the sample-ratio check keeps its history.
+An erasure deletes the user's units (`erase_units`) and leaves a tombstone, so the user's
+earlier exposures arriving later count nothing; the counts per minute stay, as every rollup's
+do (they hold no one), so the sample-ratio check keeps its history.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from feedbackloop.contract import ExperimentExposure, UserErased
+from feedbackloop.postgres import record_tombstones
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class ExposureSeen:
     variant: str
     unit: str  # digest
     bucket: datetime
+    occurred_at: datetime
+    user_id: str | None = None  # a user unit's HMAC (for its erasure), None for a session unit
 
     @property
     def subject_id(self) -> str:
-        return f"exposure:{self.unit}"
+        # A user's exposures and their erasure take one lock, so neither misses the other.
+        return f"user:{self.user_id}" if self.user_id is not None else f"exposure:{self.unit}"
 
 
 def unit_digest(tenant_id: str, experiment: str, unit_kind: str, unit_id: str) -> str:
@@ -47,13 +52,18 @@ def exposure_seen(event: ExperimentExposure, bucket: datetime) -> ExposureSeen:
     assert event.experiment is not None and event.variant is not None
     return ExposureSeen(
         tenant_id=event.tenant_id, event_id=event.event_id, experiment=event.experiment,
-        variant=event.variant, bucket=bucket,
+        variant=event.variant, bucket=bucket, occurred_at=event.occurred_at,
         unit=unit_digest(event.tenant_id, event.experiment, event.payload.unit, event.subject),
+        user_id=event.user_id if event.payload.unit == "user" else None,
     )
 
 
 async def record_exposures(connection: asyncpg.Connection, run: Sequence[ExposureSeen]) -> None:
-    """Count the run's exposures: new units, exposures and crossovers, per variant and minute."""
+    """Count the run's exposures: new units, exposures and crossovers, per variant and minute.
+    An exposure of an erased user that happened before the erasure counts nothing."""
+    run = await _not_erased(connection, run)
+    if not run:
+        return
     first: dict[tuple[str, str, str], ExposureSeen] = {}
     for e in sorted(run, key=lambda e: e.bucket):
         first.setdefault((e.tenant_id, e.experiment, e.unit), e)
@@ -80,10 +90,10 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
     assigned = {(r["tenant_id"], r["experiment"], r["unit"]): r for r in stored}
     counts: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
     for e in run:
-        row = assigned[(e.tenant_id, e.experiment, e.unit)]
+        row = assigned.get((e.tenant_id, e.experiment, e.unit))
         key = (e.tenant_id, e.experiment, e.variant, e.bucket)
         counts[key][1] += 1
-        if row["variant"] != e.variant:
+        if row is not None and row["variant"] != e.variant:
             counts[key][2] += 1
     for row in inserted:
         e = first[(row["tenant_id"], row["experiment"], row["unit"])]
@@ -105,9 +115,32 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
 
 
 
+async def _not_erased(
+    connection: asyncpg.Connection, run: Sequence[ExposureSeen]
+) -> list[ExposureSeen]:
+    users = sorted({(e.tenant_id, e.user_id) for e in run if e.user_id is not None})
+    if not users:
+        return list(run)
+    rows = await connection.fetch(
+        """
+        SELECT u.tenant_id, u.user_id, e.erased_at
+        FROM unnest($1::text[], $2::text[]) AS u(tenant_id, user_id)
+        JOIN metrics.erased_users e
+          ON e.tenant_id = u.tenant_id AND e.user_digest = public.erased_user_digest(u.user_id)
+        """,
+        [tenant for tenant, _ in users], [user for _, user in users],
+    )
+    erased = {(row["tenant_id"], row["user_id"]): row["erased_at"] for row in rows}
+    return [e for e in run
+            if (e.tenant_id, e.user_id) not in erased
+            or e.occurred_at > erased[(e.tenant_id, e.user_id)]]
+
+
 async def erase_units(connection: asyncpg.Connection, run: Sequence[UserErased]) -> None:
-    """Deletes the erased users' units in every experiment of their tenant (a unit is stored
-    as its digest, so the digests are computed for each experiment the tenant has units in)."""
+    """The users' tombstones (their earlier exposures arriving later count nothing), and their
+    units deleted in every experiment of their tenant (a unit is stored as its digest, so the
+    digests are computed for each experiment the tenant has units in)."""
+    await record_tombstones(connection, "metrics", run)
     tenants = sorted({e.tenant_id for e in run})
     experiments = await connection.fetch(
         "SELECT DISTINCT tenant_id, experiment FROM metrics.experiment_units "

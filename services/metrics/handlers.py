@@ -13,8 +13,8 @@ from services.metrics.repository import write_effects
 def subjects(effect: MetricsEffect) -> tuple[str, ...]:
     """A signal and the subject it is counted under are written under one lock, so the late
     re-attribution never misses a signal committed concurrently by another replica."""
-    if isinstance(effect, UserErased):
-        return (f"{effect.tenant_id}:erasure:{effect.user_id}",)
+    if isinstance(effect, UserErased):  # the same lock as the user's exposures
+        return (f"{effect.tenant_id}:user:{effect.user_id}",)
     return (f"{effect.tenant_id}:{effect.subject_id}",)
 
 

@@ -139,6 +139,7 @@ async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) ->
         [(e.tenant_id, e.user_id, e.erased_at) for e in run],
     )
     await store.remove_user_examples(connection, users=users, reason="erasure")
+    await store.retract_erased_again(connection, users=users)
     # Snapshots of exports keep nothing of an erased user either.
     await connection.executemany(
         "DELETE FROM trainer.snapshot_examples "

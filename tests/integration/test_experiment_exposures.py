@@ -98,6 +98,12 @@ async def test_an_erasure_forgets_the_users_units_in_every_experiment(pool: Any)
     rows = await pool.fetch("SELECT experiment, variant FROM metrics.experiment_units "
                             "ORDER BY experiment, variant")
     assert [tuple(r) for r in rows] == [("exp", "treatment"), ("exp", "treatment")]
+    # An exposure from before the erasure arriving after it counts nothing, not even a unit.
+    await _apply(pool, [exposure("u1", "control", t + timedelta(seconds=30), experiment="third")])
+    assert await pool.fetchval(
+        "SELECT count(*) FROM metrics.experiment_units WHERE experiment = 'third'") == 0
+    async with pool.acquire() as connection:
+        assert await experiment_buckets(connection, tenant_id="acme", experiment="third") == []
     # The counts per minute hold no one and stay: the units first exposed at T0 are still two.
     async with pool.acquire() as connection:
         buckets = await experiment_buckets(connection, tenant_id="acme", experiment="exp")

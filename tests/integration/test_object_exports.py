@@ -148,6 +148,29 @@ async def test_increments_hold_each_stream_once_as_jsonl_and_parquet_with_a_mani
     assert {r["conversation_id"] for r in manifest["retracted"]} >= {"r2"}
 
 
+async def test_a_run_that_stopped_before_its_watermark_is_written_again_under_the_same_names(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """A run that wrote its increments and stopped before the watermark moved, after an earlier
+    attempt had left a data file without its manifest: the next run writes the same increments
+    under the same names (their end read back from the manifests) and deletes the leftover, so
+    no object repeats another's rows and every data file is one a manifest names."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    await _apply(pool, _conversation("acme", 1, "a" * 64))
+    first = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert first is not None and len(first) == 3
+    written = _objects(store)
+    jsonl = next(i for i in first if i.stream == "feedback").keys[0]
+    leftover = jsonl.rsplit("--", 1)[0] + "--20261130T000000.000000Z.jsonl"
+    client = store.client()
+    obstore.put(client, leftover, written[jsonl])
+    await pool.execute("DELETE FROM trainer.object_exports")  # the watermark never moved
+    again = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert again is not None
+    assert sorted(i.keys for i in again) == sorted(i.keys for i in first)
+    assert set(_objects(store)) == set(written), "the leftover is gone, nothing new was named"
+
+
 async def test_a_store_that_refuses_is_retried_and_its_secret_never_logged(
     pool: Any, seaweed: SeaweedS3, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -197,6 +197,33 @@ async def test_opt_out_and_erasure_remove_the_users_examples(pool: Any) -> None:
         ("opt_out", True), ("erasure", False)}
 
 
+async def test_an_erasure_after_an_opt_out_retracts_the_users_examples_for_erasure(
+    pool: Any,
+) -> None:
+    """An opt-out already removed the user's examples; the erasure that follows still finds
+    them (by the retractions' user digests) and retracts each for erasure, queued for the
+    topic, so webhooks and the object exports forget their texts too."""
+    await apply(pool, response_doc("r1"), feedback_doc("r1", thumb="up"),
+                response_doc("r2", user=AGENT), feedback_doc("r2", user=AGENT, thumb="up"))
+    await pool.execute("UPDATE trainer.examples SET published_revision = revision")
+    mine = {row["example_id"] for row in await examples(pool) if row["response_id"] == "r1"}
+    assert mine
+    await apply(pool, user_doc("user.consent_changed", USER, {"training_allowed": False}))
+    digests = await pool.fetch(
+        "SELECT reason, user_digests = ARRAY[public.erased_user_digest($1)] AS theirs "
+        "FROM trainer.example_retractions", USER)
+    assert {(row["reason"], row["theirs"]) for row in digests} == {("opt_out", True)}
+    for _ in range(2):  # an erasure applied again retracts nothing twice
+        await apply(pool, user_doc("user.erasure_requested", USER, {}))
+    erased = await pool.fetch(
+        "SELECT example_id, published_at IS NULL AS queued FROM trainer.example_retractions "
+        "WHERE reason = 'erasure'")
+    assert {row["example_id"] for row in erased} == mine
+    assert all(row["queued"] for row in erased) and len(erased) == len(mine)
+    # The other user's examples are untouched.
+    assert {row["response_id"] for row in await examples(pool)} == {"r2"}
+
+
 @pytest.fixture
 async def names(kafka_bootstrap: str) -> TopicNames:
     return await create_topics(kafka_bootstrap, unique_prefix())

@@ -91,17 +91,49 @@ async def retract(
     )
     # Every deletion is recorded, for exports to object storage that may hold the example; one
     # that never reached the topic is marked published at once, so the relay sends nothing.
+    # The users' erased-user digests are kept (never their ids), so a later erasure finds it.
     await connection.executemany(
         """
         INSERT INTO trainer.example_retractions
-            (example_id, tenant_id, conversation_id, reason, published_at)
-        VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN NULL ELSE now() END)
+            (example_id, tenant_id, conversation_id, reason, published_at, user_digests)
+        VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN NULL ELSE now() END,
+                ARRAY(SELECT public.erased_user_digest(u) FROM unnest($6::text[]) AS u))
         """,
         [
             (row["example_id"], row["tenant_id"], row["conversation_id"], reason,
-             row["published_revision"] > 0)
+             row["published_revision"] > 0, list(row["user_ids"]))
             for row in deleted
         ],
+    )
+
+
+async def retract_erased_again(
+    connection: asyncpg.Connection, *, users: Sequence[tuple[str, str]]
+) -> None:
+    """For an erasure: the examples of the users' data removed earlier for another reason (an
+    opt-out, a superseding change) get an `erasure` retraction too, queued for the topic, so
+    the webhooks consumer drops their deliveries and the object exports rewrite them. One
+    already retracted for erasure is not retracted again."""
+    if not users:
+        return
+    await connection.execute(
+        """
+        INSERT INTO trainer.example_retractions
+            (example_id, tenant_id, conversation_id, reason, user_digests)
+        SELECT DISTINCT ON (r.tenant_id, r.example_id)
+               r.example_id, r.tenant_id, r.conversation_id, 'erasure', r.user_digests
+        FROM trainer.example_retractions r
+        JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_id)
+          ON r.tenant_id = u.tenant_id
+         AND r.user_digests @> ARRAY[public.erased_user_digest(u.user_id)]
+        WHERE r.reason <> 'erasure'
+          AND NOT EXISTS (
+              SELECT 1 FROM trainer.example_retractions done
+              WHERE done.tenant_id = r.tenant_id AND done.example_id = r.example_id
+                AND done.reason = 'erasure')
+        ORDER BY r.tenant_id, r.example_id, r.seq
+        """,
+        [tenant for tenant, _ in users], [user for _, user in users],
     )
 
 
@@ -112,7 +144,7 @@ async def remove_user_examples(
         deleted = await connection.fetch(
             """
             DELETE FROM trainer.examples WHERE tenant_id = $1 AND user_ids @> ARRAY[$2::text]
-            RETURNING example_id, tenant_id, conversation_id, published_revision
+            RETURNING example_id, tenant_id, conversation_id, published_revision, user_ids
             """,
             tenant_id,
             user_id,
@@ -174,7 +206,7 @@ async def delete_stale(
         USING unnest($1::text[], $2::text[]) AS t(tenant_id, response_id)
         WHERE e.tenant_id = t.tenant_id AND e.response_id = t.response_id
           AND NOT (e.example_id = ANY($3::uuid[]))
-        RETURNING e.example_id, e.tenant_id, e.conversation_id, e.published_revision
+        RETURNING e.example_id, e.tenant_id, e.conversation_id, e.published_revision, e.user_ids
         """,
         [tenant for tenant, _ in responses],
         [response for _, response in responses],

@@ -11,8 +11,9 @@ them can commit rows into a stretch already exported). Its objects are
     <prefix>/<tenant>/<stream>/<from>--<until>.manifest.json
 
 (times as `20261201T101500.000000Z`). The objects are written first and `exported_to` is
-advanced after: a crash in between writes the same increment again under the same names, with
-the same rows. Streams:
+advanced after: a crash in between writes the same increment again under the same names (its
+end read back from the manifest it left), with the same rows; data files a run left without
+their manifest are deleted by the next, which writes that stretch again. Streams:
 - `examples`: the published documents of examples created or revised in the stretch (a
   revision is exported again; keep the highest `revision` of each `example_id`), and in the
   manifest the examples retracted in it (erasure, opt-out, a retracted signal);
@@ -212,6 +213,33 @@ async def _rows(
     return rows, []
 
 
+async def _resume(
+    client: Any, store: ObjectStore, *, tenant_id: str, stream: str, since: datetime,
+    until: datetime,
+) -> datetime:
+    """The end of the increment starting at `since`: the one an earlier run wrote a manifest
+    for when it stopped before the watermark moved (so it is written again under the same
+    names), else `until`. Data files an earlier run wrote from `since` without their manifest
+    are deleted: no manifest names them, and they would repeat the new increment's rows."""
+    import obstore
+
+    # Listing is by folder (the store's prefixes are paths), so the names are matched here.
+    start = store.key(tenant_id, stream, f"{_stamp(since)}--")
+    found = [item["path"] async for batch in
+             obstore.list(client, prefix=store.key(tenant_id, stream) + "/")
+             for item in batch if item["path"].startswith(start)]
+    manifests = sorted(key for key in found if key.endswith(".manifest.json"))
+    if manifests:
+        written = orjson.loads(bytes(await (await obstore.get_async(client, manifests[0]))
+                                     .bytes_async()))
+        until = min(until, datetime.fromisoformat(written["stored_until"]))
+    base = store.key(tenant_id, stream, f"{_stamp(since)}--{_stamp(until)}")
+    for key in found:
+        if not key.startswith(base + "."):
+            await obstore.delete_async(client, key)
+    return until
+
+
 async def export_increment(
     pool: asyncpg.Pool, store: ObjectStore, *, tenant_id: str, stream: str, until: datetime,
     client: Any | None = None,
@@ -227,6 +255,8 @@ async def export_increment(
             tenant_id, stream) or _EPOCH
         if until <= since:
             return None
+        until = await _resume(client, store, tenant_id=tenant_id, stream=stream, since=since,
+                              until=until)
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             rows, retracted = await _rows(connection, stream, tenant_id, since, until)
     keys: list[str] = []
