@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feedbackloop.kafka import OutgoingMessage, PublishUnavailable
+from feedbackloop.kafka import OutgoingMessage, PublishRejected, PublishUnavailable
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import Job, JobRunner, lock_key
 from feedbackloop.pipeline.outbox import Outbox
@@ -157,3 +157,28 @@ async def test_an_outbox_marks_only_what_the_broker_acknowledged() -> None:
                     OutgoingMessage("p.demo", b"acme:c2", b"two"),
                     OutgoingMessage("p.demo", b"beta:c1", b"three")]
     assert marked == [queue[:2], queue[2:]]
+
+
+async def test_a_message_the_broker_refuses_for_good_holds_back_nothing_after_it() -> None:
+    queue = [("acme", "c1", b"one"), ("acme", "c2", b"x" * 2_000), ("acme", "c3", b"three")]
+    marked: list[tuple[str, str, bytes]] = []
+
+    async def pending(connection: Any, limit: int) -> list[tuple[str, str, bytes]]:
+        return [item for item in queue if item not in marked][:limit]
+
+    async def mark(connection: Any, items: Sequence[tuple[str, str, bytes]]) -> None:
+        marked.extend(item for item in items if item not in marked)
+
+    outbox = Outbox("demo", "p.demo", pending, lambda i: (f"{i[0]}:{i[1]}".encode(), i[2]), mark)
+    sent: list[bytes] = []
+
+    async def publish(messages: Sequence[OutgoingMessage]) -> None:
+        if any(len(message.value) > 1_000 for message in messages):
+            raise PublishRejected("MessageSizeTooLargeError")
+        sent.extend(message.value for message in messages)
+
+    with pytest.raises(PublishRejected, match=r"keyed b'acme:c2' \(2000 bytes\)"):
+        await outbox.relay(None, publish)
+    assert sent == [b"one"] and marked == queue[:2]
+    assert await outbox.relay(None, publish) == 1
+    assert sent == [b"one", b"three"] and marked == queue

@@ -13,6 +13,13 @@ publishes the same items again). Delivery is therefore at least once: a crash be
 acknowledgement and the mark publishes a batch twice, and consumers deduplicate on the item's
 identity. Keys keep one subject's messages on one partition; `outbox_job` runs the relay as a
 singleton `Job`, so one replica publishes at a time and the topic keeps the outbox's order.
+
+A message the broker refuses whatever the retries (`PublishRejected`: larger than the topic
+takes) would hold back everything after it for good. The batch is then published one message
+at a time: the items before it are marked, the refused one is marked too (it stays in the
+service's tables, its only copy off the topic) and the run raises, naming its key and size, so
+the job reports the failure (a log line, `/readyz`, the failed-run metric); the next run goes
+on with the items after it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from feedbackloop.kafka import EventPublisher, OutgoingMessage
+from feedbackloop.kafka import EventPublisher, OutgoingMessage, PublishRejected
 from feedbackloop.pipeline.jobs import Job, singleton
 
 Item = TypeVar("Item")
@@ -54,9 +61,30 @@ class Outbox(Generic[Item]):
         items = await self.pending(connection, self.batch_size)
         if not items:
             return 0
-        await publish(self.messages(items))
+        messages = self.messages(items)
+        try:
+            await publish(messages)
+        except PublishRejected:
+            await self._one_at_a_time(connection, publish, items, messages)
         await self.mark(connection, items)
         return len(items)
+
+    async def _one_at_a_time(
+        self, connection: asyncpg.Connection, publish: Publish, items: Sequence[Item],
+        messages: Sequence[OutgoingMessage],
+    ) -> None:
+        """Publishes `items` in order until one is refused for good; marks the ones before it
+        and it, then raises (see the module's docstring). Returns when none is refused."""
+        for index, message in enumerate(messages):
+            try:
+                await publish([message])
+            except PublishRejected as refused:
+                await self.mark(connection, items[: index + 1])
+                raise PublishRejected(
+                    f"{self.name}: the broker refuses the message keyed {message.key!r} "
+                    f"({len(message.value)} bytes) on {self.topic}: {refused}; it is marked "
+                    "published and stays in the service's tables, the items after it go on"
+                ) from refused
 
 
 def settings_publisher(settings: Any) -> EventPublisher:
