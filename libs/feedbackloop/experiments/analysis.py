@@ -123,12 +123,16 @@ def _side(lower: float, upper: float, direction: int, tested: bool) -> Side:
 
 def analyse_metric(spec: ExperimentSpec, metric: Metric, series: Sequence[MetricPoint],
                    role: Literal["primary", "guardrail"]) -> MetricResult:
-    """One metric's result per variant, the control first (without a comparison)."""
+    """One metric's result per variant, the control first (without a comparison). Alpha is
+    split (Bonferroni) over the comparisons with the control and, for a guardrail, over the
+    guardrails too: any one guardrail's breach stops the experiment, so together they must
+    not cry harm more often than alpha."""
     names = [v.name for v in spec.variants]
     control = names[0]
     info = METRIC_INFO[metric]
     tau = spec.minimum_detectable_effect if role == "primary" else info.guardrail_tau
-    alpha = spec.alpha / (len(names) - 1)
+    family = max(1, len(spec.guardrail_metrics)) if role == "guardrail" else 1
+    alpha = spec.alpha / ((len(names) - 1) * family)
     empty = ArmSummary(n=0, total=0.0, total_sq=0.0)
     last = series[-1].arms if series else {}
     results = [VariantResult(variant=control, n=last.get(control, empty).n,
