@@ -1,8 +1,9 @@
 """Endpoint secrets at rest, on a real PostgreSQL with a real receiver verifying every request
 with `standardwebhooks`: what the query API and the CLI create is stored sealed (no plaintext in
 the column) and still signs deliveries; a row of before in the plaintext form is delivered and
-sealed; a ciphertext copied onto another endpoint's row does not open there, and its delivery is
-dead at once with the reason while the rest of the batch is delivered."""
+sealed (and the column takes no third form); a ciphertext copied onto another endpoint's row
+does not open there, and its delivery is dead at once with the reason while the rest of the
+batch is delivered."""
 
 from __future__ import annotations
 
@@ -238,6 +239,12 @@ async def test_a_plaintext_row_of_before_is_delivered_and_sealed(
             assert box.open(SETTINGS_ENDPOINT_ID, stored_alert) == alert_secret
             assert await connection.fetchval(
                 "SELECT count(*) FROM webhooks.endpoints WHERE secret NOT LIKE 'enc1:%'") == 0
+            # The column holds one of the two forms, nothing else (migration 0024).
+            for other_form in ("", "s3cr3t", "v1,whsec_x"):
+                with pytest.raises(asyncpg.CheckViolationError, match="endpoints_secret_form"):
+                    await connection.execute(
+                        "UPDATE webhooks.endpoints SET secret = $2 WHERE endpoint_id = $1",
+                        views["old"].endpoint_id, other_form)
     finally:
         await pool.close()
 
