@@ -3,8 +3,9 @@
 A stored secret is `enc1:<base64 of the 12-byte nonce and the ciphertext with its tag>`, with
 the endpoint's id as associated data: a ciphertext copied onto another endpoint's row does not
 decrypt there. A row still holding the plaintext form of before (`whsec_...`) is read as it is,
-and sealed by `repository.seal_plaintext_rows` (the delivery job runs it when it starts, and again whenever
-it claims such a row). Nothing here logs or repeats a secret, in an error message or a repr.
+and sealed by `repository.seal_plaintext_rows` (the delivery job runs it when it starts, and
+again whenever it claims such a row). Nothing here logs or repeats a secret, in an error message
+or a repr.
 
 One key is active. When FEEDBACKLOOP_WEBHOOKS_SECRET_KEY is empty the key is derived from the
 user-id HMAC secret under a label of its own, so the query service, the CLI and the webhooks
