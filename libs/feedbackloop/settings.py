@@ -5,6 +5,7 @@ Nothing in `libs/` constructs it: libraries take the values they need as argumen
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,17 @@ from feedbackloop.contract import TopicNames
 from feedbackloop.kafka import EventPublisher, KafkaConnection
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
+
+
+def webhooks_secret_key_is_valid(value: str) -> bool:
+    """Empty (the key is derived), or 32 bytes in base64 that are not all one byte value."""
+    if not value:
+        return True
+    try:
+        key = base64.b64decode(value, validate=True)
+    except ValueError:
+        return False
+    return len(key) == 32 and len(set(key)) > 1
 
 
 class Settings(BaseSettings):
@@ -148,6 +160,11 @@ class Settings(BaseSettings):
     webhooks_delivered_retention_days: float = Field(default=30.0, gt=0)
     alert_changes_retention_days: float = Field(default=7.0, gt=0)
     webhooks_prune_interval_seconds: float = Field(default=3_600.0, gt=0)
+    # The AES-256-GCM key endpoints' signing secrets are encrypted with at rest: 32 random
+    # bytes in base64 (`openssl rand -base64 32`). Empty: a key derived from the user-id HMAC
+    # secret (under a label of its own), so the services and the CLI agree wherever they run.
+    # One key is active; changing it leaves stored secrets unreadable (see the README).
+    webhooks_secret_key: SecretStr = SecretStr("")
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.
     training_relay_batch_size: int = Field(default=500, ge=1)
@@ -208,6 +225,8 @@ class Settings(BaseSettings):
             missing.append("FEEDBACKLOOP_FEEDBACK_TOKEN_SECRET (at least 32 characters, or empty)")
         if self.widget_demo_tenant:
             missing.append("FEEDBACKLOOP_WIDGET_DEMO_TENANT must not be set in production")
+        if not webhooks_secret_key_is_valid(self.webhooks_secret_key.get_secret_value()):
+            missing.append("FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (32 random bytes in base64, or empty)")
         if missing:
             raise ValueError("production settings are incomplete: " + ", ".join(missing))
         return self

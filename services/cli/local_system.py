@@ -68,7 +68,7 @@ def _running(pid: object) -> bool:
 
 def with_local_system(settings: Settings) -> Settings:
     """`settings`, with the database and broker of a running `feedbackloop run` filled in
-    where the settings name none."""
+    where the settings name none (and, with its database, its HMAC secret if none is set)."""
     if settings.database_url.get_secret_value() and settings.kafka_bootstrap_servers:
         return settings
     try:
@@ -80,6 +80,15 @@ def with_local_system(settings: Settings) -> Settings:
     update: dict[str, object] = {}
     if not settings.database_url.get_secret_value() and found.get("database_url"):
         update["database_url"] = SecretStr(str(found["database_url"]))
+        # Its services' HMAC secret too (kept by `feedbackloop run`), so what the CLI derives
+        # from it (the key sealing webhook endpoint secrets) is theirs.
+        if not settings.user_id_hmac_secret.get_secret_value():
+            try:
+                local = json.loads((settings.data_dir / "local-secrets.json").read_text())
+            except (OSError, ValueError):
+                local = None
+            if isinstance(local, dict) and isinstance(local.get("user_id_hmac_secret"), str):
+                update["user_id_hmac_secret"] = SecretStr(local["user_id_hmac_secret"])
     if not settings.kafka_bootstrap_servers and found.get("kafka_bootstrap_servers"):
         update["kafka_bootstrap_servers"] = str(found["kafka_bootstrap_servers"])
         update["kafka_enable_idempotence"] = bool(found.get("kafka_enable_idempotence", True))

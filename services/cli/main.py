@@ -15,6 +15,7 @@ from services.cli.loadgen import add_loadgen_parser, run_loadgen
 from services.cli.local_system import missing, status, with_local_system
 from services.cli.topics import add_read_parser, run_read
 from services.cli.webhooks import add_webhooks_parser, run_webhooks
+from services.webhooks.admin import SecretBox
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_dead_letters(arguments, settings)
     if arguments.command == "webhooks":
         return run_webhooks(arguments, _database_url(settings),
+                            secret_box=lambda: SecretBox.from_settings(settings),
                             allow_private_networks=settings.webhooks_allow_private_networks)
     if arguments.command == "experiments":
         return run_experiments(arguments, _database_url(settings))

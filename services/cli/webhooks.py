@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from services.webhooks import admin, reads
+from services.webhooks.admin import SecretBox
 from services.webhooks.reads import WEBHOOK_EVENT_TYPES
 
 T = TypeVar("T")
@@ -48,17 +49,22 @@ def add_webhooks_parser(commands: Any) -> None:
 
 
 def run_webhooks(
-    arguments: argparse.Namespace, database_url: str, *, allow_private_networks: bool = False
+    arguments: argparse.Namespace, database_url: str, *,
+    secret_box: Callable[[], SecretBox], allow_private_networks: bool = False,
 ) -> int:
-    """Runs one command; `allow_private_networks` is FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS
-    (an endpoint on a literal non-public address or localhost is refused without it)."""
+    """Runs one command; `secret_box` gives the box sealing a created endpoint's secret (of
+    FEEDBACKLOOP_WEBHOOKS_SECRET_KEY, the services' own key; ValueError when it cannot be
+    made, for `create` only); `allow_private_networks` is
+    FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (an endpoint on a literal non-public address or
+    localhost is refused without it)."""
     command = arguments.webhooks_command
     tenant = arguments.tenant
     if command == "create":
         events = [e.strip() for e in arguments.events.split(",") if e.strip()]
         try:
+            box = secret_box()
             view, secret = _run(database_url, lambda c: admin.create_endpoint(
-                c, tenant_id=tenant, url=arguments.url, event_types=events,
+                c, tenant_id=tenant, url=arguments.url, event_types=events, box=box,
                 description=arguments.description, secret=arguments.secret,
                 allow_private_networks=allow_private_networks,
             ))

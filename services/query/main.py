@@ -39,6 +39,7 @@ from services.query.recommendations import router as recommendations_router
 from services.query.reviews import router as reviews_router
 from services.query.training import router as training_router
 from services.query.webhooks import router as webhooks_router
+from services.webhooks.admin import SecretBox
 
 ALERTS_TOPIC = (
     "Each change of an alert's state (feedbackloop.contract.alerts), keyed <tenant>:<rule>, "
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    reviews_router, webhooks_router, experiments_router):
         app.include_router(routes)
     app.state.webhooks_allow_private_networks = settings.webhooks_allow_private_networks
+    app.state.webhook_secrets = SecretBox.from_settings(settings)
     # Inside the size limit, which bounds what it buffers.
     app.add_middleware(Utf8Bodies)
     app.add_middleware(BodySizeLimit, limit_for=lambda path: 65_536)

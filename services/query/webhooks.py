@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from feedbackloop.http.problems import ProblemException
 from services.query.deps import Admin, Reader, State
 from services.webhooks import admin, reads
+from services.webhooks.admin import SecretBox
 from services.webhooks.reads import WEBHOOK_EVENT_TYPES, WebhookEventType
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -97,12 +98,13 @@ async def create_endpoint(
     FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS is true (names are checked again, resolved,
     at every delivery)."""
     allow_private = bool(getattr(request.app.state, "webhooks_allow_private_networks", False))
+    box: SecretBox = request.app.state.webhook_secrets
     try:
         async with state.pool.acquire() as connection:
             view, secret = await admin.create_endpoint(
                 connection, tenant_id=caller.tenant_id, url=str(body.url),
-                event_types=body.event_types, description=body.description, secret=body.secret,
-                allow_private_networks=allow_private,
+                event_types=body.event_types, box=box, description=body.description,
+                secret=body.secret, allow_private_networks=allow_private,
             )
     except ValueError as error:
         raise ProblemException(422, str(error), errors=[

@@ -17,6 +17,7 @@ from services.webhooks import repository
 from services.webhooks.network import refused_url
 from services.webhooks.processing import WEBHOOK_EVENT_TYPES
 from services.webhooks.reads import EndpointView, endpoint_view
+from services.webhooks.sealing import SecretBox as SecretBox  # for the CLI and query
 
 SETTINGS_ENDPOINT_ID = uuid.UUID("0a1e7b52-3c4d-4e5f-9a6b-7c8d9e0f1a2b")
 
@@ -68,21 +69,24 @@ def check_url(url: str, *, allow_private_networks: bool) -> str:
 
 async def create_endpoint(
     connection: asyncpg.Connection, *, tenant_id: str, url: str, event_types: Sequence[str],
-    description: str = "", secret: str | None = None, allow_private_networks: bool = False,
+    box: SecretBox, description: str = "", secret: str | None = None,
+    allow_private_networks: bool = False,
 ) -> tuple[EndpointView, str]:
-    """A new endpoint; returns it and its secret (shown to the caller once). Only messages
-    consumed after it exists are delivered to it. Raises ValueError (nothing is written) for
-    unknown event types, a bad secret, or a URL `check_url` refuses."""
+    """A new endpoint; returns it and its secret (shown to the caller once, and stored only
+    sealed by `box`). Only messages consumed after it exists are delivered to it. Raises
+    ValueError (nothing is written) for unknown event types, a bad secret, or a URL `check_url`
+    refuses."""
     types = check_event_types(event_types)
     url = check_url(url, allow_private_networks=allow_private_networks)
     secret = check_secret(secret) if secret else generate_secret()
+    endpoint_id = uuid.uuid4()
     row = await connection.fetchrow(
         """
         INSERT INTO webhooks.endpoints (endpoint_id, tenant_id, url, secret, event_types, description)
         VALUES ($1, $2, $3, $4, $5, $6)
         RETURNING endpoint_id, tenant_id, url, event_types, description, source, created_at
         """,
-        uuid.uuid4(), tenant_id, url, secret, types, description,
+        endpoint_id, tenant_id, url, box.seal(endpoint_id, secret), types, description,
     )
     assert row is not None
     return endpoint_view(row), secret
@@ -135,10 +139,10 @@ async def replay_deliveries(
     return [row["delivery_id"] for row in rows]
 
 
-async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings) -> None:
+async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings, box: SecretBox) -> None:
     """The endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL: every tenant's alert.state_changed,
     signed with FEEDBACKLOOP_ALERT_WEBHOOK_SECRET (or a secret derived from the HMAC secret and
-    the URL, stable across restarts). Removed when the setting is."""
+    the URL, stable across restarts), stored sealed by `box`. Removed when the setting is."""
     url = settings.alert_webhook_url or None
     if settings.alert_webhook_secret is not None:
         secret = check_secret(settings.alert_webhook_secret.get_secret_value())
@@ -147,6 +151,7 @@ async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings) -> Non
         secret = "whsec_" + base64.b64encode(hashlib.sha256(seed.encode()).digest()).decode()
     async with pool.acquire() as connection:
         await repository.configure_settings_endpoint(
-            connection, endpoint_id=SETTINGS_ENDPOINT_ID, url=url, secret=secret,
+            connection, endpoint_id=SETTINGS_ENDPOINT_ID, url=url,
+            stored_secret=box.seal(SETTINGS_ENDPOINT_ID, secret),
             event_types=["alert.state_changed"],
         )

@@ -14,6 +14,13 @@ receiver's to choose, and would be kept and shown here); the body is not even re
 is at least once: a sender that dies between the answer and the record leaves the delivery to
 be sent again once its lease ends.
 
+Endpoint secrets are stored sealed (`sealing.py`) and opened just before an attempt signs with
+them. One that does not open (sealed for another endpoint, or under another key) is not sent:
+the delivery is dead at once, with the reason, and not retried; the job carries on with the
+others. The job's first run seals the secrets still stored in the plaintext form of before,
+and so does any run that claims a delivery to such an endpoint (one written by a release of
+before while this one was already running).
+
 Deliveries are claimed with SKIP LOCKED under a lease, so replicas share the work and never
 send one delivery concurrently. A slow or dead receiver costs at most the timeout per attempt,
 and never touches the consumer: deliveries were written by its transaction, and wait here.
@@ -39,6 +46,7 @@ from services.webhooks import repository
 from services.webhooks.admin import configure_alert_webhook
 from services.webhooks.network import RefusedAddress, delivery_client
 from services.webhooks.processing import RetryPolicy
+from services.webhooks.sealing import SecretBox, UnreadableSecret, is_plaintext
 
 USER_AGENT = "feedbackloop-webhooks/1"
 
@@ -66,10 +74,17 @@ def answer_error(status: int) -> str:
 
 async def attempt(
     client: httpx.AsyncClient, due: repository.DueDelivery, policy: RetryPolicy,
-    metrics: WebhookMetrics,
+    metrics: WebhookMetrics, box: SecretBox,
 ) -> repository.AttemptResult:
-    """One attempt; never raises for what the receiver or the network does."""
+    """One attempt; never raises for what the receiver or the network does, nor for a stored
+    secret that does not open (that delivery is dead, with the reason)."""
     at = datetime.now(UTC)
+    try:
+        secret = box.open(due.endpoint_id, due.stored_secret)
+    except UnreadableSecret as unreadable:
+        metrics.attempt("dead")
+        return repository.AttemptResult(due.delivery_id, at, None, str(unreadable)[:300],
+                                        False, None)
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
@@ -77,7 +92,7 @@ async def attempt(
     try:
         async with client.stream(
             "POST", due.url, content=due.body.encode(),
-            headers=signed_headers(str(due.delivery_id), due.secret, due.body, at),
+            headers=signed_headers(str(due.delivery_id), secret, due.body, at),
         ) as response:
             status = response.status_code
         if not 200 <= status < 300:
@@ -99,14 +114,17 @@ async def deliver_due(
     policy: RetryPolicy,
     metrics: WebhookMetrics,
     *,
+    box: SecretBox,
     batch_size: int,
     timeout_seconds: float,
     operator_client: httpx.AsyncClient | None = None,
 ) -> int:
-    """Claims up to `batch_size` due deliveries, attempts them concurrently and records each
-    outcome; returns how many were attempted. Deliveries to the operator's own endpoint (of
-    FEEDBACKLOOP_ALERT_WEBHOOK_URL) go through `operator_client` when given: the operator may
-    point it at an address inside the network; tenants' endpoints go through `client`."""
+    """Claims up to `batch_size` due deliveries, attempts them concurrently (opening their
+    endpoints' secrets with `box`) and records each outcome; returns how many were attempted.
+    Endpoints whose secret was still in the plaintext form are sealed afterwards. Deliveries
+    to the operator's own endpoint (of FEEDBACKLOOP_ALERT_WEBHOOK_URL) go through
+    `operator_client` when given: the operator may point it at an address inside the network;
+    tenants' endpoints go through `client`."""
     async with pool.acquire() as connection:
         claimed = await repository.claim_due(
             connection, limit=batch_size, lease_seconds=timeout_seconds + 30
@@ -115,12 +133,14 @@ async def deliver_due(
     if claimed:
         results = await asyncio.gather(*(
             attempt(operator_client if operator_client is not None and due.source == "settings"
-                    else client, due, policy, metrics)
+                    else client, due, policy, metrics, box)
             for due in claimed
         ))
     async with pool.acquire() as connection:
         if results:
             await repository.record_attempts(connection, results)
+        if any(is_plaintext(due.stored_secret) for due in claimed):
+            await repository.seal_plaintext_rows(connection, box)
         metrics.pending.set(await repository.pending_count(connection))
     return len(claimed)
 
@@ -129,7 +149,10 @@ def delivery_jobs(
     pool: asyncpg.Pool, registry: CollectorRegistry, settings: Settings
 ) -> list[Job]:
     """The delivery job of one replica (its HTTP client closed when it stops). Its first run
-    also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL."""
+    also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL and seals the endpoint
+    secrets still stored in plaintext. Raises ValueError for a malformed
+    FEEDBACKLOOP_WEBHOOKS_SECRET_KEY."""
+    box = SecretBox.from_settings(settings)
     policy = RetryPolicy(
         max_attempts=settings.webhooks_max_attempts,
         base_seconds=settings.webhooks_retry_base_seconds,
@@ -151,10 +174,12 @@ def delivery_jobs(
 
     async def deliver() -> int:
         if not configured:
-            await configure_alert_webhook(pool, settings)
+            await configure_alert_webhook(pool, settings, box)
+            async with pool.acquire() as connection:
+                await repository.seal_plaintext_rows(connection, box)
             configured.append(True)
         return await deliver_due(
-            pool, client, policy, metrics,
+            pool, client, policy, metrics, box=box,
             batch_size=settings.webhooks_delivery_batch_size,
             timeout_seconds=settings.webhooks_timeout_seconds,
             operator_client=operator_client,

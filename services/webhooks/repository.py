@@ -4,7 +4,7 @@ so the current states, the deliveries (the outbox) and the claimed event ids com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from feedbackloop.pipeline.consumer import consecutive_runs
+from services.webhooks import sealing
 from services.webhooks.processing import (
     ALL_TENANTS,
     AlertNotice,
@@ -265,7 +266,8 @@ class DueDelivery:
     delivery_id: UUID
     endpoint_id: UUID
     url: str
-    secret: str
+    # As stored: sealed (`sealing.SecretBox.open` reads it), or the plaintext form of before.
+    stored_secret: str = field(repr=False)
     body: str
     attempts: int
     source: str  # 'api': a tenant's endpoint; 'settings': the operator's
@@ -291,7 +293,8 @@ async def claim_due(
         FROM due, webhooks.endpoints e
         WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
           AND e.deleted_at IS NULL
-        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret, d.body, d.attempts, e.source
+        RETURNING d.delivery_id, d.endpoint_id, e.url, e.secret AS stored_secret, d.body,
+                  d.attempts, e.source
         """,
         limit, lease_seconds,
     )
@@ -342,10 +345,11 @@ async def pending_count(connection: asyncpg.Connection) -> int:
 
 
 async def configure_settings_endpoint(
-    connection: asyncpg.Connection, *, endpoint_id: UUID, url: str | None, secret: str,
+    connection: asyncpg.Connection, *, endpoint_id: UUID, url: str | None, stored_secret: str,
     event_types: Sequence[str],
 ) -> None:
-    """The all-tenant endpoint of a setting: created or updated to `url`, deleted when unset."""
+    """The all-tenant endpoint of a setting: created or updated to `url` (with its secret as
+    stored, sealed for `endpoint_id`), deleted when unset."""
     if url is None:
         async with connection.transaction():
             await connection.execute(
@@ -365,7 +369,7 @@ async def configure_settings_endpoint(
         ON CONFLICT (endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret,
             event_types = EXCLUDED.event_types, deleted_at = NULL
         """,
-        endpoint_id, ALL_TENANTS, url, secret, list(event_types),
+        endpoint_id, ALL_TENANTS, url, stored_secret, list(event_types),
     )
 
 
@@ -385,5 +389,27 @@ async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: fl
         )
         """,
         older_than_days, limit,
+    )
+    return int(status.split()[-1])
+
+
+async def seal_plaintext_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
+    """Seals every endpoint secret still stored in the plaintext form; returns how many rows
+    this call changed. Each row is replaced only if it still holds the plaintext it read, so
+    concurrent replicas (or a secret changed meanwhile) never overwrite each other."""
+    rows = await connection.fetch(
+        "SELECT endpoint_id, secret FROM webhooks.endpoints WHERE starts_with(secret, $1)",
+        sealing.PLAINTEXT_PREFIX,
+    )
+    if not rows:
+        return 0
+    status = await connection.execute(
+        """
+        UPDATE webhooks.endpoints e SET secret = s.sealed
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, plaintext, sealed)
+        WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.plaintext
+        """,
+        [row["endpoint_id"] for row in rows], [row["secret"] for row in rows],
+        [box.seal(row["endpoint_id"], row["secret"]) for row in rows],
     )
     return int(status.split()[-1])

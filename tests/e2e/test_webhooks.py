@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -392,3 +393,33 @@ async def test_tenants_never_see_each_other(
     assert [e["endpoint_id"] for e in (await query.get("/v1/webhooks/endpoints")).json()].count(mine) == 1
     assert (await query.delete(f"/v1/webhooks/endpoints/{mine}")).status_code == 204
     assert mine not in [e["endpoint_id"] for e in (await query.get("/v1/webhooks/endpoints")).json()]
+
+
+async def test_secrets_are_stored_sealed_and_a_plaintext_row_is_sealed_when_delivered(
+    hooks: Hooks, receiver: Receiver, ingest: httpx.AsyncClient, query: httpx.AsyncClient
+) -> None:
+    rolled = await _endpoint(query, receiver, "rolled", ["feedback.submitted"])
+    connection = await asyncpg.connect(hooks.database_url)
+    try:
+        stored = dict(await connection.fetch("SELECT endpoint_id::text, secret FROM webhooks.endpoints"))
+        # Every endpoint so far (the operator's FEEDBACKLOOP_ALERT_WEBHOOK_URL one too).
+        assert len(stored) >= 2 and all(s.startswith("enc1:") for s in stored.values()), stored
+        for secret in receiver.secrets.values():
+            assert not any(secret in s or secret.removeprefix("whsec_") in s
+                           for s in stored.values())
+        # As a release of before (still running beside this one) would store it.
+        await connection.execute("UPDATE webhooks.endpoints SET secret = $2 WHERE endpoint_id = $1",
+                                 uuid.UUID(rolled), receiver.secrets["rolled"])
+        await _thumb(ingest, "r-rolled", "up", datetime.now(UTC))
+        await until(lambda: receiver.of("rolled") or None)
+
+        async def sealed() -> bool | None:
+            value = await connection.fetchval(
+                "SELECT secret FROM webhooks.endpoints WHERE endpoint_id = $1", uuid.UUID(rolled))
+            return value.startswith("enc1:") or None
+
+        await eventually(sealed, timeout=30)
+    finally:
+        await connection.close()
+    assert receiver.unverified == []
+    assert receiver.of("rolled")[0].body["data"]["response_id"] == "r-rolled"

@@ -5,6 +5,7 @@ and three senders working the same outbox at once send each delivery exactly onc
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,9 +26,12 @@ from services.webhooks import admin, reads, repository
 from services.webhooks.delivery import deliver_due
 from services.webhooks.handlers import SPEC
 from services.webhooks.processing import Delivery, RetryPolicy
+from services.webhooks.sealing import SecretBox
 from tests.infra import CollectedDeadLetters, create_database, records_of
 
 pytestmark = pytest.mark.integration
+
+BOX = SecretBox(secrets.token_bytes(32))  # seals the endpoints' secrets
 
 
 class _Server(ThreadingHTTPServer):
@@ -76,7 +80,7 @@ async def test_deliveries_are_written_once_and_sent_once_by_concurrent_senders(
     try:
         async with pool.acquire() as connection:
             endpoint, receiver.secret = await admin.create_endpoint(
-                connection, tenant_id="acme", url=receiver.url,
+                connection, box=BOX, tenant_id="acme", url=receiver.url,
                 event_types=["feedback.submitted", "feedback.changed", "feedback.retracted"],
                 allow_private_networks=True,  # the receiver is on 127.0.0.1
             )
@@ -107,7 +111,7 @@ async def test_deliveries_are_written_once_and_sent_once_by_concurrent_senders(
 
             async def sender() -> int:
                 sent = 0
-                while done := await deliver_due(pool, client, policy, metrics, batch_size=10,
+                while done := await deliver_due(pool, client, policy, metrics, box=BOX, batch_size=10,
                                                 timeout_seconds=5):
                     sent += done
                 return sent

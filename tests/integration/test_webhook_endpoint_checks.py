@@ -60,6 +60,8 @@ async def test_the_cli_refuses_them_unless_private_networks_are_allowed(
 ) -> None:
     database_url = await create_database(postgres_url)
     monkeypatch.setenv("FEEDBACKLOOP_DATABASE_URL", database_url)
+    # The key sealing the endpoint's secret is derived from it, as the services derive it.
+    monkeypatch.setenv("FEEDBACKLOOP_USER_ID_HMAC_SECRET", "endpoint-checks-0123456789abcdef0123456789")
     create = ["webhooks", "create", "--tenant", "acme", "--url", "http://10.0.0.5/hook",
               "--events", "feedback.submitted"]
     monkeypatch.setenv("FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "false")

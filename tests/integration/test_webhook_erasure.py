@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import secrets
 import uuid
 from typing import Any
 
@@ -21,9 +22,12 @@ from feedbackloop.pipeline.consumer import BatchPipeline
 from feedbackloop.postgres import create_pool
 from services.webhooks import admin
 from services.webhooks.handlers import SPEC
+from services.webhooks.sealing import SecretBox
 from tests.infra import CollectedDeadLetters, create_database, records_of
 
 pytestmark = pytest.mark.integration
+
+BOX = SecretBox(secrets.token_bytes(32))  # seals the endpoints' secrets
 
 ERASED = "a" * 64  # the tenant-keyed HMACs, as ingest sends them
 KEPT = "b" * 64
@@ -72,7 +76,7 @@ async def test_an_erasure_removes_the_users_deliveries_and_signals_in_its_transa
     try:
         async with pool.acquire() as connection:
             await admin.create_endpoint(
-                connection, tenant_id="acme", url="https://hooks.example.com/all",
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/all",
                 event_types=["feedback.submitted", "feedback.changed", "feedback.retracted",
                              "training_example.created", "training_example.retracted"],
             )
@@ -174,7 +178,7 @@ async def test_an_erasure_in_the_same_batch_as_the_users_feedback_removes_it(
     try:
         async with pool.acquire() as connection:
             await admin.create_endpoint(
-                connection, tenant_id="acme", url="https://hooks.example.com/all",
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/all",
                 event_types=["feedback.submitted"],
             )
         pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),

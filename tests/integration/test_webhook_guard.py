@@ -6,6 +6,7 @@ URL's; a redirect is not followed; nothing of a receiver's answer but its status
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import ssl
 import subprocess
 import threading
@@ -25,9 +26,12 @@ from services.webhooks import admin, reads, repository
 from services.webhooks.delivery import deliver_due
 from services.webhooks.network import IPAddress, delivery_client
 from services.webhooks.processing import Delivery, RetryPolicy
+from services.webhooks.sealing import SecretBox
 from tests.infra import create_database
 
 pytestmark = pytest.mark.integration
+
+BOX = SecretBox(secrets.token_bytes(32))  # seals the endpoints' secrets
 
 POLICY = RetryPolicy(max_attempts=5, base_seconds=0.01, max_seconds=0.01)
 LEAK = "receiver-private-body-text"
@@ -91,7 +95,7 @@ async def pool(postgres_url: str) -> Any:
 async def _queue(pool: asyncpg.Pool, url: str) -> Any:
     async with pool.acquire() as connection:
         endpoint, _ = await admin.create_endpoint(
-            connection, tenant_id="acme", url=url, event_types=["feedback.submitted"],
+            connection, box=BOX, tenant_id="acme", url=url, event_types=["feedback.submitted"],
             allow_private_networks=True,  # created by an operator who allowed it, say
         )
         delivery = Delivery(uuid.uuid4(), "acme", endpoint.endpoint_id,
@@ -116,11 +120,11 @@ async def test_a_host_on_a_private_address_is_never_connected_to_and_not_retried
     delivery_id = await _queue(pool, f"http://{host}:{receiver.port}/hook")
     async with delivery_client(timeout=5, allow_private_networks=False) as client:
         sent = await deliver_due(pool, client, POLICY, WebhookMetrics(CollectorRegistry()),
-                                 batch_size=10, timeout_seconds=5)
+                                 box=BOX, batch_size=10, timeout_seconds=5)
         assert sent == 1
         # Nothing is due again: the refusal is final until the delivery is replayed.
         assert await deliver_due(pool, client, POLICY, WebhookMetrics(CollectorRegistry()),
-                                 batch_size=10, timeout_seconds=5) == 0
+                                 box=BOX, batch_size=10, timeout_seconds=5) == 0
     delivery = await _delivery(pool, delivery_id)
     assert receiver.requests == []
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("dead", 1, None)
@@ -137,7 +141,7 @@ async def test_allowing_private_networks_delivers_to_them(
     delivery_id = await _queue(pool, f"http://localhost:{receiver.port}/hook")
     async with delivery_client(timeout=5, allow_private_networks=True) as client:
         await deliver_due(pool, client, POLICY, WebhookMetrics(CollectorRegistry()),
-                          batch_size=10, timeout_seconds=5)
+                          box=BOX, batch_size=10, timeout_seconds=5)
     assert (await _delivery(pool, delivery_id)).state == "delivered"
     assert receiver.requests[0]["Host"] == f"localhost:{receiver.port}"
 
@@ -175,7 +179,7 @@ async def test_the_connection_goes_to_the_checked_address_with_the_urls_host_and
     async with delivery_client(timeout=5, allow_private_networks=False, verify=client_tls,
                                refusal=only_127_0_0_1) as client:
         await deliver_due(pool, client, POLICY, WebhookMetrics(CollectorRegistry()),
-                          batch_size=10, timeout_seconds=5)
+                          box=BOX, batch_size=10, timeout_seconds=5)
     delivery = await _delivery(pool, delivery_id)
     assert (delivery.state, delivery.last_error) == ("delivered", None)
     assert checked == ["127.0.0.1"]
@@ -194,7 +198,7 @@ async def test_redirects_are_not_followed_and_no_answer_body_is_kept(
     failed = await _queue(pool, f"http://127.0.0.1:{failing.port}/hook")
     async with delivery_client(timeout=5, allow_private_networks=True) as client:
         await deliver_due(pool, client, POLICY, WebhookMetrics(CollectorRegistry()),
-                          batch_size=10, timeout_seconds=5)
+                          box=BOX, batch_size=10, timeout_seconds=5)
     assert target.requests == [] and len(redirecting.requests) == 1
     first = await _delivery(pool, redirected)
     assert (first.state, first.last_status) == ("pending", 307)

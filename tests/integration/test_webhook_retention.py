@@ -4,6 +4,7 @@ ago than theirs and never an unpublished one; both drain a backlog in batches.""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 import asyncpg
@@ -17,9 +18,12 @@ from services.query.alert_relay import alert_changes_prune_job
 from services.webhooks import admin, repository
 from services.webhooks.processing import Delivery
 from services.webhooks.retention import prune_job
+from services.webhooks.sealing import SecretBox
 from tests.infra import create_database
 
 pytestmark = pytest.mark.integration
+
+BOX = SecretBox(secrets.token_bytes(32))  # seals the endpoints' secrets
 
 SETTINGS = Settings(webhooks_delivered_retention_days=30, alert_changes_retention_days=7)
 
@@ -49,7 +53,7 @@ async def test_delivered_deliveries_past_their_retention_are_pruned_and_nothing_
     try:
         async with pool.acquire() as connection:
             endpoint, _ = await admin.create_endpoint(
-                connection, tenant_id="acme", url="https://hooks.example.com/x",
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/x",
                 event_types=["feedback.submitted"])
             old_delivered = await _deliveries(connection, endpoint.endpoint_id, "delivered", 31, 7)
             kept = (await _deliveries(connection, endpoint.endpoint_id, "delivered", 29, 2)

@@ -1,0 +1,96 @@
+"""Endpoint secrets at rest: sealed with AES-256-GCM, bound to their endpoint; the plaintext
+form of before still read; a malformed key refused with the setting's name, in production at
+settings time."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from feedbackloop.settings import Settings
+from services.webhooks.admin import generate_secret
+from services.webhooks.sealing import SecretBox, UnreadableSecret, derived_secret_key
+
+HMAC = "unit-sealing-0123456789abcdef0123456789abcdef"
+KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _settings(**values: object) -> Settings:
+    return Settings(**{"user_id_hmac_secret": HMAC} | values)  # type: ignore[arg-type]
+
+
+def test_a_sealed_secret_opens_for_its_endpoint_only() -> None:
+    box = SecretBox(secrets.token_bytes(32))
+    secret, endpoint, other = generate_secret(), uuid.uuid4(), uuid.uuid4()
+    sealed = box.seal(endpoint, secret)
+    assert sealed.startswith("enc1:") and secret not in sealed
+    assert secret.removeprefix("whsec_") not in sealed
+    assert box.seal(endpoint, secret) != sealed  # a fresh nonce each time
+    assert box.open(endpoint, sealed) == secret
+    with pytest.raises(UnreadableSecret, match="sealed for another endpoint") as raised:
+        box.open(other, sealed)
+    assert secret not in str(raised.value) and sealed not in str(raised.value)
+    with pytest.raises(UnreadableSecret, match="another FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"):
+        SecretBox(secrets.token_bytes(32)).open(endpoint, sealed)
+
+
+def test_the_plaintext_form_of_before_is_read_and_anything_else_refused() -> None:
+    box = SecretBox(secrets.token_bytes(32))
+    endpoint = uuid.uuid4()
+    secret = generate_secret()
+    assert box.open(endpoint, secret) == secret
+    sealed = box.seal(endpoint, secret)
+    raw = base64.b64decode(sealed.removeprefix("enc1:"))
+    flipped = "enc1:" + base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
+    for stored, reason in [
+        ("", "unknown form"), ("enc2:AAAA", "unknown form"), ("plain", "unknown form"),
+        ("enc1:not base64!", "not valid base64"), ("enc1:" + base64.b64encode(raw[:20]).decode(),
+                                                   "truncated"),
+        (flipped, "does not decrypt"),
+    ]:
+        with pytest.raises(UnreadableSecret, match=reason):
+            box.open(endpoint, stored)
+
+
+def test_the_key_is_the_setting_or_derived_from_the_hmac_secret() -> None:
+    endpoint, secret = uuid.uuid4(), generate_secret()
+    derived = SecretBox.from_settings(_settings())
+    assert derived_secret_key(HMAC.encode()) != HMAC.encode()[:32]
+    assert SecretBox(derived_secret_key(HMAC.encode())).open(
+        endpoint, derived.seal(endpoint, secret)) == secret
+    # Stable: another process with the same settings opens what this one sealed.
+    assert SecretBox.from_settings(_settings()).open(endpoint, derived.seal(endpoint, secret))
+    configured = SecretBox.from_settings(_settings(webhooks_secret_key=KEY))
+    assert SecretBox(base64.b64decode(KEY)).open(
+        endpoint, configured.seal(endpoint, secret)) == secret
+    with pytest.raises(UnreadableSecret):
+        derived.open(endpoint, configured.seal(endpoint, secret))
+    assert "<key>" in repr(configured) and KEY not in repr(configured)
+
+
+@pytest.mark.parametrize("key", [
+    "short", base64.b64encode(b"x" * 16).decode(), base64.b64encode(b"x" * 33).decode(),
+    base64.b64encode(bytes(32)).decode(), "changeme", "not*base64*" * 4,
+])
+def test_a_malformed_key_is_refused_with_the_settings_name(key: str) -> None:
+    with pytest.raises(ValueError, match="FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"):
+        SecretBox.from_settings(_settings(webhooks_secret_key=key))
+    with pytest.raises(ValidationError, match="FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"):
+        _settings(environment="production", webhooks_secret_key=key, database_url="postgresql://x",
+                  kafka_bootstrap_servers="kafka:9092")
+
+
+def test_production_accepts_a_real_key_or_none() -> None:
+    for key in (KEY, ""):
+        settings = _settings(environment="production", webhooks_secret_key=key,
+                             database_url="postgresql://x", kafka_bootstrap_servers="kafka:9092")
+        assert SecretBox.from_settings(settings)
+
+
+def test_without_any_key_material_a_box_is_refused() -> None:
+    with pytest.raises(ValueError, match="FEEDBACKLOOP_USER_ID_HMAC_SECRET"):
+        SecretBox.from_settings(Settings(user_id_hmac_secret=""))
