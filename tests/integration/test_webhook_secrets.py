@@ -239,7 +239,7 @@ async def test_a_plaintext_row_of_before_is_delivered_and_sealed(
             assert box.open(SETTINGS_ENDPOINT_ID, stored_alert) == alert_secret
             assert await connection.fetchval(
                 "SELECT count(*) FROM webhooks.endpoints WHERE secret NOT LIKE 'enc1:%'") == 0
-            # The column holds one of the two forms, nothing else (migration 0024).
+            # The column holds one of the two forms, nothing else (migration 0023).
             for other_form in ("", "s3cr3t", "v1,whsec_x"):
                 with pytest.raises(asyncpg.CheckViolationError, match="endpoints_secret_form"):
                     await connection.execute(

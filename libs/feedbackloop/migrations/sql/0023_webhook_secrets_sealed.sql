@@ -13,5 +13,5 @@ ALTER TABLE webhooks.endpoints
 
 COMMENT ON COLUMN webhooks.endpoints.secret IS
     'enc1:<base64 nonce|AES-256-GCM ciphertext>, associated data the endpoint_id; '
-    'whsec_... (plaintext) only in rows written before migration 0024, until the webhooks '
+    'whsec_... (plaintext) only in rows written before migration 0023, until the webhooks '
     'service encrypts them';
