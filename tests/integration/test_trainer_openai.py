@@ -37,6 +37,7 @@ from services.trainer.handlers import write_effects
 from services.trainer.jobs.explanations import RateLimiter, build_client, explain_pending_failures
 from services.trainer.jobs.retraining import (
     RetrainingConfig,
+    RetrainingFailed,
     poll_fine_tune_jobs,
     run_retraining,
     run_retraining_if_due,
@@ -419,6 +420,26 @@ async def test_retraining_stores_for_review_or_submits_and_polls(
         ("acme", "fine_tune", "succeeded", "ft:gpt-4o-mini:acme::x1"),
         ("globex", "fine_tune", "too_few_examples", None),
     ]
+
+
+async def test_a_tenant_that_fails_does_not_make_the_others_run_again(
+    pool: Any, tmp_path: Path
+) -> None:
+    """globex's export directory cannot be made (a file stands in its place): acme's job is
+    recorded, the run is recorded, the failure is reported, and the next poll submits nothing
+    again."""
+    await _apply(pool, _refund_docs("acme", 6) + _refund_docs("globex", 6))
+    config = RetrainingConfig(export_dir=tmp_path, min_not_useful=5)
+    (tmp_path / "globex").write_text("not a directory")
+    week = timedelta(days=7)
+    start = datetime(2026, 11, 21, tzinfo=UTC)
+    with pytest.raises(RetrainingFailed, match=r"globex: (FileExistsError|NotADirectoryError)"):
+        await run_retraining_if_due(pool, config, interval=week, client=None, now=start)
+    assert [row["tenant_id"] for row in await pool.fetch(
+        "SELECT tenant_id FROM trainer.retraining_jobs")] == ["acme"]
+    assert await run_retraining_if_due(
+        pool, config, interval=week, client=None, now=start + timedelta(minutes=1)) is None
+    assert await pool.fetchval("SELECT count(*) FROM trainer.retraining_jobs") == 1
 
 
 async def test_retraining_runs_once_per_interval(pool: Any, tmp_path: Path) -> None:

@@ -182,19 +182,38 @@ async def run_retraining(
     now: datetime,
     client: openai.AsyncOpenAI | None,
 ) -> list[store.RetrainingJob]:
-    """One run over every tenant with down-votes in the lookback; recorded as a run."""
+    """One run over every tenant with down-votes in the lookback; recorded as a run.
+
+    A tenant that fails does not stop the others, and the run is recorded all the same, then
+    reported (`RetrainingFailed`, so the job counts a failed run): retrying the whole run would
+    submit the other tenants' fine-tunes again. The failed tenants wait for the next run."""
     async with pool.acquire() as connection:
         tenants = await store.tenants_with_down_votes(
             connection, since=now - config.lookback, until=now
         )
     jobs = []
+    failed: dict[str, str] = {}
     for tenant_id in tenants:
-        job = await retrain_tenant(pool, config, tenant_id=tenant_id, now=now, client=client)
+        try:
+            job = await retrain_tenant(pool, config, tenant_id=tenant_id, now=now, client=client)
+        except Exception as error:
+            logger.exception("retraining: tenant %s failed", tenant_id)
+            failed[tenant_id] = f"{type(error).__name__}: {error}"
+            continue
         if job is not None:
             jobs.append(job)
     async with pool.acquire() as connection:
         await store.record_retraining_run(connection, started_at=now, jobs=len(jobs))
+    if failed:
+        raise RetrainingFailed(
+            "retraining failed for " + "; ".join(f"{t}: {why}" for t, why in sorted(failed.items()))
+            + f" ({len(jobs)} other tenants' jobs recorded; the failed wait for the next run)"
+        )
     return jobs
+
+
+class RetrainingFailed(Exception):
+    """Some tenants of a recorded run failed; the others' jobs stand."""
 
 
 async def run_retraining_if_due(
