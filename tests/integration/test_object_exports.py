@@ -24,7 +24,7 @@ from feedbackloop.embedded import SeaweedS3, free_port
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
-from services.trainer.exports.object_exports import ObjectStore, export_due
+from services.trainer.exports.object_exports import ErasureRewriteFailed, ObjectStore, export_due
 from services.trainer.handlers import write_effects
 from services.trainer.jobs.object_export import object_export_job
 from services.trainer.processing import process_message
@@ -296,3 +296,29 @@ async def test_an_erasure_rewrites_the_objects_exported_before_it(
     # Applied once: the next run leaves every object as it is.
     assert await export_due(pool, store, now=_later(), settle=timedelta(0)) == []
     assert _objects(store) == after
+
+
+async def test_one_tenants_unreadable_object_holds_back_only_its_own_erasure(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """globex's manifest is corrupt: acme's erasure is rewritten and marked done, globex's
+    stays pending, and the run reports which tenant failed."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    acme_user, globex_user = "e" * 64, "g" * 64
+    await _apply(pool, [*_conversation("acme", 1, acme_user),
+                        *_conversation("globex", 1, globex_user)])
+    await export_due(pool, store, now=_later(), settle=timedelta(0))
+    client = store.client()
+    broken = next(key for key in _objects(store)
+                  if "/globex/feedback/" in key and key.endswith(".manifest.json"))
+    obstore.put(client, broken, b"{not json")
+    await _apply(pool, [_doc("user.erasure_requested", "acme", acme_user, {}, 40),
+                        _doc("user.erasure_requested", "globex", globex_user, {}, 40)])
+    with pytest.raises(ErasureRewriteFailed, match="globex") as failed:
+        await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert "acme" not in str(failed.value).split("could not")[0]
+    acme = b"".join(body for key, body in _objects(store).items() if "/acme/" in key)
+    assert acme_user.encode() not in acme
+    done = {row["tenant_id"]: row["applied"] for row in await pool.fetch(
+        "SELECT tenant_id, objects_erased_for = erased_at AS applied FROM trainer.erased_users")}
+    assert done == {"acme": True, "globex": None}

@@ -395,7 +395,6 @@ async def erase_exported(
 ) -> list[Rewrite]:
     """Rewrites the objects of every tenant with an erasure not yet applied to them (see the
     module); returns the increments rewritten. Call it under the export lock."""
-    import obstore
 
     async with pool.acquire() as connection:
         pending = await connection.fetch(
@@ -404,29 +403,56 @@ async def erase_exported(
     if not pending:
         return []
     client = client or store.client()
-    rewrites = []
+    rewrites: list[Rewrite] = []
+    failed: dict[str, str] = {}
     for tenant_id in sorted({row["tenant_id"] for row in pending}):
-        users = frozenset(row["user_digest"] for row in pending if row["tenant_id"] == tenant_id)
-        async with pool.acquire() as connection:
-            examples = frozenset(str(row["example_id"]) for row in await connection.fetch(
-                "SELECT example_id FROM trainer.example_retractions "
-                "WHERE tenant_id = $1 AND reason = 'erasure'", tenant_id))
-        for stream in STREAMS:
-            prefix = store.key(tenant_id, stream) + "/"
-            keys: list[str] = [item["path"] async for batch in obstore.list(client, prefix=prefix)
-                               for item in batch if item["path"].endswith(".manifest.json")]
-            for manifest_key in sorted(keys):
-                removed = await _erase_increment(client, manifest_key, stream, users, examples)
-                if removed is not None:
-                    rewrites.append(Rewrite(tenant_id, stream, manifest_key, removed))
-        async with pool.acquire() as connection:
-            # Only the erasures read: one recorded again meanwhile is applied by the next run.
-            await connection.executemany(
-                "UPDATE trainer.erased_users SET objects_erased_for = $3 "
-                "WHERE tenant_id = $1 AND user_digest = $2 AND erased_at = $3",
-                [(row["tenant_id"], row["user_digest"], row["erased_at"])
-                 for row in pending if row["tenant_id"] == tenant_id],
-            )
+        # One tenant's unreadable object does not hold back the others' erasures; its own
+        # stays pending (retried by the next run) and the run reports it.
+        try:
+            rewrites += await _erase_tenant(pool, client, store, tenant_id, pending)
+        except Exception as error:
+            logger.exception("erasure rewrite of tenant %s failed", tenant_id)
+            failed[tenant_id] = f"{type(error).__name__}: {error}"
+    if failed:
+        raise ErasureRewriteFailed(
+            "the exported objects of " + "; ".join(f"{t} ({why})" for t, why in sorted(failed.items()))
+            + " could not be rewritten; their erasures stay pending, the other tenants' are done"
+        )
+    return rewrites
+
+
+class ErasureRewriteFailed(Exception):
+    """Some tenants' objects could not be rewritten after an erasure (the others' were)."""
+
+
+async def _erase_tenant(
+    pool: asyncpg.Pool, client: Any, store: ObjectStore, tenant_id: str,
+    pending: Sequence[asyncpg.Record],
+) -> list[Rewrite]:
+    import obstore
+
+    rewrites = []
+    users = frozenset(row["user_digest"] for row in pending if row["tenant_id"] == tenant_id)
+    async with pool.acquire() as connection:
+        examples = frozenset(str(row["example_id"]) for row in await connection.fetch(
+            "SELECT example_id FROM trainer.example_retractions "
+            "WHERE tenant_id = $1 AND reason = 'erasure'", tenant_id))
+    for stream in STREAMS:
+        prefix = store.key(tenant_id, stream) + "/"
+        keys: list[str] = [item["path"] async for batch in obstore.list(client, prefix=prefix)
+                           for item in batch if item["path"].endswith(".manifest.json")]
+        for manifest_key in sorted(keys):
+            removed = await _erase_increment(client, manifest_key, stream, users, examples)
+            if removed is not None:
+                rewrites.append(Rewrite(tenant_id, stream, manifest_key, removed))
+    async with pool.acquire() as connection:
+        # Only the erasures read: one recorded again meanwhile is applied by the next run.
+        await connection.executemany(
+            "UPDATE trainer.erased_users SET objects_erased_for = $3 "
+            "WHERE tenant_id = $1 AND user_digest = $2 AND erased_at = $3",
+            [(row["tenant_id"], row["user_digest"], row["erased_at"])
+             for row in pending if row["tenant_id"] == tenant_id],
+        )
     return rewrites
 
 
