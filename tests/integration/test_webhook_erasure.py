@@ -205,7 +205,7 @@ async def test_an_example_created_and_retracted_for_erasure_in_one_batch_sends_n
     try:
         async with pool.acquire() as connection:
             await admin.create_endpoint(
-                connection, tenant_id="acme", url="https://hooks.example.com/examples",
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/examples",
                 event_types=["training_example.created", "training_example.retracted"],
             )
         pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),
