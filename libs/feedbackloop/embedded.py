@@ -12,6 +12,7 @@ Each has `start()` (returns once the process answers), `stop()` (graceful, then 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,10 +29,56 @@ from typing import NamedTuple
 _EMBEDDED_USER = "feedbackloop"
 
 
-def free_port() -> int:
+_handed_out: set[int] = set()
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel gives to outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(size: int = 1, *, offsets: tuple[int, ...] = (0,)) -> int:
+    """A base port such that `base + offset + i` is free for each offset and each i < size.
+
+    Ports come from below the kernel's ephemeral range, so an outgoing connection can never
+    take one between this check and the server's bind (a port from `bind(0)` can be taken that
+    way, and a server that finds its port taken exits), and no port is handed out twice by one
+    process.
+    """
+    highest = _ephemeral_low() - max(offsets) - size
+    if highest <= _LOWEST_PORT:
+        raise RuntimeError("the ephemeral port range leaves no room for a block of ports")
+    for _ in range(1000):
+        base = random.randrange(_LOWEST_PORT, highest)
+        ports = [base + offset + i for offset in offsets for i in range(size)]
+        if not _handed_out.intersection(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server of ours (see `free_port_block`)."""
+    return free_port_block()
+
+
+def free_seaweed_ports() -> tuple[int, int]:
+    """`(s3_port, port_base)` for a `SeaweedS3`, every listener it opens free."""
+    base = free_port_block(SeaweedS3.PORTS, offsets=(0, SeaweedS3.GRPC_OFFSET))
+    return base + SeaweedS3.PORTS - 1, base
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -55,11 +102,27 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def _log_tail(log_path: Path, lines: int = 5) -> str:
+    try:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n  {line}" for line in tail)
+
+
+def _wait(
+    check: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    log_path: Path,
+) -> None:
+    """Until `check()` holds; if the process exits first, the error ends with its log's tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting"
+                               f" (log: {log_path}){_log_tail(log_path)}")
         if check():
             return
         time.sleep(0.1)
@@ -209,7 +272,8 @@ class EmbeddedPostgres(_Process):
                         "-c", "full_page_writes=off"]
         self._spawn(command, account=as_user)
         assert self.process is not None
-        _wait(lambda: self._accepts_connections(), "PostgreSQL", self.process, timeout)
+        _wait(lambda: self._accepts_connections(), "PostgreSQL", self.process, timeout,
+              self.log_path)
 
     def _end_leftovers_of_a_dead_postmaster(self) -> None:
         """A postmaster killed without its shutdown leaves `postmaster.pid` behind and its
@@ -259,8 +323,12 @@ def _seaweed_binary() -> str:
 class SeaweedS3(_Process):
     """SeaweedFS in single-process mode with an S3 endpoint on `s3_port` and one bucket.
 
-    Its other listeners take ports `port_base + 0..9` (and +10000 for their gRPC side).
+    Its other listeners take ports `port_base + 0..6`, and their gRPC sides (and the S3
+    endpoint's) the port 10000 above; `free_seaweed_ports()` picks a set that is free.
     """
+
+    PORTS = 8
+    GRPC_OFFSET = 10_000
 
     def __init__(self, data_dir: Path, *, s3_port: int, port_base: int, bucket: str) -> None:
         super().__init__(log_path=data_dir.parent / f"{data_dir.name}.log")
@@ -295,7 +363,7 @@ class SeaweedS3(_Process):
             ]
         )
         assert self.process is not None
-        _wait(self._bucket_ready, "SeaweedFS", self.process, timeout)
+        _wait(self._bucket_ready, "SeaweedFS", self.process, timeout, self.log_path)
 
     def _bucket_ready(self) -> bool:
         try:
@@ -361,4 +429,4 @@ class TansuBroker(_Process):
             env=env,
         )
         assert self.process is not None
-        _wait(lambda: port_open(self.port), "Tansu", self.process, timeout)
+        _wait(lambda: port_open(self.port), "Tansu", self.process, timeout, self.log_path)

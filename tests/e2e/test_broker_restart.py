@@ -8,7 +8,6 @@ in-memory broker would forget the log by design.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from feedbackloop.client import AsyncFeedbackClient, RetryPolicy
-from feedbackloop.embedded import SeaweedS3, TansuBroker, free_port, port_open
+from feedbackloop.embedded import SeaweedS3, TansuBroker, free_port, free_seaweed_ports
 from feedbackloop.http.auth import ALL_SCOPES
 from services.cli.admin import create_key
 from tests.e2e.conftest import service_env
@@ -27,20 +26,11 @@ from tests.infra import ServiceProcesses, create_database, create_topics, eventu
 pytestmark = pytest.mark.e2e
 
 
-def _free_port_block(size: int = 8) -> int:
-    for _ in range(100):
-        base = random.randrange(20_000, 40_000)
-        ports = [base + i for i in range(size)] + [base + 10_000 + i for i in range(size)]
-        if not any(port_open(port) for port in ports):
-            return base
-    raise RuntimeError("no free block of ports")
-
-
 @pytest.fixture(scope="module")
 def durable(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     workdir: Path = tmp_path_factory.mktemp("durable")
-    store = SeaweedS3(workdir / "seaweedfs", s3_port=free_port(), port_base=_free_port_block(),
-                      bucket="tansu")
+    s3_port, port_base = free_seaweed_ports()
+    store = SeaweedS3(workdir / "seaweedfs", s3_port=s3_port, port_base=port_base, bucket="tansu")
     store.start()
     broker = TansuBroker(workdir / "tansu.log", free_port(), s3_endpoint=store.endpoint)
     broker.start()

@@ -44,7 +44,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from feedbackloop.contract import Topic, TopicNames
-from feedbackloop.embedded import EmbeddedPostgres, SeaweedS3, TansuBroker, free_port
+from feedbackloop.embedded import (
+    EmbeddedPostgres,
+    SeaweedS3,
+    TansuBroker,
+    free_port,
+    free_seaweed_ports,
+)
 from feedbackloop.http.auth import ALL_SCOPES
 from services.cli.admin import create_key
 from services.learner.handlers import SPEC as LEARNER
@@ -52,7 +58,6 @@ from services.metrics.handlers import SPEC as METRICS
 from services.profiles.handlers import SPEC as PROFILES
 from services.trainer.handlers import SPEC as TRAINER
 from tests.e2e.conftest import service_env
-from tests.e2e.test_broker_restart import _free_port_block
 from tests.infra import (
     ServiceProcesses,
     create_database,
@@ -94,8 +99,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     workdir: Path = tmp_path_factory.mktemp("faults")
     postgres = EmbeddedPostgres(workdir / "pg", free_port(), fast=True)
     postgres.start()
-    store = SeaweedS3(workdir / "seaweedfs", s3_port=free_port(), port_base=_free_port_block(),
-                      bucket="tansu")
+    s3_port, port_base = free_seaweed_ports()
+    store = SeaweedS3(workdir / "seaweedfs", s3_port=s3_port, port_base=port_base, bucket="tansu")
     store.start()
     broker = TansuBroker(workdir / "tansu.log", free_port(), s3_endpoint=store.endpoint)
     broker.start()

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from feedbackloop.contract import decode_event
-from feedbackloop.embedded import SeaweedS3, free_port
+from feedbackloop.embedded import SeaweedS3, free_port, free_seaweed_ports
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool
@@ -28,7 +28,6 @@ from services.trainer.exports.object_exports import ErasureRewriteFailed, Object
 from services.trainer.handlers import write_effects
 from services.trainer.jobs.object_export import object_export_job
 from services.trainer.processing import process_message
-from tests.e2e.test_broker_restart import _free_port_block
 from tests.infra import create_database
 
 pytestmark = pytest.mark.integration
@@ -38,8 +37,9 @@ OPTED_OUT = "f" * 64
 
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    store = SeaweedS3(tmp_path_factory.mktemp("s3") / "seaweed", s3_port=free_port(),
-                      port_base=_free_port_block(), bucket="exports")
+    s3_port, port_base = free_seaweed_ports()
+    store = SeaweedS3(tmp_path_factory.mktemp("s3") / "seaweed", s3_port=s3_port,
+                      port_base=port_base, bucket="exports")
     store.start()
     try:
         yield store
