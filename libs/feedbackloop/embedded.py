@@ -12,10 +12,8 @@ Each has `start()` (returns once the process answers), `stop()` (graceful, then 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,65 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from feedbackloop.ports import free_port, free_port_block, port_open
+
+__all__ = [
+    "EmbeddedPostgres",
+    "SeaweedS3",
+    "TansuBroker",
+    "free_port",
+    "free_seaweed_ports",
+    "port_open",
+    "process_alive",
+]
+
 _EMBEDDED_USER = "feedbackloop"
-
-
-_handed_out: set[int] = set()
-_LOWEST_PORT = 10_000
-
-
-def _ephemeral_low() -> int:
-    """The first port the kernel gives to outgoing connections (Linux: 32768 by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port_block(size: int = 1, *, offsets: tuple[int, ...] = (0,)) -> int:
-    """A base port such that `base + offset + i` is free for each offset and each i < size.
-
-    Ports come from below the kernel's ephemeral range, so an outgoing connection can never
-    take one between this check and the server's bind (a port from `bind(0)` can be taken that
-    way, and a server that finds its port taken exits), and no port is handed out twice by one
-    process.
-    """
-    highest = _ephemeral_low() - max(offsets) - size
-    if highest <= _LOWEST_PORT:
-        raise RuntimeError("the ephemeral port range leaves no room for a block of ports")
-    for _ in range(1000):
-        base = random.randrange(_LOWEST_PORT, highest)
-        ports = [base + offset + i for offset in offsets for i in range(size)]
-        if not _handed_out.intersection(ports) and all(_bindable(port) for port in ports):
-            _handed_out.update(ports)
-            return base
-    raise RuntimeError("no free block of ports")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 for a server of ours (see `free_port_block`)."""
-    return free_port_block()
-
-
-def free_seaweed_ports() -> tuple[int, int]:
-    """`(s3_port, port_base)` for a `SeaweedS3`, every listener it opens free."""
-    base = free_port_block(SeaweedS3.PORTS, offsets=(0, SeaweedS3.GRPC_OFFSET))
-    return base + SeaweedS3.PORTS - 1, base
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex((host, port)) == 0
 
 
 def process_alive(pid: int) -> bool:
@@ -373,6 +325,12 @@ class SeaweedS3(_Process):
             return error.code < 500 and error.code != 404
         except OSError:
             return False
+
+
+def free_seaweed_ports() -> tuple[int, int]:
+    """`(s3_port, port_base)` for a `SeaweedS3`, every listener it opens free."""
+    base = free_port_block(SeaweedS3.PORTS, offsets=(0, SeaweedS3.GRPC_OFFSET))
+    return base + SeaweedS3.PORTS - 1, base
 
 
 def _tansu_binary() -> str:

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from feedbackloop.embedded import (
-    SeaweedS3,
-    _ephemeral_low,
-    free_port,
-    free_port_block,
-    free_seaweed_ports,
-)
+from feedbackloop.embedded import SeaweedS3, free_seaweed_ports
+from feedbackloop.ports import _ephemeral_low, free_port, free_port_block
 
 
 def test_ports_are_below_the_ephemeral_range_free_and_never_handed_out_twice() -> None:
