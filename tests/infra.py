@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 
 from feedbackloop.contract import TopicNames
-from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port
+from feedbackloop.embedded import EmbeddedPostgres, TansuBroker, free_port, free_seaweed_ports
 from feedbackloop.kafka import KafkaConnection, ensure_topics
 from feedbackloop.migrations import apply_migrations
+from feedbackloop.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,12 +285,25 @@ class CollectedDeadLetters:
         self.items.extend(dead_letters)
 
 
+def free_ports_for_run() -> dict[str, str]:
+    """A free port for every `*_port` setting (every service and embedded part, so a new one
+    cannot be forgotten and fall back to its default, which something else may hold), and a
+    free block for SeaweedFS's other listeners."""
+    s3_port, seaweed_port_base = free_seaweed_ports()
+    ports = {f"FEEDBACKLOOP_{name.upper()}": str(free_port())
+             for name in Settings.model_fields if name.endswith("_port")}
+    return ports | {"FEEDBACKLOOP_EMBEDDED_S3_PORT": str(s3_port),
+                    "FEEDBACKLOOP_EMBEDDED_SEAWEED_PORT_BASE": str(seaweed_port_base)}
+
+
 def start_feedbackloop_run(
     run_env: dict[str, str], timeout: float = 240.0
 ) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
     """`feedbackloop run` as a person starts it, ready: (the process, its output so far, the
     thread that keeps reading it, so the pipe never fills and blocks the supervisor's reports).
-    Kills it and raises if it exits or is not ready within `timeout`."""
+    Ports `run_env` leaves unset are free ones (`free_ports_for_run`). Kills it and raises if it
+    exits or is not ready within `timeout`."""
+    run_env = free_ports_for_run() | run_env
     process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "run"], env=run_env,
                                cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)

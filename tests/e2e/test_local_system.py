@@ -19,15 +19,12 @@ import orjson
 import psutil
 import pytest
 
-from feedbackloop.embedded import free_port
 from tests.infra import start_feedbackloop_run
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "services.cli.main"]
-PORTS = ("INGEST", "QUERY", "PROFILES", "LEARNER", "TRAINER", "METRICS",
-         "EMBEDDED_KAFKA", "EMBEDDED_POSTGRES")
 
 
 def _clean_env(data_dir: Path) -> dict[str, str]:
@@ -52,8 +49,7 @@ class LocalSystem:
 @pytest.fixture(scope="module")
 def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     data_dir = tmp_path_factory.mktemp("make-run") / ".data"
-    run_env = _clean_env(data_dir) | {f"FEEDBACKLOOP_{name}_PORT": str(free_port())
-                                      for name in PORTS}
+    run_env = _clean_env(data_dir)
     # Memory keeps the test quick; the durable broker log is tested in test_broker_restart.
     run_env["FEEDBACKLOOP_EMBEDDED_BROKER_STORAGE"] = "memory"
     process, output, reader = start_feedbackloop_run(run_env)

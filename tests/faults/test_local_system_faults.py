@@ -32,7 +32,6 @@ import orjson
 import psutil
 import pytest
 
-from feedbackloop.embedded import free_port, free_seaweed_ports
 from tests.faults.test_faults import Ledger, _send, _stream, current_thumbs
 from tests.infra import start_feedbackloop_run
 
@@ -81,12 +80,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     data_dir = tmp_path_factory.mktemp("local-faults") / ".data"
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("FEEDBACKLOOP_")} | {"FEEDBACKLOOP_DATA_DIR": str(data_dir)}
-    s3_port, seaweed_port_base = free_seaweed_ports()
-    run_env = env | {f"FEEDBACKLOOP_{name}_PORT": str(free_port()) for name in (
-        "INGEST", "QUERY", "PROFILES", "LEARNER", "TRAINER", "METRICS", "EMBEDDED_KAFKA",
-        "EMBEDDED_POSTGRES")} | {
-        "FEEDBACKLOOP_EMBEDDED_S3_PORT": str(s3_port),
-        "FEEDBACKLOOP_EMBEDDED_SEAWEED_PORT_BASE": str(seaweed_port_base),
+    run_env = env | {
         "FEEDBACKLOOP_EMBEDDED_BROKER_STORAGE": "s3",
         "FEEDBACKLOOP_RATE_LIMIT_REQUESTS_PER_SECOND": "0",
         "FEEDBACKLOOP_CONSUMER_RETRY_MAX_SECONDS": "1",
