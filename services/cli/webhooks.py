@@ -4,18 +4,14 @@ and their deliveries, straight on the database (like `keys`), through services/w
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
-import asyncpg
-
+from services.cli.database import run_on_connection
 from services.webhooks import admin, reads
 from services.webhooks.admin import SecretBox
 from services.webhooks.reads import WEBHOOK_EVENT_TYPES
-
-T = TypeVar("T")
 
 
 def add_webhooks_parser(commands: Any) -> None:
@@ -76,7 +72,7 @@ def _create(
     events = [e.strip() for e in arguments.events.split(",") if e.strip()]
     try:
         box = secret_box()
-        view, secret = _run(database_url, lambda c: admin.create_endpoint(
+        view, secret = run_on_connection(database_url, lambda c: admin.create_endpoint(
             c, tenant_id=arguments.tenant, url=arguments.url, event_types=events, box=box,
             description=arguments.description, secret=arguments.secret,
             allow_private_networks=allow_private_networks,
@@ -89,14 +85,16 @@ def _create(
 
 
 def _list(arguments: argparse.Namespace, database_url: str) -> int:
-    for endpoint in _run(database_url, lambda c: reads.endpoints(c, tenant_id=arguments.tenant)):
+    found = run_on_connection(
+        database_url, lambda c: reads.endpoints(c, tenant_id=arguments.tenant))
+    for endpoint in found:
         print(f"{endpoint.endpoint_id}  {endpoint.url:<40} {','.join(endpoint.event_types)}"
               f"  {endpoint.description}")
     return 0
 
 
 def _delete(arguments: argparse.Namespace, database_url: str) -> int:
-    if not _run(database_url, lambda c: admin.delete_endpoint(
+    if not run_on_connection(database_url, lambda c: admin.delete_endpoint(
         c, tenant_id=arguments.tenant, endpoint_id=arguments.endpoint_id,
     )):
         raise SystemExit(f"no endpoint {arguments.endpoint_id} of tenant {arguments.tenant}")
@@ -105,7 +103,7 @@ def _delete(arguments: argparse.Namespace, database_url: str) -> int:
 
 
 def _deliveries(arguments: argparse.Namespace, database_url: str) -> int:
-    found = _run(database_url, lambda c: reads.deliveries(
+    found = run_on_connection(database_url, lambda c: reads.deliveries(
         c, tenant_id=arguments.tenant, endpoint_id=arguments.endpoint, state=arguments.state,
         limit=arguments.limit,
     ))
@@ -117,20 +115,9 @@ def _deliveries(arguments: argparse.Namespace, database_url: str) -> int:
 
 
 def _replay(arguments: argparse.Namespace, database_url: str) -> int:
-    replayed = _run(database_url, lambda c: admin.replay_deliveries(
+    replayed = run_on_connection(database_url, lambda c: admin.replay_deliveries(
         c, tenant_id=arguments.tenant, delivery_ids=arguments.delivery_ids or None,
         endpoint_id=arguments.endpoint, state=arguments.state, limit=arguments.max,
     ))
     print(f"replaying {len(replayed)} deliveries")
     return 0 if replayed or not arguments.delivery_ids else 1
-
-
-def _run(database_url: str, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return await action(connection)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
