@@ -22,7 +22,7 @@ from services.profiles.segments import (
     category_verdicts,
 )
 from services.query.deps import Reader, State
-from services.query.processing import approval_rate, wilson_interval
+from services.query.processing import approval_counts
 from services.query.timerange import time_range
 
 router = APIRouter(prefix="/v1")
@@ -139,21 +139,10 @@ async def approval(
     rows = await metrics.approval_by_group(
         state.pool, tenant_id=caller.tenant_id, group_by=group_by, start=start, end=end
     )
-    groups = []
-    for row in rows:
-        up, down = int(row["up"]), int(row["down"])
-        low, high = wilson_interval(up, up + down)
-        groups.append(
-            ApprovalGroup(
-                group=row["grp"],
-                up=up,
-                down=down,
-                total=up + down,
-                approval_rate=approval_rate(up, down),
-                ci_low=low,
-                ci_high=high,
-            )
-        )
+    groups = [
+        ApprovalGroup(group=row["grp"], **approval_counts(int(row["up"]), int(row["down"])))
+        for row in rows
+    ]
     return ApprovalReport(group_by=group_by, start=start, end=end, groups=groups)
 
 
