@@ -21,14 +21,13 @@ from services.learner.adaptive import (
     detect_shift,
     incremental_update,
 )
+from services.learner.choice_data import ObservedChoice, pack_choices
 from services.learner.learning import (
     FitOptions,
-    ObservedChoice,
     Posterior,
     default_weights,
     fit_segments,
     normalize,
-    pack_choices,
 )
 from services.learner.ranking import Candidate, rank_candidates, thompson_rank
 

@@ -80,9 +80,7 @@ def _outcome(response: httpx.Response) -> list[dict[str, Any]] | None:
         return [item for item in results if item["status"] != "accepted"]
     if response.status_code in RETRYABLE_STATUS:
         return None
-    body = response.json() if response.headers.get("content-type", "").endswith("json") else (
-        response.text
-    )
+    body = _error_body(response)
     if response.status_code == 422 and isinstance(body, dict) and "errors" in body:
         return [{"index": e.get("index"), "status": "invalid", "errors": [e]}
                 for e in body["errors"]]
@@ -96,10 +94,15 @@ def _assignment(response: httpx.Response) -> dict[str, Any] | None:
         return answer
     if response.status_code in RETRYABLE_STATUS:
         return None
-    body = response.json() if response.headers.get("content-type", "").endswith("json") else (
-        response.text
-    )
+    body = _error_body(response)
     raise FeedbackError(response.status_code, body)
+
+
+def _error_body(response: httpx.Response) -> Any:
+    """A refusal's body, for `FeedbackError`: the problem document, or the text."""
+    if response.headers.get("content-type", "").endswith("json"):
+        return response.json()
+    return response.text
 
 
 def _assign_path(experiment: str) -> str:

@@ -13,6 +13,7 @@ import orjson
 from feedbackloop.contract import UserErased
 
 ErasingSchema = Literal["profiles", "learner", "trainer", "metrics"]
+SignalTable = Literal["profiles.feedback", "trainer.feedback"]
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -93,4 +94,39 @@ async def record_tombstones(
         SET erased_at = GREATEST({schema}.erased_users.erased_at, EXCLUDED.erased_at)
         """,
         [(e.tenant_id, e.user_id, e.erased_at) for e in erasures],
+    )
+
+
+async def mark_current_signals(
+    connection: asyncpg.Connection, table: SignalTable, identity: tuple[str, ...],
+    signals: Sequence[tuple[str, ...]],
+) -> None:
+    """Of each signal in `signals` (the values of its `identity` columns, in that order),
+    exactly the latest event in `table` by (occurred_at, event_id) is `current`, unless it is a
+    retraction. Recomputed from the stored rows, so any arrival order gives the same result;
+    the caller serializes one signal's events (they share a partition and a response lock)."""
+    if not signals:
+        return
+    columns = ", ".join(identity)
+    of_f = ", ".join(f"f.{name}" for name in identity)
+    arrays = ", ".join(f"${i}::text[]" for i in range(1, len(identity) + 1))
+    same_signal = " AND ".join(f"f.{name} = latest.{name}" for name in identity)
+    await connection.execute(
+        f"""
+        WITH touched AS (
+            SELECT * FROM unnest({arrays}) AS t({columns})
+        ),
+        latest AS (
+            SELECT DISTINCT ON ({of_f}) {of_f}, f.event_id
+            FROM {table} f
+            JOIN touched USING ({columns})
+            ORDER BY {of_f}, f.occurred_at DESC, f.event_id DESC
+        )
+        UPDATE {table} f
+        SET current = (f.event_id = latest.event_id AND NOT f.retraction)
+        FROM latest
+        WHERE {same_signal}
+          AND f.current IS DISTINCT FROM (f.event_id = latest.event_id AND NOT f.retraction)
+        """,
+        *[[signal[i] for signal in signals] for i in range(len(identity))],
     )

@@ -5,21 +5,17 @@ services/experiments; `results` runs the same analysis as the query API."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 from pydantic import ValidationError
 
 from feedbackloop.experiments.definition import METRICS, STATUSES, ExperimentSpec
+from services.cli.database import run_on_connection
 from services.experiments import admin, reads
 from services.experiments.results import experiment_results
-
-T = TypeVar("T")
 
 
 def add_experiments_parser(commands: Any) -> None:
@@ -96,28 +92,29 @@ def run_experiments(arguments: argparse.Namespace, database_url: str) -> int:
     try:
         if command == "create":
             spec = _spec(arguments)
-            created = _run(database_url, lambda c: admin.create(c, tenant_id=tenant, spec=spec))
+            created = run_on_connection(
+                database_url, lambda c: admin.create(c, tenant_id=tenant, spec=spec))
             print(f"created {created.name} ({created.experiment_id}), status {created.status}")
             return 0
         if command == "list":
-            for e in _run(database_url, lambda c: reads.experiments(
+            for e in run_on_connection(database_url, lambda c: reads.experiments(
                     c, tenant_id=tenant, statuses=arguments.status)):
                 arms = ",".join(f"{v.name}={v.weight:g}" for v in e.spec.variants)
                 print(f"{e.name:<30} {e.status:<10} {e.spec.unit:<8} "
                       f"{e.spec.primary_metric:<13} {arms}")
             return 0
         if command in ("start", "stop", "conclude"):
-            changed = _run(database_url, lambda c: admin.transition(
+            changed = run_on_connection(database_url, lambda c: admin.transition(
                 c, tenant_id=tenant, name=arguments.name, action=command, actor="cli",
                 note=arguments.note, winner=getattr(arguments, "winner", None)))
             print(f"{changed.name}: {changed.status}")
             return 0
-        found = _run(database_url, lambda c: reads.experiment(c, tenant_id=tenant,
-                                                              name=arguments.name))
+        found = run_on_connection(database_url, lambda c: reads.experiment(
+            c, tenant_id=tenant, name=arguments.name))
         if found is None:
             raise SystemExit(f"no experiment {arguments.name!r} of tenant {tenant}")
         if command == "show":
-            history = _run(database_url, lambda c: reads.transitions(
+            history = run_on_connection(database_url, lambda c: reads.transitions(
                 c, tenant_id=tenant, name=arguments.name))
             json.dump({"name": found.name, "status": found.status,
                        "experiment_id": found.experiment_id,
@@ -125,21 +122,11 @@ def run_experiments(arguments: argparse.Namespace, database_url: str) -> int:
                        "history": history}, sys.stdout, indent=2, default=str)
             print()
             return 0
-        _, results = _run(database_url, lambda c: experiment_results(c, found, arguments.grain))
+        _, results = run_on_connection(
+            database_url, lambda c: experiment_results(c, found, arguments.grain))
         print(results.model_dump_json(indent=2))
         return 0
     except (admin.ExperimentExists, admin.TransitionRefused) as error:
         raise SystemExit(str(error)) from None
     except admin.UnknownExperiment as error:
         raise SystemExit(str(error).strip("'\"")) from None
-
-
-def _run(database_url: str, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return await action(connection)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
+from feedbackloop.embedded import process_alive
 from feedbackloop.settings import Settings
 
 SYSTEM_FILE = "system.json"
@@ -54,16 +56,16 @@ def forget(data_dir: Path) -> None:
         pass
 
 
-def _running(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def _running_system(settings: Settings) -> dict[str, Any] | None:
+    """What the running `feedbackloop run` wrote of itself; None when none is running."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        found = json.loads((settings.data_dir / SYSTEM_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    pid = found.get("pid")
+    return found if isinstance(pid, int) and pid > 0 and process_alive(pid) else None
 
 
 def with_local_system(settings: Settings) -> Settings:
@@ -71,11 +73,8 @@ def with_local_system(settings: Settings) -> Settings:
     where the settings name none (and, with its database, its HMAC secret if none is set)."""
     if settings.database_url.get_secret_value() and settings.kafka_bootstrap_servers:
         return settings
-    try:
-        found = json.loads((settings.data_dir / SYSTEM_FILE).read_text())
-    except (OSError, ValueError):
-        return settings
-    if not isinstance(found, dict) or not _running(found.get("pid")):
+    found = _running_system(settings)
+    if found is None:
         return settings
     update: dict[str, object] = {}
     if not settings.database_url.get_secret_value() and found.get("database_url"):
@@ -104,11 +103,8 @@ def with_local_system(settings: Settings) -> Settings:
 def status(settings: Settings) -> str | None:
     """The parts of the running local system and their state, one line each; None when no
     system started by `feedbackloop run` is running."""
-    try:
-        found = json.loads((settings.data_dir / SYSTEM_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(found, dict) or not _running(found.get("pid")):
+    found = _running_system(settings)
+    if found is None:
         return None
     lines = [f"feedbackloop run (pid {found['pid']})"]
     for part in found.get("parts", []):

@@ -4,18 +4,14 @@ and their deliveries, straight on the database (like `keys`), through services/w
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
-import asyncpg
-
+from services.cli.database import run_on_connection
 from services.webhooks import admin, reads
 from services.webhooks.admin import SecretBox
 from services.webhooks.reads import WEBHOOK_EVENT_TYPES
-
-T = TypeVar("T")
 
 
 def add_webhooks_parser(commands: Any) -> None:
@@ -58,57 +54,70 @@ def run_webhooks(
     FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (an endpoint on a literal non-public address or
     localhost is refused without it)."""
     command = arguments.webhooks_command
-    tenant = arguments.tenant
     if command == "create":
-        events = [e.strip() for e in arguments.events.split(",") if e.strip()]
-        try:
-            box = secret_box()
-            view, secret = _run(database_url, lambda c: admin.create_endpoint(
-                c, tenant_id=tenant, url=arguments.url, event_types=events, box=box,
-                description=arguments.description, secret=arguments.secret,
-                allow_private_networks=allow_private_networks,
-            ))
-        except ValueError as error:
-            raise SystemExit(str(error)) from None
-        print(f"endpoint_id: {view.endpoint_id}\nsecret:      {secret}\n"
-              f"events:      {', '.join(view.event_types)}\n(the secret is shown only now)")
-        return 0
+        return _create(arguments, database_url, secret_box, allow_private_networks)
     if command == "list":
-        for endpoint in _run(database_url, lambda c: reads.endpoints(c, tenant_id=tenant)):
-            print(f"{endpoint.endpoint_id}  {endpoint.url:<40} {','.join(endpoint.event_types)}"
-                  f"  {endpoint.description}")
-        return 0
+        return _list(arguments, database_url)
     if command == "delete":
-        if not _run(database_url, lambda c: admin.delete_endpoint(
-            c, tenant_id=tenant, endpoint_id=arguments.endpoint_id,
-        )):
-            raise SystemExit(f"no endpoint {arguments.endpoint_id} of tenant {tenant}")
-        print("deleted")
-        return 0
+        return _delete(arguments, database_url)
     if command == "deliveries":
-        found = _run(database_url, lambda c: reads.deliveries(
-            c, tenant_id=tenant, endpoint_id=arguments.endpoint, state=arguments.state,
-            limit=arguments.limit,
+        return _deliveries(arguments, database_url)
+    return _replay(arguments, database_url)
+
+
+def _create(
+    arguments: argparse.Namespace, database_url: str, secret_box: Callable[[], SecretBox],
+    allow_private_networks: bool,
+) -> int:
+    events = [e.strip() for e in arguments.events.split(",") if e.strip()]
+    try:
+        box = secret_box()
+        view, secret = run_on_connection(database_url, lambda c: admin.create_endpoint(
+            c, tenant_id=arguments.tenant, url=arguments.url, event_types=events, box=box,
+            description=arguments.description, secret=arguments.secret,
+            allow_private_networks=allow_private_networks,
         ))
-        for d in found:
-            answer = d.last_status if d.last_status is not None else (d.last_error or "-")
-            print(f"{d.delivery_id}  {d.event_type:<26} {d.state:<9} attempts={d.attempts} "
-                  f"replays={d.replays} last={answer}  {d.created_at:%Y-%m-%d %H:%M:%S}")
-        return 0
-    replayed = _run(database_url, lambda c: admin.replay_deliveries(
-        c, tenant_id=tenant, delivery_ids=arguments.delivery_ids or None,
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    print(f"endpoint_id: {view.endpoint_id}\nsecret:      {secret}\n"
+          f"events:      {', '.join(view.event_types)}\n(the secret is shown only now)")
+    return 0
+
+
+def _list(arguments: argparse.Namespace, database_url: str) -> int:
+    found = run_on_connection(
+        database_url, lambda c: reads.endpoints(c, tenant_id=arguments.tenant))
+    for endpoint in found:
+        print(f"{endpoint.endpoint_id}  {endpoint.url:<40} {','.join(endpoint.event_types)}"
+              f"  {endpoint.description}")
+    return 0
+
+
+def _delete(arguments: argparse.Namespace, database_url: str) -> int:
+    if not run_on_connection(database_url, lambda c: admin.delete_endpoint(
+        c, tenant_id=arguments.tenant, endpoint_id=arguments.endpoint_id,
+    )):
+        raise SystemExit(f"no endpoint {arguments.endpoint_id} of tenant {arguments.tenant}")
+    print("deleted")
+    return 0
+
+
+def _deliveries(arguments: argparse.Namespace, database_url: str) -> int:
+    found = run_on_connection(database_url, lambda c: reads.deliveries(
+        c, tenant_id=arguments.tenant, endpoint_id=arguments.endpoint, state=arguments.state,
+        limit=arguments.limit,
+    ))
+    for d in found:
+        answer = d.last_status if d.last_status is not None else (d.last_error or "-")
+        print(f"{d.delivery_id}  {d.event_type:<26} {d.state:<9} attempts={d.attempts} "
+              f"replays={d.replays} last={answer}  {d.created_at:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def _replay(arguments: argparse.Namespace, database_url: str) -> int:
+    replayed = run_on_connection(database_url, lambda c: admin.replay_deliveries(
+        c, tenant_id=arguments.tenant, delivery_ids=arguments.delivery_ids or None,
         endpoint_id=arguments.endpoint, state=arguments.state, limit=arguments.max,
     ))
     print(f"replaying {len(replayed)} deliveries")
     return 0 if replayed or not arguments.delivery_ids else 1
-
-
-def _run(database_url: str, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return await action(connection)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())

@@ -54,9 +54,16 @@ def load_asset(path: Path, media_type: str) -> Asset | None:
 
 
 def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter:
+    """The widget's bundles from `widget_dir` (the source tree's build by default), and with a
+    demo tenant the demo page and its assets."""
     router = APIRouter(tags=["widget"])
-    dist = widget_dir or SOURCE_DIST
+    _add_bundle_routes(router, widget_dir or SOURCE_DIST)
+    if demo_tenant is not None:
+        _add_demo_routes(router, demo_tenant)
+    return router
 
+
+def _add_bundle_routes(router: APIRouter, dist: Path) -> None:
     def bundle(name: str) -> Asset:
         # Read per request while missing, so a build after start is picked up; cached once found.
         asset = bundles.get(name) or load_asset(dist / name, BUNDLES[name])
@@ -78,9 +85,8 @@ def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter
             "Cross-Origin-Resource-Policy": "cross-origin",
         })
 
-    if demo_tenant is None:
-        return router
 
+def _add_demo_routes(router: APIRouter, demo_tenant: str) -> None:
     @router.get("/widget/demo", include_in_schema=False)
     async def demo_page(state: State) -> Response:
         """A sample chat with the widget on each answer, as a product's page would have it."""
@@ -107,8 +113,6 @@ def widget_router(widget_dir: Path | None, demo_tenant: str | None) -> APIRouter
             raise ProblemException(404, f"no demo file {name!r}")
         demo_assets[name] = asset
         return _serve(asset, request, "no-cache", {})
-
-    return router
 
 
 def _serve(asset: Asset, request: Request, cache: str, extra: dict[str, str]) -> Response:

@@ -23,7 +23,7 @@ chi-square with k degrees of freedom when nothing changed.
 The largest `T` over the splits is compared with the chi-square quantile at `alpha / splits`
 (Bonferroni over the splits); when it is exceeded the preferences shifted, and the split that
 maximised `T` is the estimated change point. A shifted segment forgets: its fits use only
-choices from the change point on (a window), see `refits.py`.
+choices from the change point on (a window), see `refits/incremental.py`.
 
 Off-policy checks (`top_choice_estimates`, `promotion_decision`): what a candidate version
 would achieve on logged sessions, as the *top-choice rate*: the share of decided sessions in
@@ -51,14 +51,8 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import chi2
 
-from services.learner.learning import (
-    ChoiceData,
-    ObservedChoice,
-    Posterior,
-    _hessian,
-    _objective,
-    pack_choices,
-)
+from services.learner.choice_data import ChoiceData, ObservedChoice, pack_choices
+from services.learner.learning import Posterior, _hessian, _objective
 
 NEWTON_STEPS = 4
 

@@ -11,7 +11,8 @@ from feedbackloop.pipeline.outbox import settings_publisher
 from feedbackloop.serving import serve
 from feedbackloop.settings import Settings
 from services.learner.handlers import SPEC
-from services.learner.refits import RefitConfig, refits_job
+from services.learner.refits.config import RefitConfig
+from services.learner.refits.job import refits_job
 from services.learner.weights_outbox import weights_relay_job
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 from feedbackloop.contract import Choice, ErasureRequested, Event, SessionStarted, UserErased
 from feedbackloop.contract.weights import WEIGHTS_SCHEMA_VERSION
-from services.learner.learning import ObservedChoice
+from services.learner.choice_data import ObservedChoice
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The weights topic's outbox: committed, promoted versions not yet published, oldest first.
 
-Every accepted refit or incremental update is committed as a version (`refits`); this relay
+Every accepted refit or incremental update is committed as a version (`refits/`); this relay
 publishes each unpublished promoted version, keyed `<tenant_id>:<segment>`, and marks it
 published only after the broker acknowledged it. A crash in between publishes it again on the
 next run: delivery on the weights topic is at least once, and consumers deduplicate on
@@ -19,14 +19,14 @@ from feedbackloop.kafka import EventPublisher
 from feedbackloop.pipeline.jobs import Job, singleton
 from feedbackloop.pipeline.outbox import Outbox, Publish, outbox_job
 from feedbackloop.settings import Settings
-from services.learner import repository
 from services.learner.processing import weights_message
+from services.learner.refits import store
 
 JOB = "weights-relay"
 
 
 async def _pending(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    return await repository.unpublished_versions(connection, limit=limit)
+    return await store.unpublished_versions(connection, limit=limit)
 
 
 def _message(row: asyncpg.Record) -> tuple[bytes, bytes]:
@@ -35,7 +35,7 @@ def _message(row: asyncpg.Record) -> tuple[bytes, bytes]:
 
 async def _mark(connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
     for row in rows:
-        await repository.mark_published(
+        await store.mark_published(
             connection, tenant_id=row["tenant_id"], segment=row["segment"], version=row["version"]
         )
 

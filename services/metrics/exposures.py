@@ -58,16 +58,36 @@ def exposure_seen(event: ExperimentExposure, bucket: datetime) -> ExposureSeen:
     )
 
 
+_Unit = tuple[str, str, str]  # tenant, experiment, unit
+
+
 async def record_exposures(connection: asyncpg.Connection, run: Sequence[ExposureSeen]) -> None:
     """Count the run's exposures: new units, exposures and crossovers, per variant and minute.
     An exposure of an erased user that happened before the erasure counts nothing."""
     run = await _not_erased(connection, run)
     if not run:
         return
-    first: dict[tuple[str, str, str], ExposureSeen] = {}
+    first: dict[_Unit, ExposureSeen] = {}
     for e in sorted(run, key=lambda e: e.bucket):
         first.setdefault((e.tenant_id, e.experiment, e.unit), e)
-    units = list(first.values())
+    new = await _insert_units(connection, list(first.values()))
+    assigned = await _assigned_variants(connection, list(first.values()))
+    counts: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for e in run:
+        key = (e.tenant_id, e.experiment, e.variant, e.bucket)
+        counts[key][1] += 1
+        unit = (e.tenant_id, e.experiment, e.unit)
+        if unit in assigned and assigned[unit] != e.variant:
+            counts[key][2] += 1
+    for unit in new:
+        e = first[unit]
+        counts[(e.tenant_id, e.experiment, e.variant, e.bucket)][0] += 1
+    await _add_exposure_minutes(connection, counts)
+
+
+async def _insert_units(connection: asyncpg.Connection, units: list[ExposureSeen]) -> list[_Unit]:
+    """Each unit's first exposure assigns it (the first one stored wins); returns the units
+    that were new."""
     inserted = await connection.fetch(
         """
         INSERT INTO metrics.experiment_units (tenant_id, experiment, unit, variant, bucket)
@@ -78,6 +98,13 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
         [e.tenant_id for e in units], [e.experiment for e in units], [e.unit for e in units],
         [e.variant for e in units], [e.bucket for e in units],
     )
+    return [(row["tenant_id"], row["experiment"], row["unit"]) for row in inserted]
+
+
+async def _assigned_variants(
+    connection: asyncpg.Connection, units: list[ExposureSeen]
+) -> dict[_Unit, str]:
+    """The variant each unit is assigned to, as stored (an exposure to another is a crossover)."""
     stored = await connection.fetch(
         """
         SELECT u.tenant_id, u.experiment, u.unit, u.variant, u.bucket
@@ -87,17 +114,13 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
         """,
         [e.tenant_id for e in units], [e.experiment for e in units], [e.unit for e in units],
     )
-    assigned = {(r["tenant_id"], r["experiment"], r["unit"]): r for r in stored}
-    counts: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for e in run:
-        row = assigned.get((e.tenant_id, e.experiment, e.unit))
-        key = (e.tenant_id, e.experiment, e.variant, e.bucket)
-        counts[key][1] += 1
-        if row is not None and row["variant"] != e.variant:
-            counts[key][2] += 1
-    for row in inserted:
-        e = first[(row["tenant_id"], row["experiment"], row["unit"])]
-        counts[(e.tenant_id, e.experiment, e.variant, e.bucket)][0] += 1
+    return {(r["tenant_id"], r["experiment"], r["unit"]): r["variant"] for r in stored}
+
+
+async def _add_exposure_minutes(
+    connection: asyncpg.Connection, counts: dict[tuple[str, str, str, datetime], list[int]]
+) -> None:
+    """Adds (units, exposures, crossovers) to each (tenant, experiment, variant, minute)."""
     keys = sorted(counts)  # one lock order for concurrent consumers
     await connection.execute(
         """
@@ -112,7 +135,6 @@ async def record_exposures(connection: asyncpg.Connection, run: Sequence[Exposur
         [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
         [counts[k][0] for k in keys], [counts[k][1] for k in keys], [counts[k][2] for k in keys],
     )
-
 
 
 async def _not_erased(

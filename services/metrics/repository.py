@@ -238,36 +238,59 @@ async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims
     any signal that arrived before its subject from provisional dimensions to the subject's.
     Two statements for the whole run, whatever its length."""
     family = run[0].family
-    tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
     first: dict[tuple[str, str], SubjectDims] = {}
     for e in run:
         first.setdefault((e.tenant_id, e.subject_id), e)
-    subjects = list(first.values())
-    columns = [[e.tenant_id for e in subjects], [e.subject_id for e in subjects]]
-    columns += [[e.dims[i] for e in subjects] for i in range(len(dims))]
-    arrays = ", ".join(f"${i}::text[]" for i in range(1, len(dims) + 3))
-    inserted = await connection.fetch(
-        f"""
-        INSERT INTO {tables.dims} (tenant_id, {tables.subject}, {", ".join(dims)})
-        SELECT * FROM unnest({arrays})
-        ON CONFLICT DO NOTHING
-        RETURNING tenant_id, {tables.subject} AS subject_id
-        """,
-        *columns,
-    )
-    new = [first[(row["tenant_id"], row["subject_id"])] for row in inserted]
+    new = await _insert_subjects(connection, family, first)
     if not new:
         return
-    deltas: Deltas = defaultdict(lambda: [0] * len(counters))
+    deltas: Deltas = defaultdict(lambda: [0] * len(COUNTERS_OF[family]))
     for e in new:
         if isinstance(e, SessionOpened):
             _add(deltas[(e.tenant_id, e.bucket, *e.dims)], e.counts, 1)
-    columns = [[e.tenant_id for e in new], [e.subject_id for e in new]]
-    columns += [[e.dims[i] for e in new] for i in range(len(dims))]
+    await _resolve_early_facts(connection, family, new, deltas)
+    await _apply_deltas(connection, family, deltas)
+
+
+def _subject_columns(subjects: list[SubjectDims], dims: Sequence[str]) -> list[list[str]]:
+    """The subjects as `unnest` arrays: tenants, subject ids, then one array per dimension."""
+    columns = [[e.tenant_id for e in subjects], [e.subject_id for e in subjects]]
+    return columns + [[e.dims[i] for e in subjects] for i in range(len(dims))]
+
+
+def _subject_arrays(dims: Sequence[str]) -> str:
+    return ", ".join(f"${i}::text[]" for i in range(1, len(dims) + 3))
+
+
+async def _insert_subjects(
+    connection: asyncpg.Connection, family: Family,
+    first: dict[tuple[str, str], SubjectDims],
+) -> list[SubjectDims]:
+    """Store the subjects not stored yet; returns the first event of each one that was new."""
+    tables, dims = _TABLES[family], DIMENSIONS[family]
+    inserted = await connection.fetch(
+        f"""
+        INSERT INTO {tables.dims} (tenant_id, {tables.subject}, {", ".join(dims)})
+        SELECT * FROM unnest({_subject_arrays(dims)})
+        ON CONFLICT DO NOTHING
+        RETURNING tenant_id, {tables.subject} AS subject_id
+        """,
+        *_subject_columns(list(first.values()), dims),
+    )
+    return [first[(row["tenant_id"], row["subject_id"])] for row in inserted]
+
+
+async def _resolve_early_facts(
+    connection: asyncpg.Connection, family: Family, new: list[SubjectDims], deltas: Deltas
+) -> None:
+    """The new subjects' facts that arrived before them take the subjects' dimensions; their
+    counts move in `deltas` from the provisional dimensions to the subject's."""
+    tables, dims, counters = _TABLES[family], DIMENSIONS[family], COUNTERS_OF[family]
     moved = await connection.fetch(
         f"""
         WITH subject AS (
-            SELECT * FROM unnest({arrays}) AS s(tenant_id, subject_id, {", ".join(dims)})
+            SELECT * FROM unnest({_subject_arrays(dims)})
+                AS s(tenant_id, subject_id, {", ".join(dims)})
         ),
         early AS (
             SELECT f.tenant_id, f.event_id, f.bucket,
@@ -285,7 +308,7 @@ async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims
         WHERE f.tenant_id = early.tenant_id AND f.event_id = early.event_id
         RETURNING early.*
         """,
-        *columns,
+        *_subject_columns(new, dims),
     )
     for fact in moved:
         counts = [fact[name] for name in counters]
@@ -293,7 +316,6 @@ async def _record_subjects(connection: asyncpg.Connection, run: list[SubjectDims
         new_dims = tuple(fact[f"new_{name}"] for name in dims)
         _add(deltas[(fact["tenant_id"], fact["bucket"], *old_dims)], counts, -1)
         _add(deltas[(fact["tenant_id"], fact["bucket"], *new_dims)], counts, 1)
-    await _apply_deltas(connection, family, deltas)
 
 
 def _add(total: list[int], counts: Iterable[int], sign: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from feedbackloop.pipeline.consumer import grouped_runs
-from feedbackloop.postgres import record_tombstones
+from feedbackloop.postgres import mark_current_signals, record_tombstones
 from services.profiles.processing import (
     ConsentSet,
     FeedbackGiven,
@@ -81,32 +81,8 @@ async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackGiven]
     partition, and the pipeline locks the response besides), and erasure deletes rows rather
     than flagging them."""
     signals = sorted({(e.tenant_id, e.user_id, e.response_id, e.kind) for e in run})
-    await connection.execute(
-        """
-        WITH touched AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                AS t(tenant_id, user_id, response_id, kind)
-        ),
-        latest AS (
-            SELECT DISTINCT ON (f.tenant_id, f.user_id, f.response_id, f.kind)
-                   f.tenant_id, f.user_id, f.response_id, f.kind, f.event_id
-            FROM profiles.feedback f
-            JOIN touched USING (tenant_id, user_id, response_id, kind)
-            ORDER BY f.tenant_id, f.user_id, f.response_id, f.kind,
-                     f.occurred_at DESC, f.event_id DESC
-        )
-        UPDATE profiles.feedback f
-        SET current = (f.event_id = latest.event_id AND NOT f.retraction)
-        FROM latest
-        WHERE f.tenant_id = latest.tenant_id AND f.user_id = latest.user_id
-          AND f.response_id = latest.response_id AND f.kind = latest.kind
-          AND f.current IS DISTINCT FROM (f.event_id = latest.event_id AND NOT f.retraction)
-        """,
-        [s[0] for s in signals],
-        [s[1] for s in signals],
-        [s[2] for s in signals],
-        [s[3] for s in signals],
-    )
+    await mark_current_signals(connection, "profiles.feedback",
+                               ("tenant_id", "user_id", "response_id", "kind"), signals)
 
 
 async def _touch_users(connection: asyncpg.Connection, seen: list[tuple[str, str, Any]]) -> None:

@@ -111,7 +111,30 @@ async def evaluate_alerts(
 ) -> list[Transition] | None:
     """One evaluation at `now`; the state changes it made, or None when another replica held
     the evaluation lock."""
-    end = now
+    inputs, current, recommendations = await _read_inputs(pool, config, end=now)
+    transitions: list[Transition] | None = None
+    async with pool.acquire() as connection, connection.transaction():
+        if not await repository.try_lock_alert_evaluation(connection):
+            # Another replica evaluates this round; this one still reports what it stored.
+            rows = await repository.alert_states(connection, tenant_id=None)
+            states = [_state(row) for row in rows]
+        else:
+            states, transitions = await _advance_stored(connection, inputs, config, now)
+    if gauges is not None:
+        gauges.update(
+            feedback=current, recommendations=recommendations, alerts=states,
+            window_seconds=config.window.total_seconds(), evaluated_at=now,
+            confidence=inputs.confidence, confidence_min_samples=config.confidence_min_samples,
+        )
+    return transitions
+
+
+async def _read_inputs(
+    pool: asyncpg.Pool, config: AlertConfig, *, end: datetime
+) -> tuple[WindowInputs, list[Any], list[Any]]:
+    """What an evaluation ending at `end` reads: the windows' totals (now, a day and a week
+    earlier, the baseline), choices, action types' first votes and segments' confidence; and
+    the current window's feedback and choice rows as read (the gauges show them)."""
     start = end - config.window
 
     async def feedback(shift: timedelta, span: timedelta = config.window) -> list[Any]:
@@ -142,21 +165,7 @@ async def evaluate_alerts(
             for row in confidence
         },
     )
-    transitions: list[Transition] | None = None
-    async with pool.acquire() as connection, connection.transaction():
-        if not await repository.try_lock_alert_evaluation(connection):
-            # Another replica evaluates this round; this one still reports what it stored.
-            rows = await repository.alert_states(connection, tenant_id=None)
-            states = [_state(row) for row in rows]
-        else:
-            states, transitions = await _advance_stored(connection, inputs, config, now)
-    if gauges is not None:
-        gauges.update(
-            feedback=current, recommendations=recommendations, alerts=states,
-            window_seconds=config.window.total_seconds(), evaluated_at=now,
-            confidence=inputs.confidence, confidence_min_samples=config.confidence_min_samples,
-        )
-    return transitions
+    return inputs, current, recommendations
 
 
 async def _advance_stored(

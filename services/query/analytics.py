@@ -18,7 +18,7 @@ from services.metrics.rollups import IntervalName, align_range, bucket_count
 from services.query import repository
 from services.query.alerts import RULES
 from services.query.deps import Reader, State
-from services.query.processing import approval_rate, wilson_interval
+from services.query.processing import approval_counts
 from services.query.timerange import time_range
 from services.query.trends import MAX_POINTS, METRICS, MetricName, metric_point, newcombe_difference
 
@@ -187,8 +187,4 @@ async def alerts(state: State, caller: Reader) -> AlertReport:
 
 
 def _model_approval(model: str, up: int, down: int) -> ModelApproval:
-    low, high = wilson_interval(up, up + down)
-    return ModelApproval(
-        model=model, up=up, down=down, total=up + down,
-        approval_rate=approval_rate(up, down), ci_low=low, ci_high=high,
-    )
+    return ModelApproval(model=model, **approval_counts(up, down))

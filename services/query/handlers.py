@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
@@ -14,13 +15,14 @@ from feedbackloop.identity import hash_user_id
 from services.metrics import reads as metrics
 from services.profiles import reads as profiles
 from services.profiles.segments import (
+    Decision,
     SuggestionVerdict,
     action_type_verdicts,
     assign_segment,
     category_verdicts,
 )
 from services.query.deps import Reader, State
-from services.query.processing import approval_rate, wilson_interval
+from services.query.processing import approval_counts
 from services.query.timerange import time_range
 
 router = APIRouter(prefix="/v1")
@@ -137,21 +139,10 @@ async def approval(
     rows = await metrics.approval_by_group(
         state.pool, tenant_id=caller.tenant_id, group_by=group_by, start=start, end=end
     )
-    groups = []
-    for row in rows:
-        up, down = int(row["up"]), int(row["down"])
-        low, high = wilson_interval(up, up + down)
-        groups.append(
-            ApprovalGroup(
-                group=row["grp"],
-                up=up,
-                down=down,
-                total=up + down,
-                approval_rate=approval_rate(up, down),
-                ci_low=low,
-                ci_high=high,
-            )
-        )
+    groups = [
+        ApprovalGroup(group=row["grp"], **approval_counts(int(row["up"]), int(row["down"])))
+        for row in rows
+    ]
     return ApprovalReport(group_by=group_by, start=start, end=end, groups=groups)
 
 
@@ -168,26 +159,29 @@ async def feedback_summary(
     preferred because of their feedback (rules in `services/profiles/segments.py`). `user_id`
     is your raw user id; it is hashed the same way ingest hashed it."""
     user_hash = hash_user_id(state.hmac_secret, caller.tenant_id, user_id)
+    tenant = caller.tenant_id
     verdicts = await profiles.user_verdicts_by_action_type(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
-    )
+        state.pool, tenant_id=tenant, user_id=user_hash)
     history = await profiles.user_feedback_history(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit
-    )
+        state.pool, tenant_id=tenant, user_id=user_hash, limit=limit)
     current = await profiles.user_feedback_history(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash, limit=limit, current_only=True
-    )
-    profile = await profiles.user_profile(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
-    )
+        state.pool, tenant_id=tenant, user_id=user_hash, limit=limit, current_only=True)
+    profile = await profiles.user_profile(state.pool, tenant_id=tenant, user_id=user_hash)
     if profile is None and not history:
         raise ProblemException(404, "no feedback is recorded for this user")
-    decisions = await profiles.decisions(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
-    )
+    decisions = await profiles.decisions(state.pool, tenant_id=tenant, user_id=user_hash)
     outcomes = await profiles.user_recommendation_totals(
-        state.pool, tenant_id=caller.tenant_id, user_id=user_hash
-    )
+        state.pool, tenant_id=tenant, user_id=user_hash)
+    return _summary(user_id, profile, verdicts, history, current, decisions, outcomes)
+
+
+def _summary(
+    user_id: str, profile: asyncpg.Record | None, verdicts: list[asyncpg.Record],
+    history: list[asyncpg.Record], current: list[asyncpg.Record], decisions: list[Decision],
+    outcomes: asyncpg.Record,
+) -> FeedbackSummary:
+    """The summary from the user's rows: the segment and the marked suggestions are the
+    profile rules' (`services/profiles/segments.py`) over their decisions."""
     assignment = assign_segment(decisions)
     marked = action_type_verdicts(verdicts) + category_verdicts(decisions)
     by_action = [ActionTypeVerdicts(**dict(row)) for row in verdicts]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -23,3 +24,11 @@ def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) ->
 def approval_rate(up: int, down: int) -> float | None:
     total = up + down
     return up / total if total else None
+
+
+def approval_counts(up: int, down: int) -> dict[str, Any]:
+    """What an approval report shows of a group's thumbs: up, down, their total, the approval
+    rate and its Wilson 95% interval (`ci_low`, `ci_high`)."""
+    low, high = wilson_interval(up, up + down)
+    return {"up": up, "down": down, "total": up + down,
+            "approval_rate": approval_rate(up, down), "ci_low": low, "ci_high": high}

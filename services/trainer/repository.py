@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from feedbackloop.pipeline.consumer import grouped_runs
+from feedbackloop.postgres import mark_current_signals
 from services.trainer.examples import store
 from services.trainer.processing import (
     ConsentSet,
@@ -177,31 +178,5 @@ async def _mark_current(connection: asyncpg.Connection, run: list[FeedbackStored
     gives the same result (the per-response lock serializes one response's feedback)."""
     signals = sorted({(e.tenant_id, e.response_id, e.person, e.kind) for e in run
                       if e.person is not None})
-    if not signals:
-        return
-    await connection.execute(
-        """
-        WITH touched AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                AS t(tenant_id, response_id, person, kind)
-        ),
-        latest AS (
-            SELECT DISTINCT ON (f.tenant_id, f.response_id, f.person, f.kind)
-                   f.tenant_id, f.response_id, f.person, f.kind, f.event_id
-            FROM trainer.feedback f
-            JOIN touched USING (tenant_id, response_id, person, kind)
-            ORDER BY f.tenant_id, f.response_id, f.person, f.kind,
-                     f.occurred_at DESC, f.event_id DESC
-        )
-        UPDATE trainer.feedback f
-        SET current = (f.event_id = latest.event_id AND NOT f.retraction)
-        FROM latest
-        WHERE f.tenant_id = latest.tenant_id AND f.response_id = latest.response_id
-          AND f.person = latest.person AND f.kind = latest.kind
-          AND f.current IS DISTINCT FROM (f.event_id = latest.event_id AND NOT f.retraction)
-        """,
-        [s[0] for s in signals],
-        [s[1] for s in signals],
-        [s[2] for s in signals],
-        [s[3] for s in signals],
-    )
+    await mark_current_signals(connection, "trainer.feedback",
+                               ("tenant_id", "response_id", "person", "kind"), signals)

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from services.learner.learning import ObservedChoice, fit_segments
+from services.learner.choice_data import ObservedChoice
+from services.learner.learning import fit_segments
 
 FACTORS = ("price", "quality", "speed", "locality")
 TRUE_WEIGHTS = {
@@ -58,7 +59,8 @@ def update_against_refit(sizes: tuple[int, ...] = (1_000, 10_000), batch: int = 
     new ones (what a choice waits for between refits) against the full refit on N + batch
     (what it waited for before), median seconds and their ratio."""
     from services.learner.adaptive import incremental_update
-    from services.learner.learning import FitOptions, pack_choices
+    from services.learner.choice_data import pack_choices
+    from services.learner.learning import FitOptions
 
     rng = np.random.default_rng(1)
     rows = []

@@ -17,7 +17,10 @@ from services.learner import reads, repository
 from services.learner.adaptive import Promotion
 from services.learner.learning import FitOptions, Posterior, summarize
 from services.learner.processing import UserErased
-from services.learner.refits import RefitConfig, refit_due, update_incrementally
+from services.learner.refits import store
+from services.learner.refits.config import RefitConfig
+from services.learner.refits.full import refit_due
+from services.learner.refits.incremental import update_incrementally
 from services.learner.weights_outbox import publish_unpublished
 from tests.integration.test_learner_refits import _choices, _write, pool  # noqa: F401
 
@@ -54,7 +57,7 @@ async def test_a_version_estimated_worse_is_kept_with_its_reason_but_not_served(
 ) -> None:
     await _write(pool, _choices(80, "quality_focused", seed=13))
     await refit_due(pool, CONFIG)
-    current = await repository.newest_version(pool, tenant_id="acme", segment="quality_focused")
+    current = await store.newest_version(pool, tenant_id="acme", segment="quality_focused")
     assert current is not None
     good = Posterior.from_json(current["posterior"])
     backwards = good.mean.copy()
@@ -63,7 +66,7 @@ async def test_a_version_estimated_worse_is_kept_with_its_reason_but_not_served(
                       good.max_rank)
     decision = Promotion(False, "estimated worse than the current version: (test)", None,
                          None, None, 80)
-    await repository.insert_weights_version(
+    await store.insert_weights_version(
         pool, tenant_id="acme", segment="quality_focused",
         fit=summarize(worse, 80, FitOptions()), fit_seconds=0.01, kind="full",
         promotion=decision.to_json())

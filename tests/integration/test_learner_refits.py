@@ -18,7 +18,8 @@ from feedbackloop.kafka import OutgoingMessage
 from feedbackloop.postgres import create_pool
 from services.learner.learning import FitOptions
 from services.learner.processing import ChoiceMade, SessionShown
-from services.learner.refits import RefitConfig, refit_due
+from services.learner.refits.config import RefitConfig
+from services.learner.refits.full import refit_due
 from services.learner.repository import write_effects
 from services.learner.weights_outbox import publish_unpublished
 from tests.infra import create_database

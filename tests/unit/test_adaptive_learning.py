@@ -17,6 +17,7 @@ from services.learner.adaptive import (
     promotion_decision,
     top_choice_estimates,
 )
+from services.learner.choice_data import pack_choices
 from services.learner.learning import (
     GLOBAL_BETA_SD,
     GLOBAL_RANK_SD,
@@ -26,7 +27,6 @@ from services.learner.learning import (
     fit_posterior,
     fit_segments,
     normalize,
-    pack_choices,
 )
 from services.learner.processing import weights_message
 from services.learner.ranking import Candidate, thompson_rank

@@ -11,7 +11,7 @@ from feedbackloop.experiments.analysis import analyse
 from feedbackloop.experiments.definition import Experiment, ExperimentSpec
 from services.experiments.results import results_out, series
 from services.metrics.reads import VariantBucket
-from services.query.console.experiments import curve_charts
+from services.query.console.charts import curve_charts
 from services.query.experiments_gauges import ExperimentGauges, arm_labels
 
 T0 = datetime(2026, 11, 20, 10, tzinfo=UTC)

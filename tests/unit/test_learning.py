@@ -7,14 +7,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from services.learner.choice_data import ObservedChoice, pack_choices
 from services.learner.learning import (
     FitOptions,
-    ObservedChoice,
     WeightBounds,
     default_weights,
     fit_segments,
     normalize,
-    pack_choices,
     project_to_bounds,
 )
 from services.learner.processing import PendingChoices, segments_due, weights_message

@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from services.learner.learning import FitOptions, ObservedChoice, default_weights, fit_segments
+from services.learner.choice_data import ObservedChoice
+from services.learner.learning import FitOptions, default_weights, fit_segments
 from services.learner.ranking import Candidate, rank_candidates
 
 FACTORS = ("locality", "price", "quality", "speed")

@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from feedbackloop.http.problems import ProblemException, problem
 from feedbackloop.settings import Settings
 from services.query.console.experiments import router as experiments_router
-from services.query.console.routes import SignInRequired, router
+from services.query.console.pages import SignInRequired
+from services.query.console.routes import router
 from services.query.console.sessions import SessionStore
 from services.query.console.state import (
     SOURCE_ASSETS,

@@ -48,7 +48,7 @@ from services.trainer.examples.records import (
     TrainingExample,
     published_document,
 )
-from services.trainer.examples.redaction import redact
+from services.trainer.examples.redaction import Redactor
 
 __all__ = [
     "FeedbackRecord",
@@ -80,40 +80,6 @@ def stable_split(tenant_id: str, conversation_id: str, eval_fraction: float) -> 
     digest = hashlib.sha256(f"{tenant_id}\x1f{conversation_id}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     return "eval" if position < eval_fraction else "train"
-
-
-class _Redactor:
-    """Redacts texts and tallies what it replaced, for one example's provenance."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def text(self, value: str) -> str:
-        result = redact(value)
-        self.counts.update(dict(result.counts))
-        return result.text
-
-    def messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [self._message(message) for message in messages]
-
-    def _message(self, message: dict[str, Any]) -> dict[str, Any]:
-        redacted = message | {"content": self.text(message.get("content") or "")}
-        if message.get("tool_calls"):
-            redacted["tool_calls"] = [
-                call | {"function": call["function"]
-                        | {"arguments": self.text(str(call["function"].get("arguments", "")))}}
-                for call in message["tool_calls"]
-            ]
-        return redacted
-
-    def json(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, list):
-            return [self.json(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self.json(item) for key, item in value.items()}
-        return value
 
 
 @dataclass(frozen=True)
@@ -196,14 +162,30 @@ def build_examples(
     raw_prompt = _prompt_of(response, feedback)
     if not raw_prompt:
         return []
-    redactor = _Redactor()
+    context = _context_of(tenant_id, response_id, response, feedback, raw_prompt, eval_fraction)
+    examples: list[TrainingExample] = []
+    for item in feedback:
+        examples += _examples_of(item, context)
+    eval_case = _eval_case(feedback, context)
+    if eval_case is not None:
+        examples.append(eval_case)
+    return examples
+
+
+def _context_of(
+    tenant_id: str, response_id: str, response: ResponseRecord | None,
+    feedback: Sequence[FeedbackRecord], raw_prompt: list[Any], eval_fraction: float,
+) -> _Context:
+    """What the response's examples share, redacted: from the logged response, or else from
+    the inline context its feedback carried (the first feedback that has one)."""
+    redactor = Redactor()
     inline = next((item for item in feedback if item.inline_output or item.inline_model), None)
     session = (response.session_id if response else None) or next(
         (item.session_id for item in feedback if item.session_id), None
     )
     users = {item.user_id for item in feedback} | {response.user_id if response else None}
     ai_output = response.output if response else (inline.inline_output if inline else None)
-    context = _Context(
+    return _Context(
         tenant_id=tenant_id,
         response_id=response_id,
         conversation_id=session or response_id,
@@ -225,17 +207,10 @@ def build_examples(
         redactions=redactor.counts,
         eval_fraction=eval_fraction,
     )
-    examples: list[TrainingExample] = []
-    for item in feedback:
-        examples += _examples_of(item, context)
-    eval_case = _eval_case(feedback, context)
-    if eval_case is not None:
-        examples.append(eval_case)
-    return examples
 
 
 def _examples_of(feedback: FeedbackRecord, context: _Context) -> list[TrainingExample]:
-    redactor = _Redactor()
+    redactor = Redactor()
     examples: list[TrainingExample] = []
     human = _human_text(feedback)
     raw_ai = _ai_text(feedback, context)
@@ -268,7 +243,7 @@ def _examples_of(feedback: FeedbackRecord, context: _Context) -> list[TrainingEx
 
 def _eval_case(feedback: Sequence[FeedbackRecord], context: _Context) -> TrainingExample | None:
     low = [item for item in feedback if _signal(item)[0] is False]
-    redactor = _Redactor()
+    redactor = Redactor()
     # Without a logged or inline output, a not-useful replay's own AI reply is the output.
     replayed = next((_ai_text(item, context) for item in low if item.replay), None)
     output = context.ai_output or (redactor.text(replayed) if replayed else None)
@@ -288,7 +263,7 @@ def _eval_case(feedback: Sequence[FeedbackRecord], context: _Context) -> Trainin
 def _example(
     context: _Context,
     feedback: FeedbackRecord,
-    redactor: _Redactor,
+    redactor: Redactor,
     kind: ExampleKind,
     *,
     quality: float,
@@ -304,29 +279,13 @@ def _example(
     split = stable_split(context.tenant_id, context.conversation_id, context.eval_fraction)
     example_id = uuid.uuid5(_EXAMPLE_NAMESPACE, identity)
     redactions = dict(sorted((context.redactions + redactor.counts).items()))
-    response = context.response
-    source_ids = [str(item.event_id) for item in sources]
-    if response is not None:
-        source_ids.insert(0, str(response.event_id))
     body = {
         "completion": None, "label": None, "chosen": None, "rejected": None,
         "output": None, "reference": None,
     } | fields
-    record: dict[str, Any] = {
-        "example_id": str(example_id),
-        "schema_version": EXAMPLE_SCHEMA_VERSION,
-        "kind": kind,
-        "split": split,
-        "tenant_id": context.tenant_id,
-        "conversation_id": context.conversation_id,
-        "response_id": context.response_id,
-        "prompt": context.prompt,
-        "context": context.context,
-        "action_data": context.action_data,
-        **body,
-        "quality": quality,
-        "provenance": _provenance(context, feedback, source_ids, similarity, redactions),
-    }
+    provenance = _provenance(context, feedback, _source_ids(context, sources), similarity,
+                             redactions)
+    record = _record(context, example_id, kind, split, body, quality, provenance)
     prompt_text = "\n".join(str(message.get("content", "")) for message in context.prompt)
     targets = [str(value) for value in body.values() if value is not None]
     group = f"kto:{str(fields['label']).lower()}" if kind == "kto" else kind
@@ -347,6 +306,36 @@ def _example(
         content_hash=dedupe.content_hash([prompt_text, *targets]),
         sketch=dedupe.sketch("\n".join([prompt_text, *targets])),
     )
+
+
+def _source_ids(context: _Context, sources: Sequence[FeedbackRecord]) -> list[str]:
+    """The events an example comes from: the logged response first, then its feedback."""
+    source_ids = [str(item.event_id) for item in sources]
+    if context.response is not None:
+        source_ids.insert(0, str(context.response.event_id))
+    return source_ids
+
+
+def _record(
+    context: _Context, example_id: uuid.UUID, kind: ExampleKind, split: Split,
+    body: dict[str, Any], quality: float, provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The example's published document (before the storage adds its revision)."""
+    return {
+        "example_id": str(example_id),
+        "schema_version": EXAMPLE_SCHEMA_VERSION,
+        "kind": kind,
+        "split": split,
+        "tenant_id": context.tenant_id,
+        "conversation_id": context.conversation_id,
+        "response_id": context.response_id,
+        "prompt": context.prompt,
+        "context": context.context,
+        "action_data": context.action_data,
+        **body,
+        "quality": quality,
+        "provenance": provenance,
+    }
 
 
 def _identity(

@@ -38,8 +38,10 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -311,3 +313,38 @@ def redact(text: str) -> Redacted:
         cursor = end
     parts.append(text[cursor:])
     return Redacted("".join(parts), tuple(sorted(counts.items())))
+
+
+class Redactor:
+    """Redacts texts, chat messages (tool-call arguments too) and JSON values, and tallies what
+    it replaced, for one example's provenance."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def text(self, value: str) -> str:
+        result = redact(value)
+        self.counts.update(dict(result.counts))
+        return result.text
+
+    def messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self._message(message) for message in messages]
+
+    def _message(self, message: dict[str, Any]) -> dict[str, Any]:
+        redacted = message | {"content": self.text(message.get("content") or "")}
+        if message.get("tool_calls"):
+            redacted["tool_calls"] = [
+                call | {"function": call["function"]
+                        | {"arguments": self.text(str(call["function"].get("arguments", "")))}}
+                for call in message["tool_calls"]
+            ]
+        return redacted
+
+    def json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.json(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.json(item) for key, item in value.items()}
+        return value

@@ -339,25 +339,7 @@ async def near_candidates(
     if not pending:
         return {}
     rows = await connection.fetch(
-        f"""
-        WITH keys AS (
-            SELECT i, array_agg(key) AS keys FROM unnest($1::int[], $2::bigint[]) AS k(i, key)
-            GROUP BY i
-        ),
-        candidates AS (
-            SELECT t.i, c.example_id, c.seq
-            FROM unnest($3::int[], $4::text[], $5::text[], $6::uuid[])
-                AS t(i, tenant_id, dedupe_group, example_id)
-            JOIN keys USING (i)
-            CROSS JOIN LATERAL ({_NEWEST_WALKED if walk is not None else _NEWEST_INDEXED}) c
-        )
-        SELECT i, array_agg(example_id ORDER BY seq DESC) AS newest_first,
-               NULL::uuid AS example_id, NULL::bigint[] AS sketch
-        FROM candidates GROUP BY i
-        UNION ALL
-        SELECT NULL, NULL, e.example_id, e.sketch FROM trainer.examples e
-        WHERE e.example_id IN (SELECT example_id FROM candidates)
-        """,
+        _near_candidates_query(walked=walk is not None),
         [i for i, _ in keys],
         [key for _, key in keys],
         pending,
@@ -372,3 +354,28 @@ async def near_candidates(
         row["i"]: [(example_id, sketch_of[example_id]) for example_id in row["newest_first"]]
         for row in rows if row["i"] is not None
     }
+
+
+def _near_candidates_query(*, walked: bool) -> str:
+    """Rows of two shapes: per example position `i`, its candidates' ids newest first; per
+    candidate (`i` NULL), its sketch, once however many examples share it."""
+    newest = _NEWEST_WALKED if walked else _NEWEST_INDEXED
+    return f"""
+    WITH keys AS (
+        SELECT i, array_agg(key) AS keys FROM unnest($1::int[], $2::bigint[]) AS k(i, key)
+        GROUP BY i
+    ),
+    candidates AS (
+        SELECT t.i, c.example_id, c.seq
+        FROM unnest($3::int[], $4::text[], $5::text[], $6::uuid[])
+            AS t(i, tenant_id, dedupe_group, example_id)
+        JOIN keys USING (i)
+        CROSS JOIN LATERAL ({newest}) c
+    )
+    SELECT i, array_agg(example_id ORDER BY seq DESC) AS newest_first,
+           NULL::uuid AS example_id, NULL::bigint[] AS sketch
+    FROM candidates GROUP BY i
+    UNION ALL
+    SELECT NULL, NULL, e.example_id, e.sketch FROM trainer.examples e
+    WHERE e.example_id IN (SELECT example_id FROM candidates)
+    """
