@@ -55,7 +55,7 @@ def conversion(utilities: np.ndarray) -> float:
 
 @dataclass
 class OnlineLearner:
-    """The service's learning loop, in memory (see services/learner/refits.py)."""
+    """The service's learning loop, in memory (see services/learner/refits/)."""
 
     min_choices: int = 30
     batch: int = 25

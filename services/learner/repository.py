@@ -1,7 +1,7 @@
 """The learner schema's choice log (private): the sessions and choices the consumer writes, an
-erasure's deletes, and the choices the refits read. The refits' own tables (versions, refit
-state, customers' weights) are `refits/store.py`; the reads other services make are in
-`reads.py`."""
+erasure's deletes, and the choices the refits read (which consult the refit watermark and the
+newest version to know what is new). The refits' writes (versions, refit state, customers'
+weights) are `refits/store.py`'s; the reads other services make are in `reads.py`."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ Contract:
   tested for a shift (`adaptive.detect_shift`). A detected shift moves the segment's window
   to the estimated change point (earlier choices are forgotten) and refits it at once.
 - Every candidate version, full or incremental, is checked off-policy on the segment's newest
-  logged sessions against the version served now (`promotion`, `adaptive.promotion_decision`); one
-  estimated worse is stored unpromoted with its reason (`promotion`), never served nor
+  logged sessions against the version served now (`promotion.py`, `adaptive.promotion_decision`); one
+  estimated worse is stored unpromoted with its reason (its `promotion` column), never served nor
   published.
 - A full refit also fits each customer with `customer_min_choices` choices in the segment,
   with the segment's posterior as the prior (`learning.fit_customer`).
