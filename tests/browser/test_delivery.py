@@ -8,7 +8,7 @@ import orjson
 import pytest
 from playwright.async_api import BrowserContext, Page, Route, expect
 
-from tests.browser.conftest import BrowserStack
+from tests.browser.conftest import BrowserStack, until_true
 
 pytestmark = pytest.mark.browser
 
@@ -97,7 +97,7 @@ async def test_what_was_queued_is_sent_on_the_next_page_load(
     page.on("request", lambda request: delivered.append(orjson.loads(request.post_data or "{}")["event_id"])
             if request.method == "POST" and request.url.endswith("/v1/feedback") else None)
     await page.reload()
-    await page.wait_for_function("localStorage.getItem('feedbackloop:v1:queue') === '[]'")
+    await until_true(page, "localStorage.getItem('feedbackloop:v1:queue') === '[]'")
     assert delivered == [queued[0]["id"]]
     await expect(part(page, "demo-r3", "down")).to_have_attribute("aria-pressed", "true")
     await browser_stack.approval_becomes("drafted_reply", (0, 1))
