@@ -16,13 +16,15 @@ Whatever the arrival order, the last notification of an identity describes its c
 Training examples follow the same rule by revision (`training_example.created`, `.revised`,
 `.retracted`); alert state changes are delivered as they come (`alert.state_changed`).
 
-Erasure (`user.erasure_requested`): everything kept of the user's feedback goes, deliveries in
-every state and the current signals, and the user's earlier events that arrive later send
-nothing. A training example's text is its conversation's, whose user the webhooks consumer does
-not know: the trainer retracts the example with reason `erasure`, and that retraction removes
-every delivery of the example. For this, each delivery and signal keeps the digest of its
-user (`user_digest`, the SHA-256 of the tenant-keyed user HMAC, as the erasure tombstones do;
-never in a body) or the example it is of.
+Erasure (`user.erasure_requested`, at `erased_at`): everything kept of the user's feedback
+that occurred up to `erased_at` goes, deliveries in every state and the current signals, and
+the user's earlier events that arrive later send nothing; what occurred after it (the user
+came back) stays, even when it was consumed before the erasure. A training example's text is
+its conversation's, whose user the webhooks consumer does not know: the trainer retracts the
+example with reason `erasure`, and that retraction removes every delivery of the example. For
+this, each delivery and signal keeps the digest of its user (`user_digest`, the SHA-256 of the
+tenant-keyed user HMAC, as the erasure tombstones do; never in a body) and its event's
+`occurred_at`, or the example it is of.
 """
 
 from __future__ import annotations
@@ -137,60 +139,20 @@ class Notification:
     body: dict[str, Any]
     user_digest: str | None = None  # the user whose event it tells of
     example_id: UUID | None = None  # the example it tells of
+    occurred_at: datetime | None = None  # when the feedback it tells of occurred
 
 
 def process_message(message: Message) -> WebhooksEffect | None:
+    """The effect of one consumed message; None for a message webhooks do not tell of."""
     if isinstance(message, FeedbackSubmitted):
-        payload = message.payload
-        person = message.person
-        kind = payload.kind
-        signal: Any = getattr(payload, kind)
-        value = {
-            "kind": kind,
-            kind: signal.model_dump(mode="json") if hasattr(signal, "model_dump") else signal,
-            "verdict": payload.verdict,
-            "model": payload.model,
-            "action_type": payload.action_type,
-            "event_id": str(message.event_id),
-            "occurred_at": message.occurred_at.isoformat(),
-        }
-        return FeedbackNotice(
-            tenant_id=message.tenant_id,
-            event_id=message.event_id,
-            response_id=payload.response_id,
-            signal=None if person is None
-            else signal_digest(message.tenant_id, payload.response_id, person, kind),
-            order=signal_order(message.occurred_at, message.event_id),
-            retracted=False,
-            value=value,
-            meta=_meta(message),
-            user_digest=user_digest(message.user_id),
-        )
+        return _submission_notice(message)
     if isinstance(message, FeedbackRetracted):
-        payload_r = message.payload
-        return FeedbackNotice(
-            tenant_id=message.tenant_id,
-            event_id=message.event_id,
-            response_id=payload_r.response_id,
-            signal=signal_digest(
-                message.tenant_id, payload_r.response_id, message.person, payload_r.kind
-            ),
-            order=signal_order(message.occurred_at, message.event_id),
-            retracted=True,
-            value={"kind": payload_r.kind},
-            meta=_meta(message),
-            user_digest=user_digest(message.user_id),
-        )
-    if isinstance(message, TrainingExample):
+        return _retraction_notice(message)
+    if isinstance(message, TrainingExample | TrainingExampleRetracted):
         return ExampleNotice(
             tenant_id=message.tenant_id, event_id=message.event_id,
-            example_id=message.example_id, revision=message.revision,
-            data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
-        )
-    if isinstance(message, TrainingExampleRetracted):
-        return ExampleNotice(
-            tenant_id=message.tenant_id, event_id=message.event_id,
-            example_id=message.example_id, revision=None,
+            example_id=message.example_id,
+            revision=message.revision if isinstance(message, TrainingExample) else None,
             data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
         )
     if isinstance(message, ErasureRequested):
@@ -206,6 +168,49 @@ def process_message(message: Message) -> WebhooksEffect | None:
             data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
         )
     return None
+
+
+def _submission_notice(message: FeedbackSubmitted) -> FeedbackNotice:
+    payload = message.payload
+    person = message.person
+    kind = payload.kind
+    signal: Any = getattr(payload, kind)
+    value = {
+        "kind": kind,
+        kind: signal.model_dump(mode="json") if hasattr(signal, "model_dump") else signal,
+        "verdict": payload.verdict,
+        "model": payload.model,
+        "action_type": payload.action_type,
+        "event_id": str(message.event_id),
+        "occurred_at": message.occurred_at.isoformat(),
+    }
+    return FeedbackNotice(
+        tenant_id=message.tenant_id,
+        event_id=message.event_id,
+        response_id=payload.response_id,
+        signal=None if person is None
+        else signal_digest(message.tenant_id, payload.response_id, person, kind),
+        order=signal_order(message.occurred_at, message.event_id),
+        retracted=False,
+        value=value,
+        meta=_meta(message),
+        user_digest=user_digest(message.user_id),
+    )
+
+
+def _retraction_notice(message: FeedbackRetracted) -> FeedbackNotice:
+    payload = message.payload
+    return FeedbackNotice(
+        tenant_id=message.tenant_id,
+        event_id=message.event_id,
+        response_id=payload.response_id,
+        signal=signal_digest(message.tenant_id, payload.response_id, message.person, payload.kind),
+        order=signal_order(message.occurred_at, message.event_id),
+        retracted=True,
+        value={"kind": payload.kind},
+        meta=_meta(message),
+        user_digest=user_digest(message.user_id),
+    )
 
 
 def _meta(event: FeedbackSubmitted | FeedbackRetracted) -> dict[str, Any]:
@@ -267,6 +272,7 @@ def advance_feedback(
             notifications.append(Notification(
                 notice.tenant_id, event_type, notice.event_id,
                 feedback_body(event_type, notice, before), user_digest=notice.user_digest,
+                occurred_at=notice.order[0],
             ))
     return notifications, changed
 
@@ -345,6 +351,7 @@ class Delivery:
     body: dict[str, Any]
     user_digest: str | None = None
     example_id: UUID | None = None
+    occurred_at: datetime | None = None  # of the feedback it tells of (erasure compares it)
 
 
 def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]) -> list[Delivery]:
@@ -367,6 +374,7 @@ def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]
                                f"{notification.event_type}:{notification.source_id}"),
                     endpoint.tenant_id, endpoint.endpoint_id, notification.event_type,
                     notification.body, notification.user_digest, notification.example_id,
+                    notification.occurred_at,
                 ))
     return deliveries
 

@@ -224,3 +224,59 @@ async def test_an_example_created_and_retracted_for_erasure_in_one_batch_sends_n
                                 ("training_example.retracted", erased)])
     finally:
         await pool.close()
+
+
+async def test_an_erasure_keeps_what_the_user_did_after_it_even_when_consumed_first(
+    postgres_url: str,
+) -> None:
+    """Feedback at T-1 and T+1 consumed before the erasure at T (another topic, later): the T-1
+    deliveries and signals go, the T+1 ones stay, and a T+1 change no longer tells of the T-1
+    signal it replaced. A delivery of before migration 0024 (no occurred_at) counts as before."""
+    pool = await create_pool(await create_database(postgres_url), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as connection:
+            await admin.create_endpoint(
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/all",
+                event_types=["feedback.submitted", "feedback.changed"],
+            )
+        pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),
+                                 ConsumerMetrics(CollectorRegistry(), "webhooks"))
+        await pipeline.process_batch(records_of([
+            _feedback(ERASED, "r-before", {"comment": {"text": SECRET_TEXT, "reasons": []}},
+                      "2026-11-20T10:59:59Z"),
+            _feedback(ERASED, "r-flip", {"correction": {"text": SECRET_TEXT}},
+                      "2026-11-20T10:59:58Z"),
+            _feedback(ERASED, "r-flip", {"correction": {"text": "my words of later"}},
+                      "2026-11-20T11:00:01Z"),
+            _feedback(ERASED, "r-after", {"thumb": "up"}, "2026-11-20T11:00:01Z"),
+            _feedback(ERASED, "r-legacy", {"thumb": "down"}, "2026-11-20T11:00:02Z"),
+        ]))
+        digest = hashlib.sha256(ERASED.encode()).hexdigest()
+        async with pool.acquire() as connection:
+            # As a release of before wrote it: no occurred_at.
+            await connection.execute(
+                "UPDATE webhooks.deliveries SET occurred_at = NULL "
+                "WHERE body::jsonb #>> '{data,response_id}' = 'r-legacy'")
+            assert await connection.fetchval(
+                "SELECT count(*) FROM webhooks.deliveries WHERE user_digest = $1", digest) == 5
+
+        await pipeline.process_batch(records_of([_erasure(ERASED, "2026-11-20T11:00:00Z")],
+                                                topic="p.consent"))
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT event_type, body FROM webhooks.deliveries WHERE user_digest = $1 "
+                "ORDER BY body::jsonb #>> '{data,response_id}'", digest)
+            kept = [(r["event_type"], orjson.loads(r["body"])["data"]) for r in rows]
+            assert [(t, d["response_id"]) for t, d in kept] == [
+                ("feedback.submitted", "r-after"), ("feedback.changed", "r-flip")]
+            assert kept[1][1]["signal"]["correction"] == {"text": "my words of later"}
+            assert "previous" not in kept[1][1]
+            assert SECRET_TEXT not in await _everything(connection)
+            signals = await connection.fetch(
+                "SELECT occurred_at FROM webhooks.feedback_signals WHERE user_digest = $1 "
+                "ORDER BY occurred_at", digest)
+            assert [s["occurred_at"].isoformat() for s in signals] == [
+                "2026-11-20T11:00:01+00:00", "2026-11-20T11:00:01+00:00",
+                "2026-11-20T11:00:02+00:00"]
+    finally:
+        await pool.close()
