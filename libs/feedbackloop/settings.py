@@ -29,6 +29,12 @@ def webhooks_secret_key_is_valid(value: str) -> bool:
     return len(key) == 32 and len(set(key)) > 1
 
 
+def webhooks_previous_secret_keys(value: str) -> list[str]:
+    """The keys of FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS: comma-separated, each in the form
+    of FEEDBACKLOOP_WEBHOOKS_SECRET_KEY; blanks around and between them are ignored."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
 class Settings(BaseSettings):
     """Every setting of every service. Environment variables are `FEEDBACKLOOP_<NAME>`."""
 
@@ -163,8 +169,13 @@ class Settings(BaseSettings):
     # The AES-256-GCM key endpoints' signing secrets are encrypted with at rest: 32 random
     # bytes in base64 (`openssl rand -base64 32`). Empty: a key derived from the user-id HMAC
     # secret (under a label of its own), so the services and the CLI agree wherever they run.
-    # One key is active; changing it leaves stored secrets unreadable (see the README).
+    # New secrets are sealed under it; to rotate it, move the old key to
+    # `webhooks_previous_secret_keys` (see the README).
     webhooks_secret_key: SecretStr = SecretStr("")
+    # Keys secrets may still be sealed under (comma-separated, in the form above): opening tries
+    # the current key, then these in order, and the delivery job re-seals what one of them
+    # opened under the current key.
+    webhooks_previous_secret_keys: SecretStr = SecretStr("")
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.
     training_relay_batch_size: int = Field(default=500, ge=1)
@@ -227,6 +238,10 @@ class Settings(BaseSettings):
             missing.append("FEEDBACKLOOP_WIDGET_DEMO_TENANT must not be set in production")
         if not webhooks_secret_key_is_valid(self.webhooks_secret_key.get_secret_value()):
             missing.append("FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (32 random bytes in base64, or empty)")
+        previous = webhooks_previous_secret_keys(self.webhooks_previous_secret_keys.get_secret_value())
+        if not all(webhooks_secret_key_is_valid(key) for key in previous):
+            missing.append("FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS (comma-separated keys, "
+                           "each 32 random bytes in base64)")
         if missing:
             raise ValueError("production settings are incomplete: " + ", ".join(missing))
         return self

@@ -155,3 +155,12 @@ async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings, box: S
             stored_secret=box.seal(SETTINGS_ENDPOINT_ID, secret),
             event_types=["alert.state_changed"],
         )
+
+
+async def reseal_secrets(connection: asyncpg.Connection, box: SecretBox) -> tuple[int, int]:
+    """The operator's, for every tenant: seals under the current key each endpoint secret
+    stored in plaintext or under a previous key (as the delivery job does when it starts).
+    Returns how many were sealed again, and how many live endpoints hold a secret no key of
+    `box` opens. Once nothing is sealed under a previous key, that key can be dropped."""
+    resealed = await repository.reseal_stale_rows(connection, box)
+    return resealed, await repository.unreadable_secrets(connection, box)

@@ -327,23 +327,38 @@ async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: fl
     return int(status.split()[-1])
 
 
-async def seal_plaintext_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
-    """Seals every endpoint secret still stored in the plaintext form; returns how many rows
-    this call changed. Each row is replaced only if it still holds the plaintext it read, so
-    concurrent replicas (or a secret changed meanwhile) never overwrite each other."""
-    rows = await connection.fetch(
-        "SELECT endpoint_id, secret FROM webhooks.endpoints WHERE starts_with(secret, $1)",
-        sealing.PLAINTEXT_PREFIX,
-    )
+async def reseal_stale_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
+    """Seals under the current key every endpoint secret stored in the plaintext form or sealed
+    under a previous key (deleted endpoints' too, so a previous key can be dropped); returns
+    how many rows this call changed. A secret no key opens is left as it is. Each row is
+    replaced only if it still holds what was read, so concurrent replicas (or a secret changed
+    meanwhile) never overwrite each other."""
+    rows = [row for row in await connection.fetch(
+        "SELECT endpoint_id, secret FROM webhooks.endpoints")
+        if box.needs_resealing(row["endpoint_id"], row["secret"])]
     if not rows:
         return 0
     status = await connection.execute(
         """
         UPDATE webhooks.endpoints e SET secret = s.sealed
-        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, plaintext, sealed)
-        WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.plaintext
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, stale, sealed)
+        WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.stale
         """,
         [row["endpoint_id"] for row in rows], [row["secret"] for row in rows],
-        [box.seal(row["endpoint_id"], row["secret"]) for row in rows],
+        [box.seal(row["endpoint_id"], box.open(row["endpoint_id"], row["secret"]))
+         for row in rows],
     )
     return int(status.split()[-1])
+
+
+async def unreadable_secrets(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
+    """How many live endpoints hold a secret no key of `box` opens (their deliveries die)."""
+    rows = await connection.fetch(
+        "SELECT endpoint_id, secret FROM webhooks.endpoints WHERE deleted_at IS NULL")
+    unreadable = 0
+    for row in rows:
+        try:
+            box.open(row["endpoint_id"], row["secret"])
+        except sealing.UnreadableSecret:
+            unreadable += 1
+    return unreadable

@@ -291,3 +291,80 @@ async def test_a_ciphertext_copied_to_another_endpoint_is_dead_with_the_reason(
             assert (await _state(connection, fine))[0] == "delivered"
     finally:
         await pool.close()
+
+
+async def test_a_rotated_key_still_signs_with_the_same_secret_reseals_and_is_then_dropped(
+    postgres_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Secrets sealed under the old key: with the new key current and the old one previous,
+    deliveries are still signed with each endpoint's own secret (the receiver verifies), the
+    delivery job re-seals them under the new key (at its first run, and whenever it claims one
+    a lagging replica sealed under the old key), `feedbackloop webhooks reseal` does the same on
+    demand, and after that the old key can go. A secret no key opens is dead, as before."""
+    database_url = await create_database(postgres_url)
+    old, new = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
+    old_box = SecretBox.from_settings(_settings(database_url, webhooks_secret_key=old))
+    new_only = SecretBox(base64.b64decode(new))
+    rotated = _settings(database_url, webhooks_secret_key=new, webhooks_previous_secret_keys=old)
+    metrics = WebhookMetrics(CollectorRegistry())
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as connection:
+            views = {}
+            for name, box in (("rotated", old_box), ("stranger", SecretBox(secrets.token_bytes(32)))):
+                views[name], receiver.secrets[name] = await admin.create_endpoint(
+                    connection, tenant_id="acme", url=receiver.url(name),
+                    event_types=["feedback.submitted"], box=box, allow_private_networks=True)
+            ids = {name: view.endpoint_id for name, view in views.items()}
+            stranger_stored = await _stored(connection, ids["stranger"])
+            first = await _delivery(connection, ids["rotated"])
+            lost = await _delivery(connection, ids["stranger"])
+        [job] = delivery_jobs(pool, CollectorRegistry(), rotated)
+        try:
+            assert await job.run() == 2
+        finally:
+            assert job.close is not None
+            await job.close()
+        assert receiver.verified == [("rotated", str(first))] and receiver.refused == []
+        async with pool.acquire() as connection:
+            stored = await _stored(connection, ids["rotated"])
+            _assert_sealed(stored, receiver.secrets["rotated"])
+            assert new_only.open(ids["rotated"], stored) == receiver.secrets["rotated"]
+            with pytest.raises(UnreadableSecret):
+                old_box.open(ids["rotated"], stored)
+            state, _, error = await _state(connection, lost)
+            assert state == "dead" and "does not decrypt" in error and old not in error
+            assert await _stored(connection, ids["stranger"]) == stranger_stored
+            # A replica not yet given the new key seals a secret under the old one.
+            await connection.execute(
+                "UPDATE webhooks.endpoints SET secret = $2 WHERE endpoint_id = $1",
+                ids["rotated"], old_box.seal(ids["rotated"], receiver.secrets["rotated"]))
+            lagging = await _delivery(connection, ids["rotated"])
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert await deliver_due(pool, client, POLICY, metrics, box=SecretBox.from_settings(
+                rotated), batch_size=10, timeout_seconds=5) == 1
+        assert receiver.verified[-1] == ("rotated", str(lagging))
+        async with pool.acquire() as connection:
+            assert new_only.open(ids["rotated"], await _stored(connection, ids["rotated"]))
+            await connection.execute(
+                "UPDATE webhooks.endpoints SET secret = $2 WHERE endpoint_id = $1",
+                ids["rotated"], old_box.seal(ids["rotated"], receiver.secrets["rotated"]))
+        # The operator's check before dropping the old key.
+        for variable, value in (("DATABASE_URL", database_url), ("USER_ID_HMAC_SECRET", HMAC_SECRET),
+                                ("WEBHOOKS_SECRET_KEY", new), ("WEBHOOKS_PREVIOUS_SECRET_KEYS", old)):
+            monkeypatch.setenv(f"FEEDBACKLOOP_{variable}", value)
+        assert await asyncio.to_thread(cli, ["webhooks", "reseal"]) == 1
+        printed = capsys.readouterr().out
+        assert "sealed again under the current key: 1" in printed
+        assert "no configured key opens: 1" in printed and old not in printed
+        async with pool.acquire() as connection:
+            assert new_only.open(ids["rotated"], await _stored(connection, ids["rotated"]))
+            final = await _delivery(connection, ids["rotated"])
+        # The old key dropped: the same secret still signs.
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert await deliver_due(pool, client, POLICY, metrics, box=new_only, batch_size=10,
+                                     timeout_seconds=5) == 1
+        assert receiver.verified[-1] == ("rotated", str(final)) and receiver.refused == []
+    finally:
+        await pool.close()

@@ -94,3 +94,46 @@ def test_production_accepts_a_real_key_or_none() -> None:
 def test_without_any_key_material_a_box_is_refused() -> None:
     with pytest.raises(ValueError, match="FEEDBACKLOOP_USER_ID_HMAC_SECRET"):
         SecretBox.from_settings(Settings(user_id_hmac_secret=""))
+
+
+def test_a_previous_key_opens_what_it_sealed_and_marks_it_for_resealing() -> None:
+    old, new, other = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(3))
+    endpoint, secret = uuid.uuid4(), generate_secret()
+    under_old = SecretBox.from_settings(_settings(webhooks_secret_key=old)).seal(endpoint, secret)
+    rotated = SecretBox.from_settings(_settings(
+        webhooks_secret_key=new, webhooks_previous_secret_keys=f" {other} ,{old},"))
+    assert rotated.open(endpoint, under_old) == secret
+    assert rotated.needs_resealing(endpoint, under_old)
+    resealed = rotated.seal(endpoint, secret)
+    assert not rotated.needs_resealing(endpoint, resealed)
+    # Sealed under the new key: the old one alone no longer opens it, the new one alone does.
+    assert SecretBox(base64.b64decode(new)).open(endpoint, resealed) == secret
+    with pytest.raises(UnreadableSecret):
+        SecretBox(base64.b64decode(old)).open(endpoint, resealed)
+    # The plaintext form of before is stale too; what no key opens is not, and stays refused.
+    assert rotated.needs_resealing(endpoint, secret)
+    stranger = SecretBox(secrets.token_bytes(32)).seal(endpoint, secret)
+    assert not rotated.needs_resealing(endpoint, stranger)
+    assert not rotated.needs_resealing(uuid.uuid4(), under_old)  # another endpoint's
+    with pytest.raises(UnreadableSecret, match="neither the current key nor a previous one"):
+        rotated.open(endpoint, stranger)
+    # The derived key (no FEEDBACKLOOP_WEBHOOKS_SECRET_KEY) takes previous keys as well.
+    derived = SecretBox.from_settings(_settings(webhooks_previous_secret_keys=old))
+    assert derived.open(endpoint, under_old) == secret
+    assert KEY not in repr(rotated) and old not in repr(rotated)
+
+
+@pytest.mark.parametrize("entry", [
+    "short", base64.b64encode(b"x" * 33).decode(), base64.b64encode(bytes(32)).decode(), "changeme",
+])
+def test_a_malformed_previous_key_is_refused_by_position_never_by_value(entry: str) -> None:
+    keys = f"{KEY},{entry}"
+    with pytest.raises(ValueError, match="key 2 of FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS") as raised:
+        SecretBox.from_settings(_settings(webhooks_previous_secret_keys=keys))
+    assert entry not in str(raised.value) and KEY not in str(raised.value)
+    with pytest.raises(ValidationError, match="FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS") as invalid:
+        _settings(environment="production", webhooks_previous_secret_keys=keys,
+                  database_url="postgresql://x", kafka_bootstrap_servers="kafka:9092")
+    assert KEY not in str(invalid.value)
+    settings = _settings(webhooks_previous_secret_keys=KEY)
+    assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
