@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from tests.deploy.support import (
     interpolate,
     interpolation_references,
     require,
+    require_project,
     settings_fields,
     settings_from,
 )
@@ -41,7 +43,12 @@ ONE_SHOT = {
     "init": "one-shot job (migrations and topics); completion is its health",
 }
 EXPECTED_SERVICES = {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES, *OBSERVABILITY}
-SECRET_VARIABLES = {"POSTGRES_PASSWORD", "FEEDBACKLOOP_USER_ID_HMAC_SECRET", "GRAFANA_ADMIN_PASSWORD"}
+SECRET_VARIABLES = {
+    "POSTGRES_PASSWORD", "FEEDBACKLOOP_USER_ID_HMAC_SECRET", "GRAFANA_ADMIN_PASSWORD",
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY",
+}
+# Secrets that must be set but may be empty (`${VAR?message}`): still no default.
+SET_SECRET_VARIABLES = {"FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL")
 FEEDBACKLOOP_IMAGE_SERVICES = (*SERVICES, "init")
 
@@ -216,18 +223,45 @@ def test_secrets_have_no_defaults() -> None:
     source = compose_source()
     references = list(_all_references(source))
     for variable, operator, _ in references:
-        if variable in SECRET_VARIABLES or SECRET_NAME.search(variable):
+        if variable in SET_SECRET_VARIABLES:
+            assert operator == "?", f"${{{variable}}} must be written ${{{variable}?message}}"
+        elif variable in SECRET_VARIABLES or SECRET_NAME.search(variable):
             assert operator == ":?", f"${{{variable}}} must be written ${{{variable}:?message}}"
     for name, service in source["services"].items():
         for key, value in environment_of(service).items():
             if SECRET_NAME.search(key):
-                required = [ref for ref in interpolation_references(value) if ref[1] == ":?"]
+                required = [ref for ref in interpolation_references(value) if ref[1] in (":?", "?")]
                 assert required, f"{name}: {key} must come from a required variable, not a literal"
     assert {variable for variable, op, _ in references if op == ":?"} == SECRET_VARIABLES
-    for variable in SECRET_VARIABLES:
+    assert {variable for variable, op, _ in references if op == "?"} == SET_SECRET_VARIABLES
+    for variable in SECRET_VARIABLES | SET_SECRET_VARIABLES:
         env = {key: value for key, value in COMPOSE_TEST_ENV.items() if key != variable}
         with pytest.raises(MissingVariable, match=variable):
             interpolate(source, env)
+    for variable in SECRET_VARIABLES:
+        with pytest.raises(MissingVariable, match=variable):
+            interpolate(source, COMPOSE_TEST_ENV | {variable: ""})
+
+
+def test_the_webhooks_key_reaches_the_services_that_seal_and_open_endpoint_secrets(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box_of = require_project("services.webhooks.sealing").SecretBox.from_settings
+    old = COMPOSE_TEST_ENV["FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"]
+    new = base64.b64encode(b"the new compose webhooks key 32b").decode()
+    for name in ("query", "webhooks"):
+        settings = settings_from(environment_of(services[name]), monkeypatch)
+        assert settings.webhooks_secret_key.get_secret_value() == old, name
+        assert settings.webhooks_previous_secret_keys.get_secret_value() == "", name
+        box_of(settings)
+        # A rotation under way: the previous keys reach the services as given.
+        rotating = compose_model(COMPOSE_TEST_ENV | {
+            "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": new,
+            "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": old,
+        })["services"][name]
+        settings = settings_from(environment_of(rotating), monkeypatch)
+        assert settings.webhooks_previous_secret_keys.get_secret_value() == old, name
+        box_of(settings)
 
 
 def test_host_ports_do_not_clash(services: dict[str, dict[str, Any]]) -> None:
