@@ -1,13 +1,12 @@
 """The webhooks schema's erasure SQL, run inside the consumer pipeline's transaction (private to
 `repository.write_effects`).
 
-An erasure at `erased_at` (the erasure event's `occurred_at`; of several, the latest) removes
-what its user did up to then: every delivery (pending, delivered or dead) and current signal of
-the user whose event occurred at or before it. What occurred after it stays, whichever was
-consumed first: the feedback and consent topics are read independently, so a user who came
-back may have their later feedback written before the erasure arrives. A delivery written
-before migration 0024 has no `occurred_at` and is taken as before the erasure (removed).
-Notices follow the same rule: an event at or before the tombstone sends nothing.
+An erasure removes everything of its user stored here when it is claimed: every delivery
+(pending, delivered or dead) and every current signal of the user, whenever their events
+occurred, since `occurred_at` is the client's word (a browser clock, a backdated or tz-less
+erasure) and cannot decide what of an erased user may survive. The tombstone keeps the latest
+`erased_at` (the erasure event's `occurred_at`): the user's events that arrive later and
+occurred at or before it send nothing, later ones are kept as new.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from services.webhooks.processing import ExampleNotice, FeedbackNotice, UserEras
 
 
 async def erase_users(connection: asyncpg.Connection, erasures: Sequence[UserErasure]) -> None:
-    """The users' tombstones (the latest `erased_at` of each), then their deliveries and current
-    signals that occurred up to their tombstone, gone; a later delivery that stays loses the
-    `previous` signal its body tells of when that one occurred up to the tombstone."""
+    """The users' tombstones (the latest `erased_at` of each), and every delivery (pending,
+    delivered or dead) and current signal of their feedback, gone."""
     await connection.executemany(
         """
         INSERT INTO webhooks.erased_users (tenant_id, user_digest, erased_at)
@@ -34,34 +32,15 @@ async def erase_users(connection: asyncpg.Connection, erasures: Sequence[UserEra
         [(e.tenant_id, e.user_digest, e.erased_at) for e in erasures],
     )
     users = sorted({(e.tenant_id, e.user_digest) for e in erasures})
-    tenants, digests = [u[0] for u in users], [u[1] for u in users]
-    for table, before_erasure in (
-        ("deliveries", "(t.occurred_at IS NULL OR t.occurred_at <= e.erased_at)"),
-        ("feedback_signals", "t.occurred_at <= e.erased_at"),
-    ):
+    for table in ("deliveries", "feedback_signals"):
         await connection.execute(
             f"""
             DELETE FROM webhooks.{table} t
-            USING unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest),
-                  webhooks.erased_users e
-            WHERE e.tenant_id = u.tenant_id AND e.user_digest = u.user_digest
-              AND t.tenant_id = u.tenant_id AND t.user_digest = u.user_digest
-              AND {before_erasure}
+            USING unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest)
+            WHERE t.tenant_id = u.tenant_id AND t.user_digest = u.user_digest
             """,
-            tenants, digests,
+            [u[0] for u in users], [u[1] for u in users],
         )
-    # A later change or retraction that stays tells what it replaced, the user's signal of
-    # before the erasure: that part of its body goes.
-    await connection.execute(
-        """
-        UPDATE webhooks.deliveries t SET body = (t.body::jsonb #- '{data,previous}')::text
-        FROM unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest), webhooks.erased_users e
-        WHERE e.tenant_id = u.tenant_id AND e.user_digest = u.user_digest
-          AND t.tenant_id = u.tenant_id AND t.user_digest = u.user_digest
-          AND (t.body::jsonb #>> '{data,previous,occurred_at}')::timestamptz <= e.erased_at
-        """,
-        tenants, digests,
-    )
 
 
 async def not_erased(

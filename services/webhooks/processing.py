@@ -16,15 +16,13 @@ Whatever the arrival order, the last notification of an identity describes its c
 Training examples follow the same rule by revision (`training_example.created`, `.revised`,
 `.retracted`); alert state changes are delivered as they come (`alert.state_changed`).
 
-Erasure (`user.erasure_requested`, at `erased_at`): everything kept of the user's feedback
-that occurred up to `erased_at` goes, deliveries in every state and the current signals, and
-the user's earlier events that arrive later send nothing; what occurred after it (the user
-came back) stays, even when it was consumed before the erasure. A training example's text is
-its conversation's, whose user the webhooks consumer does not know: the trainer retracts the
-example with reason `erasure`, and that retraction removes every delivery of the example. For
-this, each delivery and signal keeps the digest of its user (`user_digest`, the SHA-256 of the
-tenant-keyed user HMAC, as the erasure tombstones do; never in a body) and its event's
-`occurred_at`, or the example it is of.
+Erasure (`user.erasure_requested`): everything kept of the user's feedback goes, deliveries in
+every state and the current signals, and the user's earlier events that arrive later send
+nothing. A training example's text is its conversation's, whose user the webhooks consumer does
+not know: the trainer retracts the example with reason `erasure`, and that retraction removes
+every delivery of the example. For this, each delivery and signal keeps the digest of its
+user (`user_digest`, the SHA-256 of the tenant-keyed user HMAC, as the erasure tombstones do;
+never in a body) or the example it is of.
 """
 
 from __future__ import annotations
@@ -139,7 +137,6 @@ class Notification:
     body: dict[str, Any]
     user_digest: str | None = None  # the user whose event it tells of
     example_id: UUID | None = None  # the example it tells of
-    occurred_at: datetime | None = None  # when the feedback it tells of occurred
 
 
 def process_message(message: Message) -> WebhooksEffect | None:
@@ -272,7 +269,6 @@ def advance_feedback(
             notifications.append(Notification(
                 notice.tenant_id, event_type, notice.event_id,
                 feedback_body(event_type, notice, before), user_digest=notice.user_digest,
-                occurred_at=notice.order[0],
             ))
     return notifications, changed
 
@@ -351,7 +347,6 @@ class Delivery:
     body: dict[str, Any]
     user_digest: str | None = None
     example_id: UUID | None = None
-    occurred_at: datetime | None = None  # of the feedback it tells of (erasure compares it)
 
 
 def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]) -> list[Delivery]:
@@ -374,7 +369,6 @@ def address(notifications: Iterable[Notification], endpoints: Iterable[Endpoint]
                                f"{notification.event_type}:{notification.source_id}"),
                     endpoint.tenant_id, endpoint.endpoint_id, notification.event_type,
                     notification.body, notification.user_digest, notification.example_id,
-                    notification.occurred_at,
                 ))
     return deliveries
 

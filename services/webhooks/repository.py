@@ -88,10 +88,9 @@ async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence
     await connection.execute(
         """
         INSERT INTO webhooks.deliveries
-            (delivery_id, tenant_id, endpoint_id, event_type, body, user_digest, example_id,
-             occurred_at)
+            (delivery_id, tenant_id, endpoint_id, event_type, body, user_digest, example_id)
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-                             $6::text[], $7::uuid[], $8::timestamptz[])
+                             $6::text[], $7::uuid[])
         ON CONFLICT (delivery_id) DO NOTHING
         """,
         [d.delivery_id for d in deliveries],
@@ -101,7 +100,6 @@ async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence
         [orjson.dumps(d.body).decode() for d in deliveries],
         [d.user_digest for d in deliveries],
         [d.example_id for d in deliveries],
-        [d.occurred_at for d in deliveries],
     )
 
 
