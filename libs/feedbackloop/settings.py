@@ -38,7 +38,10 @@ def webhooks_previous_secret_keys(value: str) -> list[str]:
 class Settings(BaseSettings):
     """Every setting of every service. Environment variables are `FEEDBACKLOOP_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="FEEDBACKLOOP_", extra="ignore", frozen=True)
+    # An error's input would be every setting (the whole environment, for a check of the
+    # model), keys and secrets included: errors say what is wrong, never what was given.
+    model_config = SettingsConfigDict(env_prefix="FEEDBACKLOOP_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import traceback
 import uuid
 
 import pytest
@@ -137,3 +138,30 @@ def test_a_malformed_previous_key_is_refused_by_position_never_by_value(entry: s
     assert KEY not in str(invalid.value)
     settings = _settings(webhooks_previous_secret_keys=KEY)
     assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
+
+
+def _substrings(value: str, size: int = 8) -> set[str]:
+    return {value[i:i + size] for i in range(len(value) - size + 1)}
+
+
+@pytest.mark.parametrize(("failure", "named"), [
+    ({"FEEDBACKLOOP_KAFKA_PARTITIONS": "0"}, "kafka_partitions"),  # a field of its own
+    # The production check, of the whole model: no database URL.
+    ({"FEEDBACKLOOP_ENVIRONMENT": "production"}, "FEEDBACKLOOP_DATABASE_URL"),
+])
+def test_an_invalid_setting_never_shows_the_keys_in_its_error(
+    failure: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current, previous = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
+    for name, value in {"FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": current,
+                        "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": previous,
+                        "FEEDBACKLOOP_USER_ID_HMAC_SECRET": HMAC, **failure}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    # What a service that fails to start shows: the error's text, its repr, the traceback.
+    shown = " ".join([str(raised.value), repr(raised.value),
+                      *traceback.format_exception(raised.value)])
+    assert named in shown
+    leaked = {part for part in _substrings(current) | _substrings(previous) if part in shown}
+    assert not leaked
