@@ -19,11 +19,12 @@ PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeho
 
 
 def webhooks_secret_key_is_valid(value: str) -> bool:
-    """Empty (the key is derived), or 32 bytes in base64 that are not all one byte value."""
-    if not value:
+    """Empty (the key is derived), or 32 bytes in base64 that are not all one byte value;
+    blanks around it are ignored (a key file's newline)."""
+    if not value.strip():
         return True
     try:
-        key = base64.b64decode(value, validate=True)
+        key = base64.b64decode(value.strip(), validate=True)
     except ValueError:
         return False
     return len(key) == 32 and len(set(key)) > 1
@@ -173,11 +174,12 @@ class Settings(BaseSettings):
     # bytes in base64 (`openssl rand -base64 32`). Empty: a key derived from the user-id HMAC
     # secret (under a label of its own), so the services and the CLI agree wherever they run.
     # New secrets are sealed under it; to rotate it, move the old key to
-    # `webhooks_previous_secret_keys` (see the README).
+    # `webhooks_previous_secret_keys` (see the README). When it is set, the derived key is
+    # still tried last, so a system that ran without one reads its secrets after setting it.
     webhooks_secret_key: SecretStr = SecretStr("")
     # Keys secrets may still be sealed under (comma-separated, in the form above): opening tries
-    # the current key, then these in order, and the delivery job re-seals what one of them
-    # opened under the current key.
+    # the current key, then these in order. `feedbackloop webhooks reseal` seals what they open
+    # under the current key; the delivery job never does (see the README).
     webhooks_previous_secret_keys: SecretStr = SecretStr("")
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.

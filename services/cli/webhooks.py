@@ -44,8 +44,9 @@ def add_webhooks_parser(commands: Any) -> None:
     replay.add_argument("--state", choices=("dead", "delivered"), default="dead")
     replay.add_argument("--max", type=int, default=1_000)
     actions.add_parser(
-        "reseal", help="seal every endpoint secret under FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (after "
-        "a rotation, before dropping a previous key)",
+        "reseal", help="seal every endpoint secret under FEEDBACKLOOP_WEBHOOKS_SECRET_KEY, once "
+        "every replica has it (after a rotation, before dropping a previous key); exits 1 when "
+        "some are still not sealed under it",
     )
 
 
@@ -135,10 +136,13 @@ def _reseal(database_url: str, secret_box: Callable[[], SecretBox]) -> int:
         box = secret_box()
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    resealed, unreadable = run_on_connection(database_url, lambda c: admin.reseal_secrets(c, box))
-    print(f"sealed again under the current key: {resealed}")
-    if unreadable:
-        print(f"endpoints whose secret no configured key opens: {unreadable} "
+    done = run_on_connection(database_url, lambda c: admin.reseal_secrets(c, box))
+    print(f"sealed again under the current key: {done.resealed}")
+    if done.stale:
+        print(f"still not sealed under the current key: {done.stale} (written since by a "
+              "replica on older settings: another replica may still be on them; give every "
+              "replica the new settings and run this again)")
+    if done.unreadable:
+        print(f"endpoints whose secret no configured key opens: {done.unreadable} "
               "(their deliveries die; was a previous key dropped too early?)")
-        return 1
-    return 0
+    return 1 if done.stale or done.unreadable else 0

@@ -17,10 +17,12 @@ be sent again once its lease ends.
 Endpoint secrets are stored sealed (`sealing.py`) and opened just before an attempt signs with
 them, under the current key or a previous one. One that does not open (sealed for another
 endpoint, or under a key no longer configured) is not sent: the delivery is dead at once, with
-the reason, and not retried; the job carries on with the others. The job's first run seals
-under the current key the secrets still stored in the plaintext form of before or sealed under
-a previous key, and so does any run that claims a delivery to such an endpoint (one written by
-a release of before, or by a replica not yet given the new key, while this one was running).
+the reason, and not retried; the job carries on with the others. The job's first run seals the
+secrets still stored in the plaintext form of before, and so does any run that claims a
+delivery to such an endpoint (one written by a release of before while this one was already
+running). A secret sealed under a previous key is left as it is: a replica still on older
+settings would seal it back, so only `feedbackloop webhooks reseal` moves it, run once every
+replica has the new settings.
 
 Deliveries are claimed with SKIP LOCKED under a lease, so replicas share the work and never
 send one delivery concurrently. A slow or dead receiver costs at most the timeout per attempt,
@@ -47,7 +49,7 @@ from services.webhooks import repository
 from services.webhooks.admin import configure_alert_webhook
 from services.webhooks.network import RefusedAddress, delivery_client
 from services.webhooks.processing import RetryPolicy
-from services.webhooks.sealing import SecretBox, UnreadableSecret
+from services.webhooks.sealing import SecretBox, UnreadableSecret, is_plaintext
 
 USER_AGENT = "feedbackloop-webhooks/1"
 
@@ -122,10 +124,10 @@ async def deliver_due(
 ) -> int:
     """Claims up to `batch_size` due deliveries, attempts them concurrently (opening their
     endpoints' secrets with `box`) and records each outcome; returns how many were attempted.
-    Endpoints whose secret was stale (plaintext, or under a previous key) are sealed again
-    afterwards. Deliveries to the operator's own endpoint (of FEEDBACKLOOP_ALERT_WEBHOOK_URL) go
-    through `operator_client` when given: the operator may point it at an address inside the
-    network; tenants' endpoints go through `client`."""
+    Endpoints whose secret was still in the plaintext form are sealed afterwards. Deliveries
+    to the operator's own endpoint (of FEEDBACKLOOP_ALERT_WEBHOOK_URL) go through
+    `operator_client` when given: the operator may point it at an address inside the network;
+    tenants' endpoints go through `client`."""
     async with pool.acquire() as connection:
         claimed = await repository.claim_due(
             connection, limit=batch_size, lease_seconds=timeout_seconds + 30
@@ -140,8 +142,8 @@ async def deliver_due(
     async with pool.acquire() as connection:
         if results:
             await repository.record_attempts(connection, results)
-        if any(box.needs_resealing(due.endpoint_id, due.stored_secret) for due in claimed):
-            await repository.reseal_stale_rows(connection, box)
+        if any(is_plaintext(due.stored_secret) for due in claimed):
+            await repository.seal_plaintext_rows(connection, box)
         metrics.pending.set(await repository.pending_count(connection))
     return len(claimed)
 
@@ -150,8 +152,8 @@ def delivery_jobs(
     pool: asyncpg.Pool, registry: CollectorRegistry, settings: Settings
 ) -> list[Job]:
     """The delivery job of one replica (its HTTP client closed when it stops). Its first run
-    also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL and seals under the current
-    key the endpoint secrets stored in plaintext or under a previous key. Raises ValueError for
+    also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL and seals the endpoint
+    secrets still stored in plaintext. Raises ValueError for
     a malformed FEEDBACKLOOP_WEBHOOKS_SECRET_KEY or FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS."""
     box = SecretBox.from_settings(settings)
     policy = RetryPolicy(
@@ -177,7 +179,7 @@ def delivery_jobs(
         if not configured:
             await configure_alert_webhook(pool, settings, box)
             async with pool.acquire() as connection:
-                await repository.reseal_stale_rows(connection, box)
+                await repository.seal_plaintext_rows(connection, box)
             configured.append(True)
         return await deliver_due(
             pool, client, policy, metrics, box=box,

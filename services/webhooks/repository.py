@@ -325,38 +325,64 @@ async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: fl
     return int(status.split()[-1])
 
 
+async def seal_plaintext_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
+    """The delivery job's: seals every endpoint secret still stored in the plaintext form of
+    before; returns how many rows this call changed. A row sealed under a previous key is left
+    to `reseal_stale_rows`: a replica still on older settings would seal it back, and the two
+    would take turns for as long as the rollout lasts."""
+    return await _seal_again(connection, box, plaintext_only=True)
+
+
 async def reseal_stale_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
-    """Seals under the current key every endpoint secret stored in the plaintext form or sealed
-    under a previous key (deleted endpoints' too, so a previous key can be dropped); returns
-    how many rows this call changed. A secret no key opens is left as it is. Each row is
-    replaced only if it still holds what was read, so concurrent replicas (or a secret changed
-    meanwhile) never overwrite each other."""
-    rows = [row for row in await connection.fetch(
-        "SELECT endpoint_id, secret FROM webhooks.endpoints")
-        if box.needs_resealing(row["endpoint_id"], row["secret"])]
-    if not rows:
-        return 0
-    status = await connection.execute(
-        """
-        UPDATE webhooks.endpoints e SET secret = s.sealed
-        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, stale, sealed)
-        WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.stale
-        """,
-        [row["endpoint_id"] for row in rows], [row["secret"] for row in rows],
-        [box.seal(row["endpoint_id"], box.open(row["endpoint_id"], row["secret"]))
-         for row in rows],
-    )
+    """The operator's (`feedbackloop webhooks reseal`): seals under the current key every
+    endpoint secret stored in the plaintext form or sealed under another key that `box` opens
+    (deleted endpoints' too, so that key can be dropped); returns how many rows this call
+    changed. A secret no key opens is left as it is."""
+    return await _seal_again(connection, box, plaintext_only=False)
+
+
+async def _seal_again(
+    connection: asyncpg.Connection, box: sealing.SecretBox, *, plaintext_only: bool
+) -> int:
+    # The rows are locked in one order (by endpoint id) by every caller, so a job sealing
+    # plaintext rows and the operator's reseal wait for each other, never deadlock; each row is
+    # replaced only if it still holds what was read.
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "SELECT endpoint_id, secret FROM webhooks.endpoints "
+            "WHERE NOT $1 OR starts_with(secret, $2) ORDER BY endpoint_id FOR UPDATE",
+            plaintext_only, sealing.PLAINTEXT_PREFIX,
+        )
+        stale = [row for row in rows if box.needs_resealing(row["endpoint_id"], row["secret"])]
+        if not stale:
+            return 0
+        status = await connection.execute(
+            """
+            UPDATE webhooks.endpoints e SET secret = s.sealed
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, stale, sealed)
+            WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.stale
+            """,
+            [row["endpoint_id"] for row in stale], [row["secret"] for row in stale],
+            [box.seal(row["endpoint_id"], box.open(row["endpoint_id"], row["secret"]))
+             for row in stale],
+        )
     return int(status.split()[-1])
 
 
-async def unreadable_secrets(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
-    """How many live endpoints hold a secret no key of `box` opens (their deliveries die)."""
-    rows = await connection.fetch(
-        "SELECT endpoint_id, secret FROM webhooks.endpoints WHERE deleted_at IS NULL")
-    unreadable = 0
-    for row in rows:
+async def secrets_not_current(
+    connection: asyncpg.Connection, box: sealing.SecretBox
+) -> tuple[int, int]:
+    """How many endpoints (deleted ones too) hold a secret in the plaintext form or sealed
+    under another key `box` opens, and how many live endpoints hold one no key of `box` opens
+    (their deliveries die)."""
+    stale = unreadable = 0
+    for row in await connection.fetch(
+        "SELECT endpoint_id, secret, deleted_at IS NULL AS live FROM webhooks.endpoints"
+    ):
         try:
             box.open(row["endpoint_id"], row["secret"])
         except sealing.UnreadableSecret:
-            unreadable += 1
-    return unreadable
+            unreadable += row["live"]
+            continue
+        stale += box.needs_resealing(row["endpoint_id"], row["secret"])
+    return stale, unreadable

@@ -8,11 +8,14 @@ Nothing here logs or repeats a secret or a key, in an error message or a repr.
 Secrets are sealed under the current key. When FEEDBACKLOOP_WEBHOOKS_SECRET_KEY is empty it is
 derived from the user-id HMAC secret under a label of its own, so the query service, the CLI
 and the webhooks service agree wherever they run, and neither key reveals the other. Opening
-tries the current key, then each of FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS in order: the
-stored form names no key, and GCM's tag tells a wrong one. A row in the plaintext form or
-sealed under a previous key is stale (`needs_resealing`): `repository.reseal_stale_rows` seals
-it under the current key (the delivery job runs it when it starts, and again whenever it claims
-such a row), after which the previous key can be dropped.
+tries the current key, then each of FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS in order, then,
+when a key is set and so is the HMAC secret, the derived key (what a system that ran without a
+key sealed under): the stored form names no key, and GCM's tag tells a wrong one. A row in the
+plaintext form or sealed under a key other than the current one is stale (`needs_resealing`).
+The delivery job seals only the plaintext form (`repository.seal_plaintext_rows`): a row
+sealed under a previous key is sealed again by `feedbackloop webhooks reseal` alone
+(`repository.reseal_stale_rows`), run once every replica has the new settings, since a replica
+still on older ones would seal it back.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ class SecretBox:
     def from_settings(cls, settings: Settings) -> SecretBox:
         """The box of FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (or of the key derived from
         FEEDBACKLOOP_USER_ID_HMAC_SECRET when it is empty) and of
-        FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS. Raises ValueError naming the setting (and
+        FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS, then of the derived key when a key is set
+        (blanks around every key ignored). Raises ValueError naming the setting (and
         the position of a previous key, never its value) when a key is malformed, or when
         neither the key nor the HMAC secret is set."""
         previous = []
@@ -82,15 +86,18 @@ class SecretBox:
                     "random bytes in base64, like FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"
                 )
             previous.append(base64.b64decode(entry))
-        configured = settings.webhooks_secret_key.get_secret_value()
+        configured = settings.webhooks_secret_key.get_secret_value().strip()
+        hmac_secret = settings.user_id_hmac_secret.get_secret_value()
         if configured:
             if not webhooks_secret_key_is_valid(configured):
                 raise ValueError(
                     "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY must be 32 random bytes in base64 "
                     "(openssl rand -base64 32), or empty"
                 )
+            if hmac_secret:
+                # Secrets sealed before the key was set stay readable until resealed.
+                previous.append(derived_secret_key(hmac_secret.encode()))
             return cls(base64.b64decode(configured), previous)
-        hmac_secret = settings.user_id_hmac_secret.get_secret_value()
         if not hmac_secret:
             raise ValueError(
                 "endpoint secrets need FEEDBACKLOOP_WEBHOOKS_SECRET_KEY or "
@@ -112,7 +119,8 @@ class SecretBox:
 
     def needs_resealing(self, endpoint_id: UUID, stored: str) -> bool:
         """Whether a stored form is to be sealed again under the current key: the plaintext
-        form, or sealed under a previous key. False for one no key opens."""
+        form, or sealed under a previous key (the derived one included). False for one no key
+        opens."""
         try:
             return not self._open(endpoint_id, stored)[1]
         except UnreadableSecret:
@@ -148,3 +156,8 @@ class SecretBox:
             "endpoint or under another FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (neither the current "
             "key nor a previous one opens it)"
         )
+
+
+def is_plaintext(stored: str) -> bool:
+    """The form of before sealing, which the delivery job seals by itself."""
+    return stored.startswith(PLAINTEXT_PREFIX)

@@ -165,3 +165,26 @@ def test_an_invalid_setting_never_shows_the_keys_in_its_error(
     assert named in shown
     leaked = {part for part in _substrings(current) | _substrings(previous) if part in shown}
     assert not leaked
+
+
+def test_a_key_set_where_none_was_still_opens_what_the_derived_key_sealed() -> None:
+    """Upgrading: secrets sealed under the key derived from the HMAC secret stay readable once
+    FEEDBACKLOOP_WEBHOOKS_SECRET_KEY is set (tried last, after the previous keys), and are
+    stale until `feedbackloop webhooks reseal` moves them; without the HMAC secret there is no
+    derived key to try."""
+    endpoint, secret = uuid.uuid4(), generate_secret()
+    under_derived = SecretBox.from_settings(_settings()).seal(endpoint, secret)
+    other = base64.b64encode(secrets.token_bytes(32)).decode()
+    explicit = SecretBox.from_settings(_settings(webhooks_secret_key=KEY,
+                                                 webhooks_previous_secret_keys=other))
+    assert explicit.open(endpoint, under_derived) == secret
+    assert explicit.needs_resealing(endpoint, under_derived)
+    assert not explicit.needs_resealing(endpoint, explicit.seal(endpoint, secret))
+    with pytest.raises(UnreadableSecret):
+        SecretBox.from_settings(_settings(webhooks_secret_key=KEY, user_id_hmac_secret="")).open(
+            endpoint, under_derived)
+    # Blanks around the current key (a key file's newline) are ignored, as around previous ones.
+    padded = SecretBox.from_settings(_settings(webhooks_secret_key=f" {KEY}\n"))
+    assert SecretBox(base64.b64decode(KEY)).open(endpoint, padded.seal(endpoint, secret)) == secret
+    assert _settings(environment="production", webhooks_secret_key=f"{KEY}\n",
+                     database_url="postgresql://x", kafka_bootstrap_servers="kafka:9092")
