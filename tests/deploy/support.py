@@ -38,7 +38,6 @@ COMPOSE_TEST_ENV = {
     "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "compose-test-hmac-secret-0123456789abcdef",
     "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana-password",
     "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": base64.b64encode(b"compose-test-webhooks-key-32byte").decode(),
-    "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": "",
 }
 
 _PACKAGE_OF_MODULE = {

@@ -40,10 +40,11 @@ SECRET_VARIABLES = {
     "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "user-id-hmac-secret",
 }
 # The key endpoint secrets are sealed under, for the containers that seal (query, where the CLI
-# runs too) and open (webhooks) them, and no other: (key in the Secret, optional).
+# runs too) and open (webhooks) them, and no other: their keys in the Secret, both optional (a
+# system that ran without one keeps the key derived from the HMAC secret).
 WEBHOOKS_KEY_VARIABLES = {
-    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": ("webhooks-secret-key", False),
-    "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": ("webhooks-previous-secret-keys", True),
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": "webhooks-secret-key",
+    "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": "webhooks-previous-secret-keys",
 }
 SEALING_CONTAINERS = {("feedbackloop-query", "query"), ("feedbackloop-webhooks", "webhooks")}
 # Placeholders standing in for the Secret's values when the settings are built offline.
@@ -272,17 +273,22 @@ def test_settings_of_every_container_are_complete(
                     "key": key,
                 }, f"{label}: {variable} must come from Secret {SECRET_NAME}, key {key}"
             seals = (workload["metadata"]["name"], container["name"]) in SEALING_CONTAINERS
-            for variable, (key, optional) in WEBHOOKS_KEY_VARIABLES.items():
+            for variable, key in WEBHOOKS_KEY_VARIABLES.items():
                 references = [v for v in container.get("env", []) if v["name"] == variable]
                 if not seals:
                     assert not references, f"{label} needs no {variable}"
                     continue
-                expected = {"name": SECRET_NAME, "key": key} | ({"optional": True} if optional else {})
+                expected = {"name": SECRET_NAME, "key": key, "optional": True}
                 assert references and references[0].get("valueFrom", {}).get("secretKeyRef") == (
-                    expected), f"{label}: {variable} must come from Secret {SECRET_NAME}, key {key}"
+                    expected), f"{label}: {variable} must come from Secret {SECRET_NAME}, optional key {key}"
+            if seals:
+                box_of = require_project("services.webhooks.sealing").SecretBox.from_settings
+                # A Secret without the optional keys (a system of before): the derived key.
+                absent = {k: v for k, v in env.items() if k not in WEBHOOKS_KEY_VARIABLES}
+                box_of(settings_from(absent, monkeypatch))
             settings = settings_from(env, monkeypatch)
             if seals:
-                require_project("services.webhooks.sealing").SecretBox.from_settings(settings)
+                box_of(settings)
             settings.require_runtime()
             assert settings.environment == "production", label
             assert settings.host == "0.0.0.0", label
