@@ -19,20 +19,30 @@ PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeho
 
 
 def webhooks_secret_key_is_valid(value: str) -> bool:
-    """Empty (the key is derived), or 32 bytes in base64 that are not all one byte value."""
-    if not value:
+    """Empty (the key is derived), or 32 bytes in base64 that are not all one byte value;
+    blanks around it are ignored (a key file's newline)."""
+    if not value.strip():
         return True
     try:
-        key = base64.b64decode(value, validate=True)
+        key = base64.b64decode(value.strip(), validate=True)
     except ValueError:
         return False
     return len(key) == 32 and len(set(key)) > 1
 
 
+def webhooks_previous_secret_keys(value: str) -> list[str]:
+    """The keys of FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS: comma-separated, each in the form
+    of FEEDBACKLOOP_WEBHOOKS_SECRET_KEY; blanks around and between them are ignored."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
 class Settings(BaseSettings):
     """Every setting of every service. Environment variables are `FEEDBACKLOOP_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="FEEDBACKLOOP_", extra="ignore", frozen=True)
+    # An error's input would be every setting (the whole environment, for a check of the
+    # model), keys and secrets included: errors say what is wrong, never what was given.
+    model_config = SettingsConfigDict(env_prefix="FEEDBACKLOOP_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
@@ -163,8 +173,14 @@ class Settings(BaseSettings):
     # The AES-256-GCM key endpoints' signing secrets are encrypted with at rest: 32 random
     # bytes in base64 (`openssl rand -base64 32`). Empty: a key derived from the user-id HMAC
     # secret (under a label of its own), so the services and the CLI agree wherever they run.
-    # One key is active; changing it leaves stored secrets unreadable (see the README).
+    # New secrets are sealed under it; to rotate it, move the old key to
+    # `webhooks_previous_secret_keys` (see the README). When it is set, the derived key is
+    # still tried last, so a system that ran without one reads its secrets after setting it.
     webhooks_secret_key: SecretStr = SecretStr("")
+    # Keys secrets may still be sealed under (comma-separated, in the form above): opening tries
+    # the current key, then these in order. `feedbackloop webhooks reseal` seals what they open
+    # under the current key; the delivery job never does (see the README).
+    webhooks_previous_secret_keys: SecretStr = SecretStr("")
 
     # Trainer: the relay publishing stored training examples on the training-examples topic.
     training_relay_batch_size: int = Field(default=500, ge=1)
@@ -227,6 +243,10 @@ class Settings(BaseSettings):
             missing.append("FEEDBACKLOOP_WIDGET_DEMO_TENANT must not be set in production")
         if not webhooks_secret_key_is_valid(self.webhooks_secret_key.get_secret_value()):
             missing.append("FEEDBACKLOOP_WEBHOOKS_SECRET_KEY (32 random bytes in base64, or empty)")
+        previous = webhooks_previous_secret_keys(self.webhooks_previous_secret_keys.get_secret_value())
+        if not all(webhooks_secret_key_is_valid(key) for key in previous):
+            missing.append("FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS (comma-separated keys, "
+                           "each 32 random bytes in base64)")
         if missing:
             raise ValueError("production settings are incomplete: " + ", ".join(missing))
         return self

@@ -1,5 +1,6 @@
 """`feedbackloop webhooks create|list|delete|deliveries|replay`: a tenant's webhook endpoints
-and their deliveries, straight on the database (like `keys`), through services/webhooks."""
+and their deliveries, straight on the database (like `keys`), through services/webhooks; and
+`reseal`, the operator's step of a key rotation, for every tenant."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def add_webhooks_parser(commands: Any) -> None:
     replay.add_argument("--endpoint", type=UUID)
     replay.add_argument("--state", choices=("dead", "delivered"), default="dead")
     replay.add_argument("--max", type=int, default=1_000)
+    actions.add_parser(
+        "reseal", help="seal every endpoint secret under FEEDBACKLOOP_WEBHOOKS_SECRET_KEY, once "
+        "every replica has it (after a rotation, before dropping a previous key); exits 1 when "
+        "some are still not sealed under it",
+    )
 
 
 def run_webhooks(
@@ -50,10 +56,12 @@ def run_webhooks(
 ) -> int:
     """Runs one command; `secret_box` gives the box sealing a created endpoint's secret (of
     FEEDBACKLOOP_WEBHOOKS_SECRET_KEY, the services' own key; ValueError when it cannot be
-    made, for `create` only); `allow_private_networks` is
+    made, for `create` and `reseal`); `allow_private_networks` is
     FEEDBACKLOOP_WEBHOOKS_ALLOW_PRIVATE_NETWORKS (an endpoint on a literal non-public address or
     localhost is refused without it)."""
     command = arguments.webhooks_command
+    if command == "reseal":
+        return _reseal(database_url, secret_box)
     if command == "create":
         return _create(arguments, database_url, secret_box, allow_private_networks)
     if command == "list":
@@ -121,3 +129,20 @@ def _replay(arguments: argparse.Namespace, database_url: str) -> int:
     ))
     print(f"replaying {len(replayed)} deliveries")
     return 0 if replayed or not arguments.delivery_ids else 1
+
+
+def _reseal(database_url: str, secret_box: Callable[[], SecretBox]) -> int:
+    try:
+        box = secret_box()
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    done = run_on_connection(database_url, lambda c: admin.reseal_secrets(c, box))
+    print(f"sealed again under the current key: {done.resealed}")
+    if done.stale:
+        print(f"still not sealed under the current key: {done.stale} (written since by a "
+              "replica on older settings: another replica may still be on them; give every "
+              "replica the new settings and run this again)")
+    if done.unreadable:
+        print(f"endpoints whose secret no configured key opens: {done.unreadable} "
+              "(their deliveries die; was a previous key dropped too early?)")
+    return 1 if done.stale or done.unreadable else 0

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
@@ -155,3 +156,25 @@ async def configure_alert_webhook(pool: asyncpg.Pool, settings: Settings, box: S
             stored_secret=box.seal(SETTINGS_ENDPOINT_ID, secret),
             event_types=["alert.state_changed"],
         )
+
+
+@dataclass(frozen=True)
+class Resealing:
+    """What `reseal_secrets` did and found after it: `resealed` rows sealed again under the
+    current key; `stale` rows still not sealed under it (plaintext, or under another key)
+    when it had finished, written since by a replica on older settings; `unreadable` live
+    endpoints whose secret no configured key opens."""
+
+    resealed: int
+    stale: int
+    unreadable: int
+
+
+async def reseal_secrets(connection: asyncpg.Connection, box: SecretBox) -> Resealing:
+    """The operator's, for every tenant, once every replica has the new settings: seals under
+    the current key each endpoint secret stored in plaintext or under another key `box` opens,
+    then counts again what is still not sealed under it. When both counts are 0, no secret
+    needs any key but the current one."""
+    resealed = await repository.reseal_stale_rows(connection, box)
+    stale, unreadable = await repository.secrets_not_current(connection, box)
+    return Resealing(resealed, stale, unreadable)

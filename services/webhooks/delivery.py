@@ -15,11 +15,14 @@ is at least once: a sender that dies between the answer and the record leaves th
 be sent again once its lease ends.
 
 Endpoint secrets are stored sealed (`sealing.py`) and opened just before an attempt signs with
-them. One that does not open (sealed for another endpoint, or under another key) is not sent:
-the delivery is dead at once, with the reason, and not retried; the job carries on with the
-others. The job's first run seals the secrets still stored in the plaintext form of before,
-and so does any run that claims a delivery to such an endpoint (one written by a release of
-before while this one was already running).
+them, under the current key or a previous one. One that does not open (sealed for another
+endpoint, or under a key no longer configured) is not sent: the delivery is dead at once, with
+the reason, and not retried; the job carries on with the others. The job's first run seals the
+secrets still stored in the plaintext form of before, and so does any run that claims a
+delivery to such an endpoint (one written by a release of before while this one was already
+running). A secret sealed under a previous key is left as it is: a replica still on older
+settings would seal it back, so only `feedbackloop webhooks reseal` moves it, run once every
+replica has the new settings.
 
 Deliveries are claimed with SKIP LOCKED under a lease, so replicas share the work and never
 send one delivery concurrently. A slow or dead receiver costs at most the timeout per attempt,
@@ -150,8 +153,8 @@ def delivery_jobs(
 ) -> list[Job]:
     """The delivery job of one replica (its HTTP client closed when it stops). Its first run
     also configures the endpoint of FEEDBACKLOOP_ALERT_WEBHOOK_URL and seals the endpoint
-    secrets still stored in plaintext. Raises ValueError for a malformed
-    FEEDBACKLOOP_WEBHOOKS_SECRET_KEY."""
+    secrets still stored in plaintext. Raises ValueError for
+    a malformed FEEDBACKLOOP_WEBHOOKS_SECRET_KEY or FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS."""
     box = SecretBox.from_settings(settings)
     policy = RetryPolicy(
         max_attempts=settings.webhooks_max_attempts,

@@ -140,57 +140,16 @@ class Notification:
 
 
 def process_message(message: Message) -> WebhooksEffect | None:
+    """The effect of one consumed message; None for a message webhooks do not tell of."""
     if isinstance(message, FeedbackSubmitted):
-        payload = message.payload
-        person = message.person
-        kind = payload.kind
-        signal: Any = getattr(payload, kind)
-        value = {
-            "kind": kind,
-            kind: signal.model_dump(mode="json") if hasattr(signal, "model_dump") else signal,
-            "verdict": payload.verdict,
-            "model": payload.model,
-            "action_type": payload.action_type,
-            "event_id": str(message.event_id),
-            "occurred_at": message.occurred_at.isoformat(),
-        }
-        return FeedbackNotice(
-            tenant_id=message.tenant_id,
-            event_id=message.event_id,
-            response_id=payload.response_id,
-            signal=None if person is None
-            else signal_digest(message.tenant_id, payload.response_id, person, kind),
-            order=signal_order(message.occurred_at, message.event_id),
-            retracted=False,
-            value=value,
-            meta=_meta(message),
-            user_digest=user_digest(message.user_id),
-        )
+        return _submission_notice(message)
     if isinstance(message, FeedbackRetracted):
-        payload_r = message.payload
-        return FeedbackNotice(
-            tenant_id=message.tenant_id,
-            event_id=message.event_id,
-            response_id=payload_r.response_id,
-            signal=signal_digest(
-                message.tenant_id, payload_r.response_id, message.person, payload_r.kind
-            ),
-            order=signal_order(message.occurred_at, message.event_id),
-            retracted=True,
-            value={"kind": payload_r.kind},
-            meta=_meta(message),
-            user_digest=user_digest(message.user_id),
-        )
-    if isinstance(message, TrainingExample):
+        return _retraction_notice(message)
+    if isinstance(message, TrainingExample | TrainingExampleRetracted):
         return ExampleNotice(
             tenant_id=message.tenant_id, event_id=message.event_id,
-            example_id=message.example_id, revision=message.revision,
-            data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
-        )
-    if isinstance(message, TrainingExampleRetracted):
-        return ExampleNotice(
-            tenant_id=message.tenant_id, event_id=message.event_id,
-            example_id=message.example_id, revision=None,
+            example_id=message.example_id,
+            revision=message.revision if isinstance(message, TrainingExample) else None,
             data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
         )
     if isinstance(message, ErasureRequested):
@@ -206,6 +165,49 @@ def process_message(message: Message) -> WebhooksEffect | None:
             data=message.model_dump(mode="json", exclude={"type", "schema_version"}),
         )
     return None
+
+
+def _submission_notice(message: FeedbackSubmitted) -> FeedbackNotice:
+    payload = message.payload
+    person = message.person
+    kind = payload.kind
+    signal: Any = getattr(payload, kind)
+    value = {
+        "kind": kind,
+        kind: signal.model_dump(mode="json") if hasattr(signal, "model_dump") else signal,
+        "verdict": payload.verdict,
+        "model": payload.model,
+        "action_type": payload.action_type,
+        "event_id": str(message.event_id),
+        "occurred_at": message.occurred_at.isoformat(),
+    }
+    return FeedbackNotice(
+        tenant_id=message.tenant_id,
+        event_id=message.event_id,
+        response_id=payload.response_id,
+        signal=None if person is None
+        else signal_digest(message.tenant_id, payload.response_id, person, kind),
+        order=signal_order(message.occurred_at, message.event_id),
+        retracted=False,
+        value=value,
+        meta=_meta(message),
+        user_digest=user_digest(message.user_id),
+    )
+
+
+def _retraction_notice(message: FeedbackRetracted) -> FeedbackNotice:
+    payload = message.payload
+    return FeedbackNotice(
+        tenant_id=message.tenant_id,
+        event_id=message.event_id,
+        response_id=payload.response_id,
+        signal=signal_digest(message.tenant_id, payload.response_id, message.person, payload.kind),
+        order=signal_order(message.occurred_at, message.event_id),
+        retracted=True,
+        value={"kind": payload.kind},
+        meta=_meta(message),
+        user_digest=user_digest(message.user_id),
+    )
 
 
 def _meta(event: FeedbackSubmitted | FeedbackRetracted) -> dict[str, Any]:

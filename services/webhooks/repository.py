@@ -1,5 +1,6 @@
 """The webhooks schema's SQL. `write_effects` runs inside the consumer pipeline's transaction,
-so the current states, the deliveries (the outbox) and the claimed event ids commit together."""
+so the current states, the deliveries (the outbox) and the claimed event ids commit together;
+what an erasure removes is in `erasure.py`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import asyncpg
 import orjson
 
 from feedbackloop.pipeline.consumer import consecutive_runs
-from services.webhooks import sealing
+from services.webhooks import erasure, sealing
 from services.webhooks.processing import (
     ALL_TENANTS,
     AlertNotice,
@@ -39,10 +40,10 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Webhoo
     for kind, run in consecutive_runs(effects):
         notifications: list[Notification] = []
         if kind is UserErasure:
-            await erase_users(connection, run)
+            await erasure.erase_users(connection, run)
             continue
         if kind is FeedbackNotice:
-            feedback = await _not_erased(connection, run)
+            feedback = await erasure.not_erased(connection, run)
             stored = await _current_signals(connection, feedback)
             found, changed = advance_feedback(stored, feedback)
             await _store_signals(connection, changed)
@@ -51,7 +52,7 @@ async def write_effects(connection: asyncpg.Connection, effects: Sequence[Webhoo
             stored_examples = await _current_examples(connection, run)
             found, changed_examples = advance_examples(stored_examples, run)
             await _store_examples(connection, changed_examples)
-            erased = await _remove_erased_examples(connection, run)
+            erased = await erasure.remove_erased_examples(connection, run)
             # An example created (or revised) and retracted for erasure in one run: its text is
             # never delivered; only the retraction, which carries none, goes out.
             notifications = [
@@ -79,73 +80,6 @@ async def _live_endpoints(
     )
     return [Endpoint(row["endpoint_id"], row["tenant_id"], frozenset(row["event_types"]))
             for row in rows]
-
-
-async def erase_users(connection: asyncpg.Connection, erasures: Sequence[UserErasure]) -> None:
-    """The users' tombstones, and every delivery (pending, delivered or dead) and current
-    signal of their feedback, gone. Runs in the transaction that claims the erasure."""
-    await connection.executemany(
-        """
-        INSERT INTO webhooks.erased_users (tenant_id, user_digest, erased_at)
-        VALUES ($1, $2, $3)
-        ON CONFLICT (tenant_id, user_digest) DO UPDATE
-        SET erased_at = GREATEST(webhooks.erased_users.erased_at, EXCLUDED.erased_at)
-        """,
-        [(e.tenant_id, e.user_digest, e.erased_at) for e in erasures],
-    )
-    users = sorted({(e.tenant_id, e.user_digest) for e in erasures})
-    for table in ("deliveries", "feedback_signals"):
-        await connection.execute(
-            f"""
-            DELETE FROM webhooks.{table} t
-            USING unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest)
-            WHERE t.tenant_id = u.tenant_id AND t.user_digest = u.user_digest
-            """,
-            [u[0] for u in users], [u[1] for u in users],
-        )
-
-
-async def _not_erased(
-    connection: asyncpg.Connection, notices: Sequence[FeedbackNotice]
-) -> list[FeedbackNotice]:
-    """The notices whose user was not erased after they occurred."""
-    named = sorted({(n.tenant_id, n.user_digest) for n in notices if n.user_digest is not None})
-    if not named:
-        return list(notices)
-    rows = await connection.fetch(
-        """
-        SELECT e.tenant_id, e.user_digest, e.erased_at FROM webhooks.erased_users e
-        JOIN unnest($1::text[], $2::text[]) AS u(tenant_id, user_digest)
-          ON e.tenant_id = u.tenant_id AND e.user_digest = u.user_digest
-        """,
-        [u[0] for u in named], [u[1] for u in named],
-    )
-    erased = {(row["tenant_id"], row["user_digest"]): row["erased_at"] for row in rows}
-    return [
-        n for n in notices
-        if (n.tenant_id, n.user_digest) not in erased
-        or n.order[0] > erased[(n.tenant_id, n.user_digest)]
-    ]
-
-
-async def _remove_erased_examples(
-    connection: asyncpg.Connection, notices: Sequence[ExampleNotice]
-) -> set[tuple[str, UUID]]:
-    """An example retracted for erasure: every delivery of it goes (its texts are of an erased
-    user's conversation); the retraction's own delivery, written after, carries no text.
-    Returns the (tenant, example) pairs retracted for erasure."""
-    erased = sorted({(n.tenant_id, n.example_id) for n in notices
-                     if n.revision is None and n.data.get("reason") == "erasure"})
-    if erased:
-        await connection.execute(
-            """
-            DELETE FROM webhooks.deliveries d
-            USING unnest($1::text[], $2::uuid[]) AS x(tenant_id, example_id)
-            WHERE d.tenant_id = x.tenant_id AND d.example_id = x.example_id
-            """,
-            [x[0] for x in erased], [x[1] for x in erased],
-        )
-    return set(erased)
 
 
 async def insert_deliveries(connection: asyncpg.Connection, deliveries: Sequence[Delivery]) -> None:
@@ -373,8 +307,6 @@ async def configure_settings_endpoint(
     )
 
 
-
-
 async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: float,
                           limit: int) -> int:
     """Deletes up to `limit` deliveries delivered more than `older_than_days` ago (pending and
@@ -394,22 +326,63 @@ async def prune_delivered(connection: asyncpg.Connection, *, older_than_days: fl
 
 
 async def seal_plaintext_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
-    """Seals every endpoint secret still stored in the plaintext form; returns how many rows
-    this call changed. Each row is replaced only if it still holds the plaintext it read, so
-    concurrent replicas (or a secret changed meanwhile) never overwrite each other."""
-    rows = await connection.fetch(
-        "SELECT endpoint_id, secret FROM webhooks.endpoints WHERE starts_with(secret, $1)",
-        sealing.PLAINTEXT_PREFIX,
-    )
-    if not rows:
-        return 0
-    status = await connection.execute(
-        """
-        UPDATE webhooks.endpoints e SET secret = s.sealed
-        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, plaintext, sealed)
-        WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.plaintext
-        """,
-        [row["endpoint_id"] for row in rows], [row["secret"] for row in rows],
-        [box.seal(row["endpoint_id"], row["secret"]) for row in rows],
-    )
+    """The delivery job's: seals every endpoint secret still stored in the plaintext form of
+    before; returns how many rows this call changed. A row sealed under a previous key is left
+    to `reseal_stale_rows`: a replica still on older settings would seal it back, and the two
+    would take turns for as long as the rollout lasts."""
+    return await _seal_again(connection, box, plaintext_only=True)
+
+
+async def reseal_stale_rows(connection: asyncpg.Connection, box: sealing.SecretBox) -> int:
+    """The operator's (`feedbackloop webhooks reseal`): seals under the current key every
+    endpoint secret stored in the plaintext form or sealed under another key that `box` opens
+    (deleted endpoints' too, so that key can be dropped); returns how many rows this call
+    changed. A secret no key opens is left as it is."""
+    return await _seal_again(connection, box, plaintext_only=False)
+
+
+async def _seal_again(
+    connection: asyncpg.Connection, box: sealing.SecretBox, *, plaintext_only: bool
+) -> int:
+    # The rows are locked in one order (by endpoint id) by every caller, so a job sealing
+    # plaintext rows and the operator's reseal wait for each other, never deadlock; each row is
+    # replaced only if it still holds what was read.
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "SELECT endpoint_id, secret FROM webhooks.endpoints "
+            "WHERE NOT $1 OR starts_with(secret, $2) ORDER BY endpoint_id FOR UPDATE",
+            plaintext_only, sealing.PLAINTEXT_PREFIX,
+        )
+        stale = [row for row in rows if box.needs_resealing(row["endpoint_id"], row["secret"])]
+        if not stale:
+            return 0
+        status = await connection.execute(
+            """
+            UPDATE webhooks.endpoints e SET secret = s.sealed
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(endpoint_id, stale, sealed)
+            WHERE e.endpoint_id = s.endpoint_id AND e.secret = s.stale
+            """,
+            [row["endpoint_id"] for row in stale], [row["secret"] for row in stale],
+            [box.seal(row["endpoint_id"], box.open(row["endpoint_id"], row["secret"]))
+             for row in stale],
+        )
     return int(status.split()[-1])
+
+
+async def secrets_not_current(
+    connection: asyncpg.Connection, box: sealing.SecretBox
+) -> tuple[int, int]:
+    """How many endpoints (deleted ones too) hold a secret in the plaintext form or sealed
+    under another key `box` opens, and how many live endpoints hold one no key of `box` opens
+    (their deliveries die)."""
+    stale = unreadable = 0
+    for row in await connection.fetch(
+        "SELECT endpoint_id, secret, deleted_at IS NULL AS live FROM webhooks.endpoints"
+    ):
+        try:
+            box.open(row["endpoint_id"], row["secret"])
+        except sealing.UnreadableSecret:
+            unreadable += row["live"]
+            continue
+        stale += box.needs_resealing(row["endpoint_id"], row["secret"])
+    return stale, unreadable

@@ -8,6 +8,7 @@ to install, it never skips it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib
 import importlib.metadata
@@ -36,6 +37,7 @@ COMPOSE_TEST_ENV = {
     "POSTGRES_PASSWORD": "compose-test-database-password",
     "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "compose-test-hmac-secret-0123456789abcdef",
     "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana-password",
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": base64.b64encode(b"compose-test-webhooks-key-32byte").decode(),
 }
 
 _PACKAGE_OF_MODULE = {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ from tests.deploy.support import (
     interpolate,
     interpolation_references,
     require,
+    require_project,
     settings_fields,
     settings_from,
 )
@@ -42,6 +45,15 @@ ONE_SHOT = {
 }
 EXPECTED_SERVICES = {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES, *OBSERVABILITY}
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "FEEDBACKLOOP_USER_ID_HMAC_SECRET", "GRAFANA_ADMIN_PASSWORD"}
+# Secrets that may be left out (`${VAR:-}`): empty has a meaning of its own (the webhooks key is
+# then derived from the HMAC secret, as on every system that ran before it existed), and their
+# default is empty, never a value.
+OPTIONAL_SECRET_VARIABLES = {
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY", "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS",
+}
+# The services that seal (query, where `feedbackloop webhooks` runs) and open (webhooks)
+# endpoint secrets: the only ones given the webhooks keys.
+SEALING_SERVICES = ("query", "webhooks")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL")
 FEEDBACKLOOP_IMAGE_SERVICES = (*SERVICES, "init")
 
@@ -215,19 +227,60 @@ def test_ports_of_the_services_are_distinct(
 def test_secrets_have_no_defaults() -> None:
     source = compose_source()
     references = list(_all_references(source))
-    for variable, operator, _ in references:
-        if variable in SECRET_VARIABLES or SECRET_NAME.search(variable):
+    for variable, operator, argument in references:
+        if variable in OPTIONAL_SECRET_VARIABLES:
+            assert (operator, argument) == (":-", ""), f"${{{variable}}} must be written ${{{variable}:-}}"
+        elif variable in SECRET_VARIABLES or SECRET_NAME.search(variable):
             assert operator == ":?", f"${{{variable}}} must be written ${{{variable}:?message}}"
     for name, service in source["services"].items():
         for key, value in environment_of(service).items():
             if SECRET_NAME.search(key):
-                required = [ref for ref in interpolation_references(value) if ref[1] == ":?"]
+                required = [ref for ref in interpolation_references(value)
+                            if ref[1] == ":?" or ref[0] in OPTIONAL_SECRET_VARIABLES]
                 assert required, f"{name}: {key} must come from a required variable, not a literal"
     assert {variable for variable, op, _ in references if op == ":?"} == SECRET_VARIABLES
+    assert {v for v, _, _ in references if v in OPTIONAL_SECRET_VARIABLES} == OPTIONAL_SECRET_VARIABLES
     for variable in SECRET_VARIABLES:
         env = {key: value for key, value in COMPOSE_TEST_ENV.items() if key != variable}
         with pytest.raises(MissingVariable, match=variable):
             interpolate(source, env)
+
+
+def test_the_webhooks_keys_reach_only_the_services_that_seal_and_open_endpoint_secrets(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealing = require_project("services.webhooks.sealing")
+    old = COMPOSE_TEST_ENV["FEEDBACKLOOP_WEBHOOKS_SECRET_KEY"]
+    new = base64.b64encode(b"the new compose webhooks key 32b").decode()
+    endpoint, secret = uuid.uuid4(), "whsec_" + base64.b64encode(b"a receiver's secret").decode()
+    for name in FEEDBACKLOOP_IMAGE_SERVICES:
+        if name not in SEALING_SERVICES:
+            keys = {k for k in environment_of(services[name]) if k in OPTIONAL_SECRET_VARIABLES}
+            assert not keys, f"{name} needs no {sorted(keys)}"
+    for name in SEALING_SERVICES:
+        settings = settings_from(environment_of(services[name]), monkeypatch)
+        assert settings.webhooks_secret_key.get_secret_value() == old, name
+        assert settings.webhooks_previous_secret_keys.get_secret_value() == "", name
+        under_old = sealing.SecretBox.from_settings(settings).seal(endpoint, secret)
+        # Upgrading a system that ran without a key: left out, it is derived from the HMAC secret.
+        unset = {k: v for k, v in COMPOSE_TEST_ENV.items() if k not in OPTIONAL_SECRET_VARIABLES}
+        upgraded = settings_from(environment_of(compose_model(unset)["services"][name]), monkeypatch)
+        assert upgraded.webhooks_secret_key.get_secret_value() == "", name
+        derived = sealing.SecretBox.from_settings(upgraded)
+        under_derived = derived.seal(endpoint, secret)
+        assert sealing.SecretBox(sealing.derived_secret_key(
+            COMPOSE_TEST_ENV["FEEDBACKLOOP_USER_ID_HMAC_SECRET"].encode())).open(
+            endpoint, under_derived) == secret
+        # A rotation under way: the previous keys reach the service as given, and what the
+        # old key and the derived one sealed still opens.
+        rotating = compose_model(COMPOSE_TEST_ENV | {
+            "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": new,
+            "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": old,
+        })["services"][name]
+        settings = settings_from(environment_of(rotating), monkeypatch)
+        assert settings.webhooks_previous_secret_keys.get_secret_value() == old, name
+        box = sealing.SecretBox.from_settings(settings)
+        assert box.open(endpoint, under_old) == box.open(endpoint, under_derived) == secret, name
 
 
 def test_host_ports_do_not_clash(services: dict[str, dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ partitions and replicas."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -38,10 +39,20 @@ SECRET_VARIABLES = {
     "FEEDBACKLOOP_DATABASE_URL": "database-url",
     "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "user-id-hmac-secret",
 }
+# The key endpoint secrets are sealed under, for the containers that seal (query, where the CLI
+# runs too) and open (webhooks) them, and no other: their keys in the Secret, both optional (a
+# system that ran without one keeps the key derived from the HMAC secret).
+WEBHOOKS_KEY_VARIABLES = {
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": "webhooks-secret-key",
+    "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": "webhooks-previous-secret-keys",
+}
+SEALING_CONTAINERS = {("feedbackloop-query", "query"), ("feedbackloop-webhooks", "webhooks")}
 # Placeholders standing in for the Secret's values when the settings are built offline.
 SECRET_PLACEHOLDERS = {
     "FEEDBACKLOOP_DATABASE_URL": "postgresql://feedbackloop:password@postgres:5432/feedbackloop",
     "FEEDBACKLOOP_USER_ID_HMAC_SECRET": "k8s-test-hmac-secret-0123456789abcdef",
+    "FEEDBACKLOOP_WEBHOOKS_SECRET_KEY": base64.b64encode(b"k8s-test-webhooks-key-of-32bytes").decode(),
+    "FEEDBACKLOOP_WEBHOOKS_PREVIOUS_SECRET_KEYS": "",
 }
 
 
@@ -261,7 +272,23 @@ def test_settings_of_every_container_are_complete(
                     "name": SECRET_NAME,
                     "key": key,
                 }, f"{label}: {variable} must come from Secret {SECRET_NAME}, key {key}"
+            seals = (workload["metadata"]["name"], container["name"]) in SEALING_CONTAINERS
+            for variable, key in WEBHOOKS_KEY_VARIABLES.items():
+                references = [v for v in container.get("env", []) if v["name"] == variable]
+                if not seals:
+                    assert not references, f"{label} needs no {variable}"
+                    continue
+                expected = {"name": SECRET_NAME, "key": key, "optional": True}
+                assert references and references[0].get("valueFrom", {}).get("secretKeyRef") == (
+                    expected), f"{label}: {variable} must come from Secret {SECRET_NAME}, optional key {key}"
+            if seals:
+                box_of = require_project("services.webhooks.sealing").SecretBox.from_settings
+                # A Secret without the optional keys (a system of before): the derived key.
+                absent = {k: v for k, v in env.items() if k not in WEBHOOKS_KEY_VARIABLES}
+                box_of(settings_from(absent, monkeypatch))
             settings = settings_from(env, monkeypatch)
+            if seals:
+                box_of(settings)
             settings.require_runtime()
             assert settings.environment == "production", label
             assert settings.host == "0.0.0.0", label
@@ -271,7 +298,7 @@ def test_settings_of_every_container_are_complete(
 def test_no_secret_values_in_the_manifests(resources: list[dict[str, Any]], overlay: str) -> None:
     assert not of_kind(resources, "Secret"), f"{overlay}: Secrets are created by the operator"
     config = config_map(resources)
-    for variable in SECRET_VARIABLES:
+    for variable in [*SECRET_VARIABLES, *WEBHOOKS_KEY_VARIABLES]:
         assert variable not in config, f"{overlay}: {variable} in the ConfigMap"
 
 

@@ -423,3 +423,27 @@ async def test_secrets_are_stored_sealed_and_a_plaintext_row_is_sealed_when_deli
         await connection.close()
     assert receiver.unverified == []
     assert receiver.of("rolled")[0].body["data"]["response_id"] == "r-rolled"
+
+
+async def test_an_erasure_consumed_after_its_users_feedback_deletes_its_deliveries_before_and_after_it(
+    hooks: Hooks, receiver: Receiver, ingest: httpx.AsyncClient, query: httpx.AsyncClient
+) -> None:
+    """The user's feedback at T-1 and T+1 is consumed and delivered before their erasure at T
+    arrives on the consent topic: both deliveries go (occurred_at is the client's word); another
+    user's stays."""
+    endpoint = await _endpoint(query, receiver, "erased", ["feedback.submitted"])
+    erased_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    await _thumb(ingest, "r-erased-before", "down", erased_at - timedelta(minutes=1), user="u-gone")
+    await _thumb(ingest, "r-erased-after", "up", erased_at + timedelta(minutes=1), user="u-gone")
+    await _thumb(ingest, "r-stays", "up", erased_at - timedelta(minutes=1), user="u-stays")
+    await until(lambda: len(receiver.of("erased")) >= 3 or None)
+    answer = await ingest.post("/v1/users/u-gone/erasure",
+                               json={"occurred_at": erased_at.isoformat()})
+    assert answer.status_code == 202, answer.text
+
+    async def remaining() -> list[str] | None:
+        listed = await _deliveries(query, endpoint)
+        responses = sorted(d["body"]["data"]["response_id"] for d in listed)
+        return responses if len(responses) == 1 else None
+
+    assert await eventually(remaining, timeout=30) == ["r-stays"]

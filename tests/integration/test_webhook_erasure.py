@@ -224,3 +224,82 @@ async def test_an_example_created_and_retracted_for_erasure_in_one_batch_sends_n
                                 ("training_example.retracted", erased)])
     finally:
         await pool.close()
+
+
+async def test_an_erasure_removes_what_its_user_did_before_and_after_it_in_every_state(
+    postgres_url: str,
+) -> None:
+    """Feedback of the user at T-1 and at T+1 (their clocks are theirs) consumed before the
+    erasure at T arrives on its own topic: every delivery of both, pending, delivered or dead,
+    and every signal go; the other user's, in every state, stay. The user's feedback of T+2
+    arriving afterwards is new: submitted, telling of no signal of before."""
+    pool = await create_pool(await create_database(postgres_url), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as connection:
+            await admin.create_endpoint(
+                connection, box=BOX, tenant_id="acme", url="https://hooks.example.com/all",
+                event_types=["feedback.submitted", "feedback.changed"],
+            )
+        pipeline = BatchPipeline(SPEC, pool, CollectedDeadLetters(),
+                                 ConsumerMetrics(CollectorRegistry(), "webhooks"))
+        feedback = []
+        for user in (ERASED, KEPT):
+            feedback += [
+                _feedback(user, "r-before", {"comment": {"text": SECRET_TEXT, "reasons": []}},
+                          "2026-11-20T10:59:59Z"),
+                _feedback(user, "r-after", {"thumb": "up"}, "2026-11-20T11:00:01Z"),
+                _feedback(user, "r-flip", {"correction": {"text": SECRET_TEXT}},
+                          "2026-11-20T10:59:58Z"),
+                _feedback(user, "r-flip", {"correction": {"text": "words of later"}},
+                          "2026-11-20T11:00:02Z"),  # changed, telling of the one before
+            ]
+        await pipeline.process_batch(records_of(feedback))
+        erased, kept = (hashlib.sha256(u.encode()).hexdigest() for u in (ERASED, KEPT))
+        states_of = """
+            SELECT body::jsonb #>> '{data,response_id}' AS response, event_type, state
+            FROM webhooks.deliveries WHERE user_digest = $1 ORDER BY 1, 2, 3"""
+        async with pool.acquire() as connection:
+            for digest in (erased, kept):
+                await connection.execute(
+                    """
+                    UPDATE webhooks.deliveries SET
+                        state = CASE body::jsonb #>> '{data,response_id}'
+                                WHEN 'r-before' THEN 'delivered' WHEN 'r-after' THEN 'dead'
+                                ELSE 'pending' END,
+                        delivered_at = CASE WHEN body::jsonb #>> '{data,response_id}' =
+                                       'r-before' THEN now() END
+                    WHERE user_digest = $1
+                    """, digest)
+            expected = [("r-after", "feedback.submitted", "dead"),
+                        ("r-before", "feedback.submitted", "delivered"),
+                        ("r-flip", "feedback.changed", "pending"),
+                        ("r-flip", "feedback.submitted", "pending")]
+            for digest in (erased, kept):
+                assert [tuple(r) for r in await connection.fetch(states_of, digest)] == expected
+
+        await pipeline.process_batch(records_of([_erasure(ERASED, "2026-11-20T11:00:00Z")],
+                                                topic="p.consent"))
+        async with pool.acquire() as connection:
+            assert await connection.fetch(states_of, erased) == []
+            assert await connection.fetchval(
+                "SELECT count(*) FROM webhooks.feedback_signals WHERE user_digest = $1",
+                erased) == 0
+            assert [tuple(r) for r in await connection.fetch(states_of, kept)] == expected
+            assert await connection.fetchval(
+                "SELECT count(*) FROM webhooks.feedback_signals WHERE user_digest = $1",
+                kept) == 3
+
+        await pipeline.process_batch(records_of([
+            _feedback(ERASED, "r-flip", {"correction": {"text": "words after the erasure"}},
+                      "2026-11-20T11:00:03Z")]))
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT event_type, body FROM webhooks.deliveries WHERE user_digest = $1", erased)
+            assert [r["event_type"] for r in rows] == ["feedback.submitted"]
+            assert "previous" not in orjson.loads(rows[0]["body"])["data"]
+            assert SECRET_TEXT in await _everything(connection)  # the kept user's
+            assert await connection.fetchval(
+                "SELECT count(*) FROM webhooks.deliveries WHERE user_digest <> $1 "
+                "AND body LIKE '%' || $2 || '%'", kept, SECRET_TEXT) == 0
+    finally:
+        await pool.close()

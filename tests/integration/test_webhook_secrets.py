@@ -1,9 +1,11 @@
 """Endpoint secrets at rest, on a real PostgreSQL with a real receiver verifying every request
 with `standardwebhooks`: what the query API and the CLI create is stored sealed (no plaintext in
 the column) and still signs deliveries; a row of before in the plaintext form is delivered and
-sealed (and the column takes no third form); a ciphertext copied onto another endpoint's row
-does not open there, and its delivery is dead at once with the reason while the rest of the
-batch is delivered."""
+sealed, by the delivery job's first run alone too (and the column takes no third form); a
+ciphertext copied onto another endpoint's row does not open there, and its delivery is dead at
+once with the reason while the rest of the batch is delivered. Rotating the key, or setting one
+where the key was derived, keeps every secret signing; only `feedbackloop webhooks reseal`
+moves them to the new key, and it says what it could not."""
 
 from __future__ import annotations
 
@@ -173,9 +175,10 @@ async def test_created_by_the_api_and_the_cli_the_secret_is_stored_sealed_and_si
         assert sorted(receiver.verified) == sorted(
             (name, str(delivery_id)) for name, delivery_id in deliveries.items())
         # Another key does not open them: the key is the services' own.
+        # (A key set beside this HMAC secret would still try the key derived from it.)
         others = [_settings(database_url, user_id_hmac_secret="another-" + "x" * 40),
-                  _settings(database_url, webhooks_secret_key=base64.b64encode(
-                      secrets.token_bytes(32)).decode())]
+                  _settings(database_url, user_id_hmac_secret="another-" + "x" * 40,
+                            webhooks_secret_key=base64.b64encode(secrets.token_bytes(32)).decode())]
         async with pool.acquire() as connection:
             for other in others:
                 with pytest.raises(UnreadableSecret, match="another"):
@@ -249,6 +252,39 @@ async def test_a_plaintext_row_of_before_is_delivered_and_sealed(
         await pool.close()
 
 
+async def test_the_first_run_seals_a_plaintext_row_with_no_delivery_due(
+    postgres_url: str, receiver: Receiver
+) -> None:
+    """Nothing due, nothing claimed: the delivery job's first run alone seals the rows still
+    in the plaintext form of before."""
+    database_url = await create_database(postgres_url)
+    settings = _settings(database_url)
+    box = SecretBox.from_settings(settings)
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as connection:
+            view, secret = await admin.create_endpoint(
+                connection, tenant_id="acme", url=receiver.url("idle"),
+                event_types=["feedback.submitted"], box=box, allow_private_networks=True)
+            await connection.execute(
+                "UPDATE webhooks.endpoints SET secret = $2 WHERE endpoint_id = $1",
+                view.endpoint_id, secret)
+        [job] = delivery_jobs(pool, CollectorRegistry(), settings)
+        try:
+            assert await job.run() == 0
+        finally:
+            assert job.close is not None
+            await job.close()
+        assert receiver.verified == []
+        async with pool.acquire() as connection:
+            stored = await _stored(connection, view.endpoint_id)
+            _assert_sealed(stored, secret)
+            assert box.open(view.endpoint_id, stored) == secret
+            assert await connection.fetchval("SELECT count(*) FROM webhooks.deliveries") == 0
+    finally:
+        await pool.close()
+
+
 async def test_a_ciphertext_copied_to_another_endpoint_is_dead_with_the_reason(
     postgres_url: str, receiver: Receiver
 ) -> None:
@@ -289,5 +325,145 @@ async def test_a_ciphertext_copied_to_another_endpoint_is_dead_with_the_reason(
             assert "does not decrypt" in error and "another endpoint" in error
             assert receiver.secrets["victim"] not in error and copied not in error
             assert (await _state(connection, fine))[0] == "delivered"
+    finally:
+        await pool.close()
+
+
+async def _lagging_replica(connection: asyncpg.Connection, endpoint_id: uuid.UUID,
+                           url: str, stored: str) -> None:
+    """A replica still on the old settings creating an endpoint while `reseal` runs: every
+    UPDATE of the endpoints (the reseal's) writes it too, in the same transaction."""
+    await connection.execute(f"""
+        CREATE FUNCTION lagging_replica() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO webhooks.endpoints (endpoint_id, tenant_id, url, secret, event_types)
+            VALUES ('{endpoint_id}', 'acme', '{url}', '{stored}', ARRAY['feedback.submitted'])
+            ON CONFLICT (endpoint_id) DO NOTHING;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER lagging_replica AFTER UPDATE ON webhooks.endpoints
+            FOR EACH STATEMENT EXECUTE FUNCTION lagging_replica();
+    """)
+
+
+async def test_a_rotation_keeps_signing_and_only_reseal_moves_secrets_to_the_new_key(
+    postgres_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Secrets sealed under the old key, with the new key current and the old one previous:
+    deliveries are still signed with each endpoint's own secret, and the delivery job leaves
+    those rows as they are, at its first run and when it claims one (a replica still on the
+    old settings would seal them back). `feedbackloop webhooks reseal` seals them under the
+    new key, counts again, and exits 1 naming how many are still not under it (one a lagging
+    replica sealed meanwhile) and how many no key opens; run again, it exits 0. Then the old
+    key can go."""
+    database_url = await create_database(postgres_url)
+    old, new = (base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
+    old_box = SecretBox.from_settings(_settings(database_url, webhooks_secret_key=old))
+    new_only = SecretBox(base64.b64decode(new))
+    rotated = _settings(database_url, webhooks_secret_key=new, webhooks_previous_secret_keys=old)
+    metrics = WebhookMetrics(CollectorRegistry())
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as connection:
+            views = {}
+            for name, box in (("rotated", old_box), ("stranger", SecretBox(secrets.token_bytes(32)))):
+                views[name], receiver.secrets[name] = await admin.create_endpoint(
+                    connection, tenant_id="acme", url=receiver.url(name),
+                    event_types=["feedback.submitted"], box=box, allow_private_networks=True)
+            ids = {name: view.endpoint_id for name, view in views.items()}
+            under_old = await _stored(connection, ids["rotated"])
+            first = await _delivery(connection, ids["rotated"])
+            lost = await _delivery(connection, ids["stranger"])
+        [job] = delivery_jobs(pool, CollectorRegistry(), rotated)
+        try:
+            assert await job.run() == 2
+        finally:
+            assert job.close is not None
+            await job.close()
+        assert receiver.verified == [("rotated", str(first))] and receiver.refused == []
+        async with pool.acquire() as connection:
+            assert await _stored(connection, ids["rotated"]) == under_old
+            state, _, error = await _state(connection, lost)
+            assert state == "dead" and "does not decrypt" in error and old not in error
+            again = await _delivery(connection, ids["rotated"])
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert await deliver_due(pool, client, POLICY, metrics, box=SecretBox.from_settings(
+                rotated), batch_size=10, timeout_seconds=5) == 1
+        assert receiver.verified[-1] == ("rotated", str(again))
+        lagging_id, receiver.secrets["lagging"] = uuid.uuid4(), admin.generate_secret()
+        async with pool.acquire() as connection:
+            assert await _stored(connection, ids["rotated"]) == under_old
+            await _lagging_replica(connection, lagging_id, receiver.url("lagging"),
+                                   old_box.seal(lagging_id, receiver.secrets["lagging"]))
+        for variable, value in (("DATABASE_URL", database_url), ("USER_ID_HMAC_SECRET", HMAC_SECRET),
+                                ("WEBHOOKS_SECRET_KEY", new), ("WEBHOOKS_PREVIOUS_SECRET_KEYS", old)):
+            monkeypatch.setenv(f"FEEDBACKLOOP_{variable}", value)
+        assert await asyncio.to_thread(cli, ["webhooks", "reseal"]) == 1
+        printed = capsys.readouterr().out
+        assert "sealed again under the current key: 1" in printed
+        assert "still not sealed under the current key: 1" in printed
+        assert "another replica may still be" in printed
+        assert "no configured key opens: 1" in printed and old not in printed and new not in printed
+        async with pool.acquire() as connection:
+            assert new_only.open(ids["rotated"], await _stored(connection, ids["rotated"]))
+            assert old_box.open(lagging_id, await _stored(connection, lagging_id))
+            await connection.execute("DROP TRIGGER lagging_replica ON webhooks.endpoints")
+            assert await admin.delete_endpoint(connection, tenant_id="acme",
+                                               endpoint_id=ids["stranger"])
+        # Every replica on the new settings now: a second run moves the rest, and says so.
+        assert await asyncio.to_thread(cli, ["webhooks", "reseal"]) == 0
+        printed = capsys.readouterr().out
+        assert printed.strip() == "sealed again under the current key: 1"
+        async with pool.acquire() as connection:
+            for endpoint_id in (ids["rotated"], lagging_id):
+                assert new_only.open(endpoint_id, await _stored(connection, endpoint_id))
+            final = [await _delivery(connection, endpoint_id)
+                     for endpoint_id in (ids["rotated"], lagging_id)]
+        # The old key dropped: the same secrets still sign.
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert await deliver_due(pool, client, POLICY, metrics, box=new_only, batch_size=10,
+                                     timeout_seconds=5) == 2
+        assert sorted(receiver.verified[-2:]) == sorted(
+            [("rotated", str(final[0])), ("lagging", str(final[1]))])
+        assert receiver.refused == []
+    finally:
+        await pool.close()
+
+
+async def test_setting_a_key_where_it_was_derived_keeps_signing_and_reseal_moves_them(
+    postgres_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A system that ran without FEEDBACKLOOP_WEBHOOKS_SECRET_KEY sealed under the key derived
+    from the HMAC secret; given a key (and no previous one), it still signs with those secrets,
+    and `reseal` seals them under the key."""
+    database_url = await create_database(postgres_url)
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as connection:
+            view, receiver.secrets["derived"] = await admin.create_endpoint(
+                connection, tenant_id="acme", url=receiver.url("derived"),
+                event_types=["feedback.submitted"],
+                box=SecretBox.from_settings(_settings(database_url)), allow_private_networks=True)
+            delivery_id = await _delivery(connection, view.endpoint_id)
+        [job] = delivery_jobs(pool, CollectorRegistry(), _settings(
+            database_url, webhooks_secret_key=key))
+        try:
+            assert await job.run() == 1
+        finally:
+            assert job.close is not None
+            await job.close()
+        assert receiver.verified == [("derived", str(delivery_id))] and receiver.refused == []
+        for variable, value in (("DATABASE_URL", database_url), ("USER_ID_HMAC_SECRET", HMAC_SECRET),
+                                ("WEBHOOKS_SECRET_KEY", key)):
+            monkeypatch.setenv(f"FEEDBACKLOOP_{variable}", value)
+        assert await asyncio.to_thread(cli, ["webhooks", "reseal"]) == 0
+        assert capsys.readouterr().out.strip() == "sealed again under the current key: 1"
+        async with pool.acquire() as connection:
+            assert SecretBox(base64.b64decode(key)).open(
+                view.endpoint_id, await _stored(connection, view.endpoint_id)
+            ) == receiver.secrets["derived"]
     finally:
         await pool.close()
