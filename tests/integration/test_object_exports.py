@@ -322,3 +322,140 @@ async def test_one_tenants_unreadable_object_holds_back_only_its_own_erasure(
     done = {row["tenant_id"]: row["applied"] for row in await pool.fetch(
         "SELECT tenant_id, objects_erased_for = erased_at AS applied FROM trainer.erased_users")}
     assert done == {"acme": True, "globex": None}
+
+
+def _parts(objects: dict[str, bytes], manifest: dict) -> list[list[dict]]:
+    """Each part's JSONL rows, in the manifest's order, checked against its Parquet file and
+    against the sizes and checksums the manifest gives."""
+    found = []
+    for part in manifest["parts"]:
+        jsonl, parquet = (entry["key"] for entry in part["files"])
+        assert jsonl.endswith(f".part-{part['part']:05d}.jsonl")
+        for entry in part["files"]:
+            assert entry["sha256"] == hashlib.sha256(objects[entry["key"]]).hexdigest()
+            assert entry["bytes"] == len(objects[entry["key"]])
+        lines = [orjson.loads(line) for line in objects[jsonl].splitlines()]
+        assert len(lines) == part["rows"] == pq.read_metadata(
+            io.BytesIO(objects[parquet])).num_rows
+        found.append(lines)
+    assert manifest["files"] == [entry for part in manifest["parts"] for entry in part["files"]]
+    assert manifest["rows"] == sum(len(lines) for lines in found)
+    assert manifest["ids"] == [row.get("example_id") or row.get("event_id")
+                               for lines in found for row in lines]
+    return found
+
+
+def _named(objects: dict[str, bytes]) -> set[str]:
+    return {entry["key"] for key, body in objects.items() if key.endswith(".manifest.json")
+            for entry in orjson.loads(body)["files"]}
+
+
+async def test_an_increment_in_parts_holds_every_row_once_and_a_run_stopped_between_parts_resumes(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """Parts of at most 3 rows: several per stream, each row in exactly one, the manifest's
+    counts, ids and checksums those of the files. A run stopped after the second part of
+    `feedback` (no manifest, the watermark not moved) is done again by the next, which names
+    a later end: its parts hold every row once, and the stopped run's parts are gone."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    await _apply(pool, [doc for n in range(7) for doc in _conversation("acme", n, f"{n}" * 64)])
+    first = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+    assert first is not None
+    objects = _objects(store)
+    manifests = {i.stream: orjson.loads(objects[i.keys[-1]]) for i in first}
+    assert {s: [p["rows"] for p in m["parts"]] for s, m in manifests.items()} == {
+        "examples": [3, 3, 3, 3, 2], "feedback": [3, 3, 1], "responses": [3, 3, 1]}
+    for increment in first:
+        rows = [row for lines in _parts(objects, manifests[increment.stream]) for row in lines]
+        assert increment.rows == len(rows)
+        assert increment.keys == (*(e["key"] for e in manifests[increment.stream]["files"]),
+                                  increment.keys[-1])
+    stored = {str(row["event_id"]) for row in await pool.fetch(
+        "SELECT event_id FROM trainer.feedback")}
+    assert sorted(manifests["feedback"]["ids"]) == sorted(stored)
+
+    # Stopped in `feedback` after its second part: examples were done, responses not begun.
+    feedback = next(i for i in first if i.stream == "feedback")
+    client = store.client()
+    for key in (feedback.keys[-1], *feedback.keys[4:6],
+                *next(i for i in first if i.stream == "responses").keys):
+        obstore.delete(client, key)
+    await pool.execute("DELETE FROM trainer.object_exports WHERE stream <> 'examples'")
+    await _apply(pool, _conversation("acme", 20, "a" * 64))
+    again = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+    assert again is not None
+    objects = _objects(store)
+    assert set(objects) == _named(objects) | {k for k in objects if k.endswith(".manifest.json")}
+    assert not any(key.startswith(feedback.keys[0].rsplit(".part-", 1)[0]) for key in objects)
+    for stream, table in (("feedback", "trainer.feedback"), ("responses", "trainer.responses")):
+        ids = [row.get("event_id") for key, body in sorted(objects.items())
+               if f"/{stream}/" in key and key.endswith(".jsonl")
+               for row in map(orjson.loads, body.splitlines())]
+        assert sorted(ids) == sorted(str(row["event_id"]) for row in await pool.fetch(
+            f"SELECT event_id FROM {table}")), f"{stream}: every row exactly once"
+    resumed = {i.stream: i for i in again}
+    assert [p["rows"] for p in orjson.loads(objects[resumed["feedback"].keys[-1]])["parts"]] == [
+        3, 3, 2]
+    assert resumed["feedback"].since == feedback.since
+    assert resumed["examples"].rows == 2, "examples went on from where they had reached"
+
+
+async def test_an_erasure_downloads_only_the_parts_that_may_hold_the_users_rows(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """Parts of 2 rows: every part without the erased user's rows is made unreadable, and the
+    rewrite still succeeds (it never downloaded them) and leaves them byte for byte; the parts
+    with the user's rows lose them, their manifest entries follow. An increment whose manifest
+    predates parts (no `parts`) is read whole, as before."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    erased = "e" * 64
+    await _apply(pool, [*_conversation("acme", 1, erased),
+                        *(doc for n in range(2, 7) for doc in _conversation("acme", n, f"{n}" * 64)),
+                        *_conversation("globex", 1, erased), *_conversation("globex", 2, "k" * 64)])
+    cut = _later()
+    await export_due(pool, store, now=cut, settle=timedelta(0), tenants=["globex"])
+    await export_due(pool, store, now=cut, settle=timedelta(0), tenants=["acme"], part_rows=2)
+    client = store.client()
+    untouched: dict[str, bytes] = {}
+    for key, body in _objects(store).items():
+        if "/globex/" in key and key.endswith(".manifest.json"):
+            # As written before parts: one JSONL and one Parquet file, no `parts`.
+            manifest = orjson.loads(body)
+            assert len(manifest.pop("parts")) == 1
+            obstore.put(client, key, orjson.dumps(manifest))
+        elif "/acme/" in key and key.endswith(".jsonl") and erased.encode() not in body and (
+                b'"response_id":"r1"' not in body):
+            untouched[key] = b"{not json"
+            obstore.put(client, key, untouched[key])
+    assert len(untouched) >= 7
+    await _apply(pool, [_doc("user.erasure_requested", "acme", erased, {}, 40),
+                        _doc("user.erasure_requested", "globex", erased, {}, 40)])
+    assert await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=2) \
+        is not None
+    after = _objects(store)
+    assert {key: after[key] for key in untouched} == untouched
+    assert erased.encode() not in b"".join(after.values())
+    rewritten = set()
+    for key, body in after.items():
+        if not key.endswith(".manifest.json") or "erasure" not in (manifest := orjson.loads(body)):
+            continue
+        rewritten.add(tuple(key.split("/")[1:3]))
+        offset = 0
+        for part in manifest.get("parts") or [{"rows": manifest["rows"],
+                                               "files": manifest["files"]}]:
+            jsonl = part["files"][0]["key"]
+            lines = [orjson.loads(x) for x in after[jsonl].splitlines()] if (
+                jsonl not in untouched) else None
+            if lines is not None:
+                assert part["rows"] == len(lines)
+                assert manifest["ids"][offset:offset + len(lines)] == [
+                    row.get("example_id") or row.get("event_id") for row in lines]
+                assert all(row.get("response_id") != "r1" for row in lines)
+                for entry in part["files"]:
+                    assert entry["sha256"] == hashlib.sha256(after[entry["key"]]).hexdigest()
+            offset += part["rows"]
+        assert offset == manifest["rows"] == len(manifest["ids"])
+    assert len(rewritten) == 6, "each stream of both tenants held the erased user's rows"
+    assert {row["tenant_id"]: row["applied"] for row in await pool.fetch(
+        "SELECT tenant_id, objects_erased_for = erased_at AS applied FROM trainer.erased_users")
+    } == {"acme": True, "globex": True}
