@@ -359,6 +359,10 @@ async def test_an_increment_in_parts_holds_every_row_once_and_a_run_stopped_betw
     a later end: its parts hold every row once, and the stopped run's parts are gone."""
     store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
     await _apply(pool, [doc for n in range(7) for doc in _conversation("acme", n, f"{n}" * 64)])
+    with pytest.raises(ValueError, match="part_rows must be at least 1"):
+        await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=0)
+    assert _objects(store) == {}
+    assert await pool.fetchval("SELECT count(*) FROM trainer.object_exports") == 0
     first = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
     assert first is not None
     objects = _objects(store)

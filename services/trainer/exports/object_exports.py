@@ -99,6 +99,11 @@ class Increment:
     keys: tuple[str, ...]
 
 
+def _check_part_rows(part_rows: int) -> None:
+    if part_rows < 1:
+        raise ValueError(f"part_rows must be at least 1, not {part_rows}")
+
+
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
@@ -154,6 +159,7 @@ async def export_increment(
     when nothing was stored since the last increment (the watermark still moves)."""
     import obstore
 
+    _check_part_rows(part_rows)
     client = client or store.client()
     since = await pool.fetchval(
         "SELECT exported_to FROM trainer.object_exports WHERE tenant_id = $1 AND stream = $2",
@@ -198,6 +204,7 @@ async def export_due(
     """One increment per tenant and stream, up to `now - settle`, in parts of at most
     `part_rows` rows; None when another replica is exporting (an advisory lock held for the
     run)."""
+    _check_part_rows(part_rows)
     client = store.client()
     async with pool.acquire() as lock:
         if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", _EXPORT_LOCK_KEY):

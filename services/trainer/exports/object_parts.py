@@ -48,7 +48,6 @@ async def write_part(client: Any, base: str, number: int, stream: str,
         body = encode(rows)
         await obstore.put_async(client, key, body)
         files.append(file_entry(key, body))
-        del body
     return part_entry(stream, rows, files, number)
 
 

@@ -90,10 +90,13 @@ async def stream_parts(
                                            part_rows)
         if not found:
             return
-        yield [_exported_row(stream, row) for row in found]
-        if len(found) < part_rows:
+        full, after = len(found) == part_rows, (found[-1][stored], found[-1][key])
+        part = [_exported_row(stream, row) for row in found]
+        del found  # one part in memory: the records go before the part is handed on
+        yield part
+        del part
+        if not full:
             return
-        after = (found[-1][stored], found[-1][key])
 
 
 async def retractions(
