@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     # when an increment is cut cannot commit rows into a stretch already exported.
     object_export_settle_seconds: float = Field(default=60.0, ge=0)
     # An increment is written as parts of at most this many rows, each uploaded before the next
-    # is read: an export's memory holds one part, however large the tenant.
+    # is read: an export holds one part's rows in memory, however large the tenant.
     object_export_part_rows: int = Field(default=50_000, ge=1)
 
     @model_validator(mode="after")
