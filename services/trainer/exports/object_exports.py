@@ -14,11 +14,11 @@ them can commit rows into a stretch already exported). Its objects are
 (times as `20261201T101500.000000Z`): parts of at most `part_rows` rows
 (`FEEDBACKLOOP_OBJECT_EXPORT_PART_ROWS`), each read, written and uploaded before the next is
 read (`object_rows`, `object_parts`), so memory holds one part's rows (and the increment's
-ids, for its manifest); the manifest last, listing every part. The objects are written first and `exported_to` is advanced after: a crash in between
-writes the same increment again under the same names (its end read back from the manifest it
-left), with the same rows; data files a run left without their manifest (parts of a run that
-stopped halfway) are deleted by the next once it has written that stretch again, as are parts
-a manifest no longer names. Streams:
+ids, for its manifest); the manifest last, listing every part. The objects are written first
+and `exported_to` is advanced after: a crash in between writes the same increment again under
+the same names (its end read back from the manifest it left), with the same rows; data files
+a run left without their manifest (parts of a run that stopped halfway) are deleted by the
+next once it has written that stretch again, as are parts a manifest no longer names. Streams:
 - `examples`: the published documents of examples created or revised in the stretch (a
   revision is exported again; keep the highest `revision` of each `example_id`), and in the
   manifest the examples retracted in it (erasure, opt-out, a retracted signal);
