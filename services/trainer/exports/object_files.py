@@ -1,10 +1,14 @@
 """The data files of an export to object storage, and the same files without erased users'
 rows. Pure.
 
-A part's rows are written twice: JSONL (one JSON object per line) and Parquet, whose columns
-are the JSONL keys with nested values as JSON text and times as ISO 8601, so every file of a
-stream has one schema. An erased row is an `examples` row whose `example_id` was retracted
-for erasure, or a `feedback` or `responses` row whose `user_id` is an erased user's.
+A part's rows are written twice: JSONL (one JSON object per line) and Parquet in the stream's
+one Arrow schema (`stream_schema`: every column named with its type, all nullable), whose
+columns are the JSONL keys, JSON values (nested, or a number where the column holds JSON) as
+JSON text and times as ISO 8601, so every part of a stream reads together with every other
+(`pq.read_table([...])`, `pyarrow.dataset`) whichever columns a part left empty. A row with a
+key its stream's schema does not name is refused (`ValueError`): a new column is added here.
+An erased row is an `examples` row whose `example_id` was retracted for erasure, or a
+`feedback` or `responses` row whose `user_id` is an erased user's.
 """
 
 from __future__ import annotations
@@ -17,22 +21,75 @@ from typing import Any
 
 import orjson
 
+# Each stream's columns in file order, by kind: "text" (strings; times as ISO 8601), "json"
+# (JSON text of a nested or numeric value; a string as it is), "int", "float", "bool".
+_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    # The published document (feedbackloop.contract.TrainingExample).
+    "examples": (
+        ("type", "text"), ("schema_version", "int"), ("revision", "int"),
+        ("example_id", "text"), ("tenant_id", "text"), ("kind", "text"), ("split", "text"),
+        ("conversation_id", "text"), ("response_id", "text"), ("prompt", "json"),
+        ("context", "json"), ("action_data", "json"), ("completion", "json"),
+        ("label", "bool"), ("chosen", "json"), ("rejected", "json"), ("output", "json"),
+        ("reference", "json"), ("quality", "float"), ("provenance", "json")),
+    # trainer.feedback's columns, then the event's type.
+    "feedback": (
+        ("tenant_id", "text"), ("event_id", "text"), ("response_id", "text"),
+        ("user_id", "text"), ("kind", "text"), ("thumb", "text"), ("rating", "int"),
+        ("comment", "json"), ("correction", "text"), ("replay", "json"),
+        ("inline_prompt", "json"), ("inline_output", "text"), ("inline_model", "text"),
+        ("inline_action_type", "text"), ("occurred_at", "text"), ("session_id", "text"),
+        ("person", "text"), ("retraction", "bool"), ("current", "bool"),
+        ("stored_at", "text"), ("type", "text")),
+    # trainer.responses' columns.
+    "responses": (
+        ("tenant_id", "text"), ("response_id", "text"), ("event_id", "text"),
+        ("user_id", "text"), ("prompt", "json"), ("context", "json"), ("output", "text"),
+        ("model", "text"), ("action_type", "text"), ("action_data", "json"),
+        ("feature", "text"), ("language", "text"), ("prompt_version", "text"),
+        ("experiment", "text"), ("variant", "text"), ("occurred_at", "text"),
+        ("session_id", "text"), ("stored_at", "text")),
+}
 
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    """A row for Parquet: nested values as JSON text, times as ISO 8601."""
-    return {
-        key: orjson.dumps(value).decode() if isinstance(value, (dict, list)) else
-        value.isoformat() if isinstance(value, datetime) else value
-        for key, value in row.items()
-    }
+
+def stream_schema(stream: str) -> Any:
+    """The stream's Arrow schema, the same for every part it writes."""
+    import pyarrow as pa
+
+    types = {"text": pa.string(), "json": pa.string(), "int": pa.int64(),
+             "float": pa.float64(), "bool": pa.bool_()}
+    return pa.schema([pa.field(name, types[kind], nullable=True)
+                      for name, kind in _COLUMNS[stream]])
 
 
-def parquet_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
+def _cell(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if kind == "json" and not isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if kind == "text" and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _flat(stream: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row for Parquet in its stream's schema."""
+    columns = dict(_COLUMNS[stream])
+    unknown = sorted(set(row) - set(columns))
+    if unknown:
+        raise ValueError(f"the {stream} stream's Parquet schema has no column {unknown}")
+    return {name: _cell(kind, row.get(name)) for name, kind in columns.items()}
+
+
+def parquet_bytes(stream: str, rows: Sequence[dict[str, Any]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([_flat(row) for row in rows]), buffer)
+    pq.write_table(pa.Table.from_pylist([_flat(stream, row) for row in rows],
+                                        schema=stream_schema(stream)), buffer)
     return buffer.getvalue()
 
 

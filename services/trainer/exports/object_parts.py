@@ -43,9 +43,8 @@ async def write_part(client: Any, base: str, number: int, stream: str,
     import obstore
 
     files = []
-    for suffix, encode in (("jsonl", jsonl_bytes), ("parquet", parquet_bytes)):
+    for suffix, body in (("jsonl", jsonl_bytes(rows)), ("parquet", parquet_bytes(stream, rows))):
         key = f"{base}.part-{number:05d}.{suffix}"
-        body = encode(rows)
         await obstore.put_async(client, key, body)
         files.append(file_entry(key, body))
     return part_entry(stream, rows, files, number)
