@@ -187,12 +187,15 @@ async def export_increment(
 
 async def _export_cut(lock: asyncpg.Connection, *, now: datetime, settle: timedelta) -> datetime:
     # stored_at is when a writing transaction began: cut before the oldest one still open, so
-    # rows it commits later cannot land in a stretch already exported.
+    # rows it commits later cannot land in a stretch already exported. A microsecond before:
+    # its own rows are stored at its start exactly, and a stretch ends with its last instant
+    # (`<= until`), so they fall after this stretch, in the next, once they are committed.
     cut: datetime = await lock.fetchval(
         """
         SELECT least($1::timestamptz, (
             SELECT min(xact_start) FROM pg_stat_activity
             WHERE datname = current_database() AND pid <> pg_backend_pid()))
+            - interval '1 microsecond'
         """, now - settle)
     return cut
 
