@@ -3,9 +3,17 @@ applied to its objects is written again under the same names without the erased 
 (see `object_exports` for the contract).
 
 Only the parts that may hold an erased row are downloaded: an `examples` part when its ids
-include an example retracted for erasure, a `feedback` or `responses` part when its `users`
-filter may hold an erased user's digest. A manifest written before parts has neither, and each
-of its files is downloaded, as before.
+include an example retracted for erasure (a manifest written before parts has its ids too), a
+`feedback` or `responses` part when its `users` filter may hold an erased user's digest. A
+`feedback` or `responses` manifest written before parts has no filter: its files are
+downloaded, and the manifest is written again with its part and the part's filter (version 2),
+whether or not it held an erased row, so it is read in full once.
+
+Data files under a tenant's streams that no manifest names (the parts of a run that stopped
+before its manifest, or of a second attempt at a stretch, whose earlier manifest goes first)
+are described by nothing a rewrite could trust: they are deleted before the erasure is marked
+applied. The watermark never moved past their stretch, so the next run writes it again from
+the trainer, where the erased rows are gone.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from services.trainer.exports.object_parts import (
     manifest_parts,
     part_entry,
     part_ids,
+    read_manifest,
     with_parts,
 )
 from services.trainer.exports.object_rows import STREAMS
@@ -69,6 +78,11 @@ class _Erased:
             return not self.examples.isdisjoint(str(i) for i in ids)
         return "users" not in part or may_hold(part["users"], self.users)
 
+    def to_filter(self, manifest: dict[str, Any]) -> bool:
+        """A `feedback` or `responses` manifest without a users' filter, read in full once
+        and written again with one."""
+        return self.stream != "examples" and "parts" not in manifest
+
 
 async def _erase_part(
     client: Any, part: dict[str, Any], erased: _Erased
@@ -96,29 +110,30 @@ async def _erase_part(
     return part | part_entry(erased.stream, kept, files, part.get("part", 1)), part_ids(kept)
 
 
-async def _erase_increment(client: Any, manifest_key: str, erased: _Erased) -> int | None:
+async def _erase_increment(
+    client: Any, manifest_key: str, manifest: dict[str, Any], erased: _Erased
+) -> int | None:
     """Rewrites one increment's parts that hold erased rows; returns how many rows it
     removed, None when it had nothing to rewrite."""
-    manifest = await get_json(client, manifest_key)
-    parts, changed = [], False
+    parts, changed, filtered = [], False, erased.to_filter(manifest)
     for part, ids in manifest_parts(manifest):
-        # A manifest written before parts says nothing of its rows: every file is read.
-        wanted = "parts" not in manifest or erased.may_be_in(part, ids)
+        wanted = filtered or erased.may_be_in(part, ids)
         rewritten = await _erase_part(client, part, erased) if wanted else None
-        if rewritten is not None and rewritten[0]["files"] != part["files"]:
-            changed = True
+        if rewritten is not None and (filtered or rewritten[0]["files"] != part["files"]):
+            changed = changed or rewritten[0]["files"] != part["files"]
             parts.append(rewritten)
         else:
             parts.append((part, ids))
-    if not changed:
+    if not changed and not filtered:
         return None  # nothing of an erased user here, or rewritten by an earlier run already
     new = with_parts(manifest, parts)
     removed = manifest["rows"] - new["rows"]
-    note = manifest.get("erasure") or {"rows_removed": 0}
-    new["erasure"] = {"rewritten_at": datetime.now(UTC).isoformat(),
-                      "rows_removed": note["rows_removed"] + removed}
+    if changed:
+        note = manifest.get("erasure") or {"rows_removed": 0}
+        new["erasure"] = {"rewritten_at": datetime.now(UTC).isoformat(),
+                          "rows_removed": note["rows_removed"] + removed}
     await put_json(client, manifest_key, new)
-    return removed
+    return removed if changed else None
 
 
 async def erase_exported(
@@ -151,6 +166,20 @@ async def erase_exported(
     return rewrites
 
 
+async def _delete_unnamed(
+    client: Any, keys: Sequence[str], manifests: dict[str, dict[str, Any]]
+) -> None:
+    """Deletes the data files no manifest names (see the module's docstring)."""
+    import obstore
+
+    named = {entry["key"] for manifest in manifests.values()
+             for entry in manifest.get("files", [])}
+    for key in sorted(keys):
+        if key.endswith((".jsonl", ".parquet")) and key not in named:
+            logger.info("deleting %s: no manifest names it, so an erasure cannot trust it", key)
+            await obstore.delete_async(client, key)
+
+
 async def _erase_tenant(
     pool: asyncpg.Pool, client: Any, store: ObjectStore, tenant_id: str,
     pending: Sequence[asyncpg.Record],
@@ -164,8 +193,11 @@ async def _erase_tenant(
     for stream in STREAMS:
         erased = _Erased(stream, users, examples)
         keys = await list_keys(client, store.key(tenant_id, stream) + "/")
-        for manifest_key in sorted(key for key in keys if key.endswith(".manifest.json")):
-            removed = await _erase_increment(client, manifest_key, erased)
+        manifests = {key: read_manifest(await get_json(client, key), key)
+                     for key in sorted(key for key in keys if key.endswith(".manifest.json"))}
+        await _delete_unnamed(client, keys, manifests)
+        for manifest_key, manifest in manifests.items():
+            removed = await _erase_increment(client, manifest_key, manifest, erased)
             if removed is not None:
                 rewrites.append(Rewrite(tenant_id, stream, manifest_key, removed))
     async with pool.acquire() as connection:

@@ -64,6 +64,7 @@ from services.trainer.exports.object_files import jsonl_bytes, parquet_bytes
 from services.trainer.exports.object_parts import (
     increment_manifest,
     part_ids,
+    read_manifest,
     write_part,
 )
 from services.trainer.exports.object_rows import STREAMS, retractions, stream_parts
@@ -116,16 +117,25 @@ async def _resume(
     for when it stopped before the watermark moved (so it is written again under the same
     names), else `until`; and every object an earlier run wrote from `since`, to delete once
     the increment is written if its manifest does not name them (they would repeat its
-    rows)."""
+    rows).
+
+    The earlier manifests are deleted here, before any part they name is written again: a
+    manifest never names a file whose rows its ids and users' filters do not describe. Until
+    the new manifest is written the stretch's files are named by none, and an erasure deletes
+    them (`object_erasure`); the next run writes the stretch again."""
+    import obstore
+
     # Listing is by folder (the store's prefixes are paths), so the names are matched here.
     start = store.key(tenant_id, stream, f"{_stamp(since)}--")
     found = [key for key in await list_keys(client, store.key(tenant_id, stream) + "/")
              if key.startswith(start)]
     manifests = sorted(key for key in found if key.endswith(".manifest.json"))
     if manifests:
-        written = await get_json(client, manifests[0])
+        written = read_manifest(await get_json(client, manifests[0]), manifests[0])
         until = min(until, datetime.fromisoformat(written["stored_until"]))
-    return until, found
+    for key in manifests:
+        await obstore.delete_async(client, key)
+    return until, [key for key in found if key not in manifests]
 
 
 async def _write_increment(

@@ -7,7 +7,10 @@ what it always held for the whole increment (`rows`, `ids` in file order, `files
 sizes and sha256, `retracted`) and lists the `parts` in order, each with its `rows`, its two
 `files` and, for `feedback` and `responses`, a `users` filter of the users' digests it holds
 (see `user_filter`). Part `n`'s ids are `ids[sum of the earlier parts' rows:][:rows]`.
-Manifests written before parts have no `parts`: their `files` are one part.
+
+`manifest_version` 2 is this layout. Version 1 manifests (written before parts) have no
+`parts`: their `files` are one part, without a users' filter; an erasure that reads one in full
+writes it again as version 2, with its part's filter. Readers accept versions 1 and 2.
 """
 
 from __future__ import annotations
@@ -24,7 +27,22 @@ from services.trainer.exports.object_files import (
 )
 from services.trainer.exports.user_filter import user_filter
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
+
+
+class UnreadableManifest(ValueError):
+    """A manifest of a version this code does not read (written by a newer one)."""
+
+
+def read_manifest(manifest: Any, key: str) -> dict[str, Any]:
+    """The manifest, when its version is one this code reads; else UnreadableManifest."""
+    version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise UnreadableManifest(
+            f"{key}: manifest_version {version!r} is not one this version reads "
+            f"({sorted(READABLE_VERSIONS)})")
+    return manifest
 
 
 def part_entry(stream: str, rows: list[dict[str, Any]], files: list[dict[str, Any]],
@@ -80,8 +98,10 @@ def manifest_parts(manifest: dict[str, Any]) -> list[tuple[dict[str, Any], list[
 
 def with_parts(manifest: dict[str, Any],
                parts: list[tuple[dict[str, Any], list[Any]]]) -> dict[str, Any]:
-    """The manifest with its parts (and so its rows, ids and files) replaced."""
+    """The manifest with its parts (and so its rows, ids and files) replaced, in the current
+    layout."""
     return manifest | {
+        "manifest_version": MANIFEST_VERSION,
         "rows": sum(part["rows"] for part, _ in parts),
         "files": [entry for part, _ in parts for entry in part["files"]],
         "ids": [identifier for _, ids in parts for identifier in ids],
