@@ -55,6 +55,7 @@ from typing import Any
 
 import asyncpg
 
+from feedbackloop.settings import Settings
 from services.trainer.exports.object_erasure import (
     ErasureRewriteFailed,
     Rewrite,
@@ -86,8 +87,8 @@ logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # An advisory lock so one trainer replica exports at a time.
 _EXPORT_LOCK_KEY = 7_311_042_407
-# As Settings.object_export_part_rows: rows per part when the caller names no size.
-DEFAULT_PART_ROWS = 50_000
+# Rows per part when the caller names no size: the setting's default, defined there once.
+DEFAULT_PART_ROWS: int = Settings.model_fields["object_export_part_rows"].default
 
 
 @dataclass(frozen=True)
