@@ -21,7 +21,6 @@ def test_every_user_in_a_filter_is_found_and_few_others_are() -> None:
     false_positives = sum(may_hold(written, [digest]) for digest in others)
     assert false_positives < 0.02 * len(others), false_positives
     assert may_hold(written, [*others[:3], held[7]])
-    assert not may_hold(written, [])
 
 
 def test_a_small_or_empty_part_still_filters_and_a_foreign_filter_holds_everyone() -> None:
