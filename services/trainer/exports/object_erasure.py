@@ -14,6 +14,9 @@ before its manifest, or of a second attempt at a stretch, whose earlier manifest
 are described by nothing a rewrite could trust: they are deleted before the erasure is marked
 applied. The watermark never moved past their stretch, so the next run writes it again from
 the trainer, where the erased rows are gone.
+
+In memory: one manifest at a time (its ids, filters and retracted list: what grows with its
+increment), one part's two files, and the keys of the stream's files.
 """
 
 from __future__ import annotations
@@ -166,14 +169,10 @@ async def erase_exported(
     return rewrites
 
 
-async def _delete_unnamed(
-    client: Any, keys: Sequence[str], manifests: dict[str, dict[str, Any]]
-) -> None:
+async def _delete_unnamed(client: Any, keys: Sequence[str], named: set[str]) -> None:
     """Deletes the data files no manifest names (see the module's docstring)."""
     import obstore
 
-    named = {entry["key"] for manifest in manifests.values()
-             for entry in manifest.get("files", [])}
     for key in sorted(keys):
         if key.endswith((".jsonl", ".parquet")) and key not in named:
             logger.info("deleting %s: no manifest names it, so an erasure cannot trust it", key)
@@ -193,13 +192,14 @@ async def _erase_tenant(
     for stream in STREAMS:
         erased = _Erased(stream, users, examples)
         keys = await list_keys(client, store.key(tenant_id, stream) + "/")
-        manifests = {key: read_manifest(await get_json(client, key), key)
-                     for key in sorted(key for key in keys if key.endswith(".manifest.json"))}
-        await _delete_unnamed(client, keys, manifests)
-        for manifest_key, manifest in manifests.items():
+        named: set[str] = set()  # one manifest in memory at a time, and the files named
+        for manifest_key in sorted(key for key in keys if key.endswith(".manifest.json")):
+            manifest = read_manifest(await get_json(client, manifest_key), manifest_key)
+            named.update(entry["key"] for entry in manifest.get("files", []))
             removed = await _erase_increment(client, manifest_key, manifest, erased)
             if removed is not None:
                 rewrites.append(Rewrite(tenant_id, stream, manifest_key, removed))
+        await _delete_unnamed(client, keys, named)
     async with pool.acquire() as connection:
         # Only the erasures read: one recorded again meanwhile is applied by the next run.
         await connection.executemany(
