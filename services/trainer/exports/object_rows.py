@@ -2,8 +2,10 @@
 oldest first, read a part at a time.
 
 Each part is read in its own short read-only transaction, by keyset (the sort key of the last
-row read), so a first export of a large tenant holds one part in memory and keeps no
-transaction open while parts are uploaded (an open transaction would hold back every cut
+row read, which the index of migration 0025 holds in that order, so a page starts where the
+last ended however many rows share a time), so a first export of a large tenant holds one
+part's rows in memory (its ids are kept for the manifest) and keeps no transaction open while
+parts are uploaded (an open transaction would hold back every cut
 taken from the oldest one, the learner's and the next export's). Parts need no shared
 snapshot: a row stored in the stretch never moves into it again (any later write stores a
 time after the cut), so one revised or deleted meanwhile is either in an earlier part or in
