@@ -642,7 +642,8 @@ async def test_an_old_event_manifest_read_in_full_once_gets_a_filter_the_next_er
     """`feedback` and `responses` manifests written before parts (version 1, no filter) are
     read in full by the first erasure, which writes them again with their part's filter; the
     next erasure reads them by that filter: it skips a part whose files were made unreadable
-    when the filter proves the user is not in it, and finds the user whose rows are."""
+    when the filter proves the user is not in it, and finds the user whose rows are. An
+    `examples` manifest written before parts is checked by its ids, never downloaded whole."""
     store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
     first_erased, second_erased, kept = "e" * 64, "s" * 64, "k" * 64
     await _apply(pool, [*_conversation("acme", 1, first_erased),
@@ -668,10 +669,16 @@ async def test_an_old_event_manifest_read_in_full_once_gets_a_filter_the_next_er
         assert "users" in manifest["parts"][0]
     untouched = {}
     for key, body in objects.items():
-        if key.endswith(".jsonl") and "/examples/" not in key and second_erased.encode() not in body:
+        if key.endswith(".jsonl") and second_erased.encode() not in body and (
+                b'"response_id":"r2"' not in body):
             untouched[key] = b"{not json"
             obstore.put(client, key, untouched[key])
-    assert len(untouched) == 2, "the second increment's feedback and response"
+    assert len(untouched) == 3, "the second increment's examples, feedback and response"
+    # Its examples manifest is still version 1 (nothing erased in it): checked by its ids.
+    second_examples = [manifest for key, body in objects.items() if "/examples/" in key
+                       and key.endswith(".manifest.json") and "/19700101T" not in key
+                       and (manifest := orjson.loads(body))["ids"]]
+    assert len(second_examples) == 1 and "parts" not in second_examples[0]
     await _apply(pool, [_doc("user.erasure_requested", "acme", second_erased, {}, 41)])
     assert await export_due(pool, store, now=_later(), settle=timedelta(0)) is not None
     after = _objects(store)
