@@ -522,7 +522,8 @@ async def test_an_increments_parts_share_one_parquet_schema_and_read_as_one_tabl
 
 async def test_the_page_query_follows_its_index_without_a_sort(pool: Any) -> None:
     """Each stream's page reads its keyset index (tenant, time, id) in order: a page starts
-    where the last ended, however many rows share its time."""
+    where the last ended, however many rows share its time. The event streams' Parquet
+    schemas name their tables' columns."""
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SET LOCAL enable_seqscan = off")
         for stream, (_, _, query) in _PAGES.items():
@@ -538,6 +539,11 @@ async def test_the_page_query_follows_its_index_without_a_sort(pool: Any) -> Non
                      "responses": "trainer_responses_by_stored_response"}[stream]
             assert index in plan, plan
             assert "Sort" not in plan, plan
+        for stream in ("feedback", "responses"):
+            columns = [row[0] for row in await connection.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "'trainer' AND table_name = $1 ORDER BY ordinal_position", stream)]
+            assert [c for c in stream_schema(stream).names if c != "type"] == columns, stream
 
 
 async def test_a_transaction_open_across_the_cut_lands_in_the_next_increment(
