@@ -355,7 +355,7 @@ def run_object_export(arguments: argparse.Namespace, settings: Settings) -> int:
             done = await export_due(
                 pool, store, now=datetime.now(UTC),
                 settle=timedelta(seconds=settings.object_export_settle_seconds),
-                tenants=arguments.tenant,
+                tenants=arguments.tenant, part_rows=settings.object_export_part_rows,
             )
         finally:
             await pool.close()

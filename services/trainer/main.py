@@ -31,6 +31,7 @@ def training_jobs(pool: asyncpg.Pool, settings: Settings) -> list[Job]:
         jobs.append(object_export_job(
             pool, store, interval=settings.object_export_interval_seconds,
             settle=timedelta(seconds=settings.object_export_settle_seconds),
+            part_rows=settings.object_export_part_rows,
         ))
     if settings.failure_explanations_enabled:
         jobs.append(explanations_job_from_settings(pool, settings))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from feedbackloop.pipeline.jobs import Job
-from services.trainer.exports.object_exports import ObjectStore, export_due
+from services.trainer.exports.object_exports import DEFAULT_PART_ROWS, ObjectStore, export_due
 
 logger = logging.getLogger(__name__)
 JOB = "object-export"
@@ -26,11 +26,13 @@ class ExportFailed(Exception):
 
 
 def object_export_job(
-    pool: asyncpg.Pool, store: ObjectStore, *, interval: float, settle: timedelta
+    pool: asyncpg.Pool, store: ObjectStore, *, interval: float, settle: timedelta,
+    part_rows: int = DEFAULT_PART_ROWS,
 ) -> Job:
     async def run() -> int:
         try:
-            done = await export_due(pool, store, now=datetime.now(UTC), settle=settle)
+            done = await export_due(pool, store, now=datetime.now(UTC), settle=settle,
+                                    part_rows=part_rows)
         except Exception as error:
             raise ExportFailed(f"export to {store.endpoint}/{store.bucket} failed "
                                f"({type(error).__name__}: {error})") from error
