@@ -353,8 +353,7 @@ def run_object_export(arguments: argparse.Namespace, settings: Settings) -> int:
         pool = await create_pool(database_url, min_size=1, max_size=2)
         try:
             done = await export_due(
-                pool, store, now=datetime.now(UTC),
-                settle=timedelta(seconds=settings.object_export_settle_seconds),
+                pool, store, settle=timedelta(seconds=settings.object_export_settle_seconds),
                 tenants=arguments.tenant, part_rows=settings.object_export_part_rows,
             )
         finally:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import obstore
 import orjson
 import pyarrow.dataset as ds
@@ -22,12 +23,14 @@ from prometheus_client import CollectorRegistry
 
 from feedbackloop.contract import decode_event
 from feedbackloop.embedded import SeaweedS3, free_port, free_seaweed_ports
+from feedbackloop.migrations import available_migrations
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import JobRunner
-from feedbackloop.postgres import create_pool
+from feedbackloop.postgres import create_pool, reset_after_schema_change
 from services.trainer.exports.object_exports import (
     ErasureRewriteFailed,
     ObjectStore,
+    _export_cut,
     erase_exported,
     export_due,
 )
@@ -363,8 +366,9 @@ async def test_an_increment_in_parts_holds_every_row_once_and_a_run_stopped_betw
 ) -> None:
     """Parts of at most 3 rows: several per stream, each row in exactly one, the manifest's
     counts, ids and checksums those of the files. A run stopped after the second part of
-    `feedback` (no manifest, the watermark not moved) is done again by the next, which names
-    a later end: its parts hold every row once, and the stopped run's parts are gone."""
+    `feedback` (no manifest, the watermark not moved) is done again by the next under the
+    same names (its end read from the parts' names), the rows stored since in the increment
+    after: every row is in exactly one part."""
     store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
     await _apply(pool, [doc for n in range(7) for doc in _conversation("acme", n, f"{n}" * 64)])
     with pytest.raises(ValueError, match="part_rows must be at least 1"):
@@ -396,20 +400,24 @@ async def test_an_increment_in_parts_holds_every_row_once_and_a_run_stopped_betw
     await _apply(pool, _conversation("acme", 20, "a" * 64))
     again = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
     assert again is not None
+    resumed = {i.stream: i for i in again}
+    assert resumed["feedback"].keys == feedback.keys, "the same stretch, under the same names"
+    assert resumed["feedback"].rows == feedback.rows == 7
+    assert resumed["responses"].rows == 8, "nothing of its stretch was left: a new end"
+    assert resumed["examples"].rows == 2, "examples went on from where they had reached"
+    later = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+    assert later is not None
+    assert [(i.stream, i.rows, i.since) for i in later] == [
+        ("feedback", 1, resumed["feedback"].until)]
     objects = _objects(store)
     assert set(objects) == _named(objects) | {k for k in objects if k.endswith(".manifest.json")}
-    assert not any(key.startswith(feedback.keys[0].rsplit(".part-", 1)[0]) for key in objects)
     for stream, table in (("feedback", "trainer.feedback"), ("responses", "trainer.responses")):
         ids = [row.get("event_id") for key, body in sorted(objects.items())
                if f"/{stream}/" in key and key.endswith(".jsonl")
                for row in map(orjson.loads, body.splitlines())]
         assert sorted(ids) == sorted(str(row["event_id"]) for row in await pool.fetch(
             f"SELECT event_id FROM {table}")), f"{stream}: every row exactly once"
-    resumed = {i.stream: i for i in again}
-    assert [p["rows"] for p in orjson.loads(objects[resumed["feedback"].keys[-1]])["parts"]] == [
-        3, 3, 2]
-    assert resumed["feedback"].since == feedback.since
-    assert resumed["examples"].rows == 2, "examples went on from where they had reached"
+    assert [p["rows"] for p in orjson.loads(objects[feedback.keys[-1]])["parts"]] == [3, 3, 1]
 
 
 async def test_an_erasure_downloads_only_the_parts_that_may_hold_the_users_rows(
@@ -606,8 +614,11 @@ async def test_a_second_attempt_that_stops_halfway_leaves_no_manifest_and_an_era
 ) -> None:
     """A second attempt at a stretch deletes the earlier manifest before it writes a part
     again, so no manifest names a file its ids do not describe; it stops after its first part
-    (a row it cannot read). An erasure then finds data files no manifest names: it deletes
-    them before it marks itself applied, and the next run writes the stretch again."""
+    (a row it cannot read). A third attempt finds no manifest: it takes the end from the
+    parts' names, so the stretch keeps the first attempt's names and no rows of it go out
+    under two. Another attempt that stops halfway leaves data files no manifest names: an
+    erasure deletes them before it marks itself applied, and the next run writes the stretch
+    again, without the erased user's examples."""
     store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
     erased = "e" * 64
     await _apply(pool, [*_conversation("acme", 1, erased),
@@ -615,27 +626,43 @@ async def test_a_second_attempt_that_stops_halfway_leaves_no_manifest_and_an_era
     first = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
     assert first is not None
     examples = next(i for i in first if i.stream == "examples")
-    await pool.execute("DELETE FROM trainer.object_exports WHERE stream = 'examples'")
+    part_one = _objects(store)[examples.keys[0]]
+    client = store.client()
+
+    async def stop_halfway() -> None:
+        await pool.execute("DELETE FROM trainer.object_exports WHERE stream = 'examples'")
+        await pool.execute("UPDATE trainer.examples SET record = record - 'provenance' "
+                           "WHERE example_id = $1", last)
+        obstore.put(client, examples.keys[0], b"stale")
+        with pytest.raises(KeyError, match="provenance"):
+            await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+        await pool.execute("UPDATE trainer.examples SET record = record || jsonb_build_object("
+                           "'provenance', '{}'::jsonb) WHERE example_id = $1", last)
+
     last = await pool.fetchval("SELECT example_id FROM trainer.examples "
                                "ORDER BY updated_at DESC, example_id DESC LIMIT 1")
-    await pool.execute("UPDATE trainer.examples SET record = record - 'provenance' "
-                       "WHERE example_id = $1", last)
-    with pytest.raises(KeyError, match="provenance"):
-        await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+    await stop_halfway()
     objects = _objects(store)
     assert examples.keys[-1] not in objects, "the earlier manifest went before its parts"
-    assert examples.keys[0] in objects, "the first part was written again"
+    assert objects[examples.keys[0]] == part_one, "the first part was written again"
+    third = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
+    assert third is not None
+    resumed = next(i for i in third if i.stream == "examples")
+    assert resumed.keys == examples.keys, "the first attempt's names, read from its parts'"
+    assert resumed.rows == examples.rows
+    assert {key for key in _objects(store) if "/examples/" in key} == set(examples.keys)
 
+    await stop_halfway()
     await _apply(pool, [_doc("user.erasure_requested", "acme", erased, {}, 40)])
-    assert await erase_exported(pool, store) is not None
+    rewrites = await erase_exported(pool, store)
+    assert sorted((r.stream, r.rows_removed) for r in rewrites) == [
+        ("feedback", 1), ("responses", 1)], "the user's rows the manifests named"
     objects = _objects(store)
     assert not any("/examples/" in key for key in objects), "parts no manifest names"
     assert erased.encode() not in b"".join(objects.values())
     assert set(objects) == _named(objects) | {k for k in objects if k.endswith(".manifest.json")}
     assert await pool.fetchval(
         "SELECT bool_and(objects_erased_for = erased_at) FROM trainer.erased_users") is True
-    await pool.execute("UPDATE trainer.examples SET record = record || jsonb_build_object("
-                       "'provenance', '{}'::jsonb) WHERE example_id = $1", last)
     again = await export_due(pool, store, now=_later(), settle=timedelta(0), part_rows=3)
     assert again is not None
     resumed = next(i for i in again if i.stream == "examples")
@@ -693,3 +720,128 @@ async def test_an_old_event_manifest_read_in_full_once_gets_a_filter_the_next_er
     assert kept.encode() in b"".join(after[k] for k in after if k not in untouched)
     assert await pool.fetchval(
         "SELECT bool_and(objects_erased_for = erased_at) FROM trainer.erased_users") is True
+
+
+async def test_a_column_added_to_a_table_is_not_exported_and_stops_nothing(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """A column the schema does not name (a later ALTER TABLE) is simply not read: the export
+    and the erasure rewrite go on. When an increment does fail, the erasure is still applied
+    to the objects before the failure is raised."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    erased = "e" * 64
+    await _apply(pool, [*_conversation("acme", 1, erased), *_conversation("acme", 2, "k" * 64)])
+    await pool.execute("ALTER TABLE trainer.feedback ADD COLUMN mood text DEFAULT 'calm'")
+    await pool.execute("ALTER TABLE trainer.responses ADD COLUMN cost numeric DEFAULT 1.5")
+    await reset_after_schema_change(pool)  # as the consumers do after a schema change
+    done = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert done is not None
+    assert {(i.stream, i.rows) for i in done} == {
+        ("examples", 4), ("feedback", 2), ("responses", 2)}
+    objects = _objects(store)
+    for increment in done:
+        rows = [orjson.loads(line) for line in objects[increment.keys[0]].splitlines()]
+        assert not {"mood", "cost"} & {key for row in rows for key in row}
+        assert pq.read_schema(io.BytesIO(objects[increment.keys[1]])).remove_metadata() == \
+            stream_schema(increment.stream)
+
+    # Then an increment fails (a row it cannot read): the erasure is applied all the same.
+    await _apply(pool, [*_conversation("acme", 3, "k" * 64),
+                        _doc("user.erasure_requested", "acme", erased, {}, 40)])
+    await pool.execute("UPDATE trainer.examples SET record = record - 'provenance'")
+    with pytest.raises(KeyError, match="provenance"):
+        await export_due(pool, store, now=_later(), settle=timedelta(0))
+    after = _objects(store)
+    assert erased.encode() not in b"".join(after.values())
+    assert {key for key in after if after[key] != objects.get(key)} >= {
+        next(i for i in done if i.stream == "feedback").keys[0]}, "rewritten without the user"
+    assert await pool.fetchval(
+        "SELECT bool_and(objects_erased_for = erased_at) FROM trainer.erased_users") is True
+
+
+async def test_json_columns_hold_json_text_of_every_value_and_text_columns_strings(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """A JSON column's every value reads back with json.loads, a string included, so the
+    string "[1]" and the list [1] stay apart; the examples' completions are text."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    await _apply(pool, [*_conversation("acme", 1, "a" * 64), *_conversation("acme", 2, "b" * 64)])
+    await pool.execute("""UPDATE trainer.responses SET action_data = CASE response_id
+        WHEN 'r1' THEN '"[1]"'::jsonb ELSE '[1]'::jsonb END""")
+    done = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert done is not None
+    objects = _objects(store)
+    tables = {i.stream: pq.read_table(io.BytesIO(objects[i.keys[1]])).to_pylist() for i in done}
+    action_data = {row["response_id"]: row["action_data"] for row in tables["responses"]}
+    assert action_data == {"r1": '"[1]"', "r2": "[1]"}
+    assert [orjson.loads(action_data[r]) for r in ("r1", "r2")] == ["[1]", [1]]
+    for row in tables["examples"]:
+        assert isinstance(row["completion"], str) and row["completion"].startswith("Added item")
+        assert isinstance(orjson.loads(row["prompt"]), list)
+        assert isinstance(orjson.loads(row["provenance"]), dict)
+
+
+async def test_the_cut_is_the_database_clock_less_the_settle_time(pool: Any) -> None:
+    """The present is the database's, read in the cut's statement: a caller's clock ahead of
+    it never moves the cut past it."""
+    async with pool.acquire() as lock:
+        before = await lock.fetchval("SELECT clock_timestamp()")
+        cut = await _export_cut(lock, now=None, settle=timedelta(0))
+        ahead = await _export_cut(lock, now=datetime(2100, 1, 1, tzinfo=UTC),
+                                  settle=timedelta(0))
+        after = await lock.fetchval("SELECT clock_timestamp()")
+        settled = await _export_cut(lock, now=None, settle=timedelta(hours=1))
+    assert before - timedelta(microseconds=1) <= cut < after
+    assert ahead < after
+    assert settled < before - timedelta(minutes=59)
+
+
+async def test_a_tenant_id_with_a_slash_gets_a_folder_of_its_own(
+    pool: Any, seaweed: SeaweedS3
+) -> None:
+    """`acme/feedback` is not a folder inside `acme`'s; "%" is encoded too, so `a%2Fb` and
+    `a/b` stay apart; an id without either keeps its name."""
+    store = _store(seaweed, f"t-{uuid.uuid4().hex[:8]}")
+    tenants = ["acme", "acme/feedback", "a/b", "a%2Fb"]
+    await _apply(pool, [doc for n, tenant in enumerate(tenants)
+                        for doc in _conversation(tenant, n, f"{n}" * 64)])
+    done = await export_due(pool, store, now=_later(), settle=timedelta(0))
+    assert done is not None and len(done) == 12
+    folders = {"acme": "acme", "acme/feedback": "acme%2Ffeedback", "a/b": "a%2Fb",
+               "a%2Fb": "a%252Fb"}
+    objects = _objects(store)
+    for increment in done:
+        for key in increment.keys:
+            assert key.startswith(
+                f"{store.prefix}/{folders[increment.tenant_id]}/{increment.stream}/"), key
+    for key, body in objects.items():
+        if key.endswith(".manifest.json"):
+            tenant = key.removeprefix(store.prefix + "/").split("/")[0]
+            assert folders[orjson.loads(body)["tenant_id"]] == tenant, key
+    assert len(objects) == 4 * 3 * 3
+
+
+async def test_migration_0025_keeps_its_own_indexes_and_refuses_others_under_their_names(
+    pool: Any
+) -> None:
+    """Run again over the indexes it built (as over ones an operator built first, the same),
+    0025 passes; an index of one of its names with another definition, or INVALID, stops it
+    with what to do."""
+    sql = next(m.sql for m in available_migrations() if m.version == 25)
+    async with pool.acquire() as connection:
+        await connection.execute(sql)
+        await connection.execute(
+            "DROP INDEX trainer.trainer_feedback_by_stored_event; "
+            "CREATE INDEX trainer_feedback_by_stored_event ON trainer.feedback (tenant_id, stored_at)")
+        with pytest.raises(asyncpg.RaiseError, match=r"trainer_feedback_by_stored_event is "
+                           r"\"CREATE INDEX .*\(tenant_id, stored_at\)\", not"):
+            await connection.execute(sql)
+        await connection.execute(
+            "DROP INDEX trainer.trainer_feedback_by_stored_event; CREATE INDEX "
+            "trainer_feedback_by_stored_event ON trainer.feedback (tenant_id, stored_at, event_id)")
+        await connection.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'trainer.trainer_responses_by_stored_response'::regclass")
+        with pytest.raises(asyncpg.RaiseError, match="trainer_responses_by_stored_response "
+                           "is INVALID"):
+            await connection.execute(sql)

@@ -191,7 +191,7 @@ async def _erase_tenant(
             "WHERE tenant_id = $1 AND reason = 'erasure'", tenant_id))
     for stream in STREAMS:
         erased = _Erased(stream, users, examples)
-        keys = await list_keys(client, store.key(tenant_id, stream) + "/")
+        keys = await list_keys(client, store.stream_key(tenant_id, stream) + "/")
         named: set[str] = set()  # one manifest in memory at a time, and the files named
         for manifest_key in sorted(key for key in keys if key.endswith(".manifest.json")):
             manifest = read_manifest(await get_json(client, manifest_key), manifest_key)

@@ -12,7 +12,8 @@ already exported). Its objects are
     ...
     <prefix>/<tenant>/<stream>/<from>--<until>.manifest.json
 
-(times as `20261201T101500.000000Z`): parts of at most `part_rows` rows
+(times as `20261201T101500.000000Z`; `<tenant>` the id with "%" and "/" percent-encoded,
+`object_store.tenant_folder`): parts of at most `part_rows` rows
 (`FEEDBACKLOOP_OBJECT_EXPORT_PART_ROWS`), each read, written and uploaded before the next is
 read (`object_rows`, `object_parts`); the manifest last, listing every part. Memory holds one
 part's rows; what grows with the increment is held whole: every row's id, the retracted list,
@@ -20,8 +21,9 @@ each part's users' filter and the serialized manifest (about 9 MiB of ids and 4.
 manifest per 100,000 rows; measured peak for 300,000 rows: 2232 MiB written whole, 573 MiB in
 parts of 50,000). The objects are written first and `exported_to` is advanced after: a crash
 in between writes the same increment again under the same names (its end read back from the
-manifest it left, which is deleted before any part it names is written again), with the same
-rows; data files a run left without their manifest (parts of a run that stopped halfway) are
+manifest it left, which is deleted before any part it names is written again, or from the
+names of the parts an attempt that stopped after that left), with the same rows; data files
+a run left without their manifest (parts of a run that stopped halfway) are
 deleted by the next once it has written that stretch again, as are parts a manifest no longer
 names, and by an erasure before it (`object_erasure`). Streams:
 - `examples`: the published documents of examples created or revised in the stretch (a
@@ -116,30 +118,51 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def _leftover_until(keys: Sequence[str], start: str, since: datetime) -> datetime | None:
+    """The earliest end named by the stretch's parts (`<start><until>.part-...`), left by a
+    run that stopped after its manifest was deleted; None when there are none (a name that is
+    not an end after `since` is none)."""
+    ends = []
+    for key in keys:
+        end, found, _ = key.removeprefix(start).partition(".part-")
+        try:
+            moment = datetime.strptime(end, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if found and moment > since:
+            ends.append(moment)
+    return min(ends, default=None)
+
+
 async def _resume(
     client: Any, store: ObjectStore, *, tenant_id: str, stream: str, since: datetime,
     until: datetime,
 ) -> tuple[datetime, list[str]]:
     """The end of the increment starting at `since`: the one an earlier run wrote a manifest
-    for when it stopped before the watermark moved (so it is written again under the same
-    names), else `until`; and every object an earlier run wrote from `since`, to delete once
+    for when it stopped before the watermark moved, else the one named by the data files an
+    earlier attempt left without their manifest (it stopped halfway after deleting it), else
+    `until`; so every attempt at a stretch writes it under the same names and no rows of it
+    are written under two. Also every object an earlier run wrote from `since`, to delete once
     the increment is written if its manifest does not name them (they would repeat its
     rows).
 
     The earlier manifests are deleted here, before any part they name is written again: a
     manifest never names a file whose rows its ids and users' filters do not describe. Until
     the new manifest is written the stretch's files are named by none, and an erasure deletes
-    them (`object_erasure`); the next run writes the stretch again."""
+    them (`object_erasure`; the next run then takes a new end, nothing of the old one being
+    left); the next run writes the stretch again."""
     import obstore
 
     # Listing is by folder (the store's prefixes are paths), so the names are matched here.
-    start = store.key(tenant_id, stream, f"{_stamp(since)}--")
-    found = [key for key in await list_keys(client, store.key(tenant_id, stream) + "/")
+    start = store.stream_key(tenant_id, stream, f"{_stamp(since)}--")
+    found = [key for key in await list_keys(client, store.stream_key(tenant_id, stream) + "/")
              if key.startswith(start)]
     manifests = sorted(key for key in found if key.endswith(".manifest.json"))
     if manifests:
         written = read_manifest(await get_json(client, manifests[0]), manifests[0])
         until = min(until, datetime.fromisoformat(written["stored_until"]))
+    elif (left := _leftover_until(found, start, since)) is not None:
+        until = min(until, left)
     for key in manifests:
         await obstore.delete_async(client, key)
     return until, [key for key in found if key not in manifests]
@@ -185,7 +208,7 @@ async def export_increment(
         return None
     until, found = await _resume(client, store, tenant_id=tenant_id, stream=stream,
                                  since=since, until=until)
-    base = store.key(tenant_id, stream, f"{_stamp(since)}--{_stamp(until)}")
+    base = store.stream_key(tenant_id, stream, f"{_stamp(since)}--{_stamp(until)}")
     rows, keys = await _write_increment(pool, client, base, tenant_id=tenant_id, stream=stream,
                                         since=since, until=until, part_rows=part_rows)
     for key in sorted(set(found) - set(keys)):
@@ -202,28 +225,50 @@ async def export_increment(
     return Increment(tenant_id, stream, since, until, rows, tuple(keys))
 
 
-async def _export_cut(lock: asyncpg.Connection, *, now: datetime, settle: timedelta) -> datetime:
+async def _export_cut(lock: asyncpg.Connection, *, now: datetime | None,
+                      settle: timedelta) -> datetime:
     # stored_at is when a writing transaction began: cut before the oldest one still open, so
     # rows it commits later cannot land in a stretch already exported. A microsecond before:
     # its own rows are stored at its start exactly, and a stretch ends with its last instant
     # (`<= until`), so they fall after this stretch, in the next, once they are committed.
+    # The present is the database's clock, read in the same statement (the one stored_at is
+    # on), and only client transactions count: autovacuum and WAL senders write no rows.
     cut: datetime = await lock.fetchval(
         """
-        SELECT least($1::timestamptz, (
+        SELECT least(clock_timestamp() - $1::interval, $2::timestamptz, (
             SELECT min(xact_start) FROM pg_stat_activity
-            WHERE datname = current_database() AND pid <> pg_backend_pid()))
+            WHERE datname = current_database() AND backend_type = 'client backend'
+              AND pid <> pg_backend_pid()))
             - interval '1 microsecond'
-        """, now - settle)
+        """, settle, None if now is None else now - settle)
     return cut
 
 
+async def _export_all(
+    pool: asyncpg.Pool, store: ObjectStore, client: Any, *, until: datetime,
+    tenants: Sequence[str], part_rows: int,
+) -> list[Increment]:
+    done = []
+    for tenant_id in tenants:
+        for stream in STREAMS:
+            increment = await export_increment(
+                pool, store, tenant_id=tenant_id, stream=stream, until=until, client=client,
+                part_rows=part_rows)
+            if increment is not None:
+                done.append(increment)
+    return done
+
+
 async def export_due(
-    pool: asyncpg.Pool, store: ObjectStore, *, now: datetime, settle: timedelta,
+    pool: asyncpg.Pool, store: ObjectStore, *, settle: timedelta, now: datetime | None = None,
     tenants: Sequence[str] | None = None, part_rows: int = DEFAULT_PART_ROWS,
 ) -> list[Increment] | None:
-    """One increment per tenant and stream, up to `now - settle`, in parts of at most
-    `part_rows` rows; None when another replica is exporting (an advisory lock held for the
-    run)."""
+    """One increment per tenant and stream, up to `settle` before the database's clock (and
+    before `now - settle` when `now` is given), in parts of at most `part_rows` rows; None
+    when another replica is exporting (an advisory lock held for the run). The erasures are
+    applied to the objects after the increments, and also when an increment failed: then the
+    increment's failure is raised after them (an erasure's failure is logged, and raised when
+    the increments succeeded)."""
     _check_part_rows(part_rows)
     client = store.client()
     async with pool.acquire() as lock:
@@ -236,15 +281,23 @@ async def export_due(
                     "SELECT tenant_id FROM trainer.responses UNION "
                     "SELECT tenant_id FROM trainer.feedback UNION "
                     "SELECT tenant_id FROM trainer.examples ORDER BY 1")]
-            done = []
-            for tenant_id in tenants:
-                for stream in STREAMS:
-                    increment = await export_increment(
-                        pool, store, tenant_id=tenant_id, stream=stream, until=until,
-                        client=client, part_rows=part_rows)
-                    if increment is not None:
-                        done.append(increment)
-            for rewrite in await erase_exported(pool, store, client=client):
+            failure: Exception | None = None
+            done: list[Increment] = []
+            try:
+                done = await _export_all(pool, store, client, until=until, tenants=tenants,
+                                         part_rows=part_rows)
+            except Exception as error:
+                failure = error
+            try:
+                rewrites = await erase_exported(pool, store, client=client)
+            except Exception:
+                if failure is None:
+                    raise
+                logger.exception("erasure rewrite after a failed increment failed too")
+                rewrites = []
+            if failure is not None:
+                raise failure
+            for rewrite in rewrites:
                 logger.info("rewrote %s without %d rows of erased users", rewrite.manifest_key,
                             rewrite.rows_removed)
             return done

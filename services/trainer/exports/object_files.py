@@ -3,10 +3,15 @@ rows. Pure.
 
 A part's rows are written twice: JSONL (one JSON object per line) and Parquet in the stream's
 one Arrow schema (`stream_schema`: every column named with its type, all nullable), whose
-columns are the JSONL keys, JSON values (nested, or a number where the column holds JSON) as
-JSON text and times as ISO 8601, so every part of a stream reads together with every other
-(`pq.read_table([...])`, `pyarrow.dataset`) whichever columns a part left empty. A row with a
-key its stream's schema does not name is refused (`ValueError`): a new column is added here.
+columns are the JSONL keys by kind (`_COLUMNS`): a "text" column holds the value's string
+(times as ISO 8601, ids as text), a "json" column the JSON text of every value (`json.loads`
+reads each one back: a string is stored quoted, so `"[1]"` and `[1]` stay apart), "int",
+"float" and "bool" their values; a missing value is null. So every part of a stream reads
+together with every other (`pq.read_table([...])`, `pyarrow.dataset`) whichever columns a
+part left empty. A row with a key its stream's schema does not name, or a value not of its
+column's kind, is refused (`ValueError`): a new field is added here. The event streams read
+only the table columns named here (`table_columns`), so a column added to a table is not
+exported until it is named.
 An erased row is an `examples` row whose `example_id` was retracted for erasure, or a
 `feedback` or `responses` row whose `user_id` is an erased user's.
 """
@@ -18,20 +23,22 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 
-# Each stream's columns in file order, by kind: "text" (strings; times as ISO 8601), "json"
-# (JSON text of a nested or numeric value; a string as it is), "int", "float", "bool".
+# Each stream's columns in file order, by kind: "text" (strings; times as ISO 8601, ids as
+# text), "json" (the JSON text of every value, strings included), "int", "float", "bool".
+# The event streams' columns are their tables' (read by these names: `object_rows`).
 _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     # The published document (feedbackloop.contract.TrainingExample).
     "examples": (
         ("type", "text"), ("schema_version", "int"), ("revision", "int"),
         ("example_id", "text"), ("tenant_id", "text"), ("kind", "text"), ("split", "text"),
         ("conversation_id", "text"), ("response_id", "text"), ("prompt", "json"),
-        ("context", "json"), ("action_data", "json"), ("completion", "json"),
-        ("label", "bool"), ("chosen", "json"), ("rejected", "json"), ("output", "json"),
-        ("reference", "json"), ("quality", "float"), ("provenance", "json")),
+        ("context", "json"), ("action_data", "json"), ("completion", "text"),
+        ("label", "bool"), ("chosen", "text"), ("rejected", "text"), ("output", "text"),
+        ("reference", "text"), ("quality", "float"), ("provenance", "json")),
     # trainer.feedback's columns, then the event's type.
     "feedback": (
         ("tenant_id", "text"), ("event_id", "text"), ("response_id", "text"),
@@ -62,15 +69,22 @@ def stream_schema(stream: str) -> Any:
                       for name, kind in _COLUMNS[stream]])
 
 
-def _cell(kind: str, value: Any) -> Any:
+def table_columns(stream: str) -> tuple[str, ...]:
+    """The event stream's table columns its schema names (all but the event's `type`)."""
+    return tuple(name for name, _ in _COLUMNS[stream] if name != "type")
+
+
+def _cell(kind: str, name: str, value: Any) -> Any:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if kind == "json" and not isinstance(value, str):
+    if kind == "json":
         return orjson.dumps(value).decode()
-    if kind == "text" and not isinstance(value, str):
-        return str(value)
+    if kind == "text":
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, str | UUID):
+            return str(value)
+        raise ValueError(f"column {name} holds text, not {type(value).__name__}")
     return value
 
 
@@ -80,7 +94,7 @@ def _flat(stream: str, row: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(row) - set(columns))
     if unknown:
         raise ValueError(f"the {stream} stream's Parquet schema has no column {unknown}")
-    return {name: _cell(kind, row.get(name)) for name, kind in columns.items()}
+    return {name: _cell(kind, name, row.get(name)) for name, kind in columns.items()}
 
 
 def parquet_bytes(stream: str, rows: Sequence[dict[str, Any]]) -> bytes:

@@ -22,6 +22,7 @@ import asyncpg
 
 from services.trainer.examples.build import published_document
 from services.trainer.examples.redaction import redact
+from services.trainer.exports.object_files import table_columns
 from services.trainer.repository import _NOBODY_OPTED_OUT
 
 STREAMS = ("examples", "feedback", "responses")
@@ -33,6 +34,12 @@ _TEXT_COLUMNS = frozenset({"prompt", "context", "output", "action_data", "commen
 # $1 tenant, $2 the stored time of the last row read (the increment's start before the first
 # part), $3 the increment's end, $4 the id of the last row read (NULL before the first part:
 # then the row comparison is true exactly when the time is after $2), $5 the part's size.
+# The event streams read exactly the columns their Parquet schema names, so a column added to a
+# table is not exported (and stops nothing) until the schema names it.
+def _selected(stream: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in table_columns(stream))
+
+
 _PAGES: dict[str, tuple[str, str, str]] = {
     "examples": ("updated_at", "example_id", """
         SELECT record, revision, created_at, updated_at, example_id FROM trainer.examples
@@ -41,13 +48,13 @@ _PAGES: dict[str, tuple[str, str, str]] = {
         ORDER BY updated_at, example_id LIMIT $5"""),
     # Neither the event's user nor the user whose conversation it is has opted out, now.
     "feedback": ("stored_at", "event_id", f"""
-        SELECT f.* FROM trainer.feedback f
+        SELECT {_selected("feedback", "f")} FROM trainer.feedback f
         LEFT JOIN trainer.responses r USING (tenant_id, response_id)
         WHERE f.tenant_id = $1 AND f.stored_at >= $2 AND f.stored_at <= $3
           AND (f.stored_at, f.event_id) > ($2, $4) AND {_NOBODY_OPTED_OUT}
         ORDER BY f.stored_at, f.event_id LIMIT $5"""),
-    "responses": ("stored_at", "response_id", """
-        SELECT t.* FROM trainer.responses t
+    "responses": ("stored_at", "response_id", f"""
+        SELECT {_selected("responses", "t")} FROM trainer.responses t
         WHERE t.tenant_id = $1 AND t.stored_at >= $2 AND t.stored_at <= $3
           AND (t.stored_at, t.response_id) > ($2, $4)
           AND NOT EXISTS (SELECT 1 FROM trainer.consent c WHERE c.tenant_id = t.tenant_id

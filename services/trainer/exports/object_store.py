@@ -43,6 +43,17 @@ class ObjectStore:
     def key(self, *parts: str) -> str:
         return "/".join(part.strip("/") for part in (self.prefix, *parts) if part.strip("/"))
 
+    def stream_key(self, tenant_id: str, stream: str, name: str = "") -> str:
+        """A key under the tenant's stream: `<prefix>/<tenant>/<stream>/<name>`."""
+        return self.key(tenant_folder(tenant_id), stream, name)
+
+
+def tenant_folder(tenant_id: str) -> str:
+    """The tenant's folder name: its id with "%" and "/" percent-encoded, so no tenant's
+    folder is inside another's (`acme` and `acme/feedback`); other ids are kept as they are,
+    and with them the names of objects written before."""
+    return tenant_id.replace("%", "%25").replace("/", "%2F")
+
 
 def object_store(settings: Settings) -> ObjectStore | None:
     """The configured store, or None when exports to object storage are off."""

@@ -10,7 +10,7 @@ other work."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
@@ -31,8 +31,7 @@ def object_export_job(
 ) -> Job:
     async def run() -> int:
         try:
-            done = await export_due(pool, store, now=datetime.now(UTC), settle=settle,
-                                    part_rows=part_rows)
+            done = await export_due(pool, store, settle=settle, part_rows=part_rows)
         except Exception as error:
             raise ExportFailed(f"export to {store.endpoint}/{store.bucket} failed "
                                f"({type(error).__name__}: {error})") from error
