@@ -3,9 +3,9 @@ events and logged responses they came from, as JSONL and Parquet with a manifest
 by the time rows were stored.
 
 An increment of one tenant's stream covers rows stored in `(exported_to, until]`, where
-`until` is at least `settle` in the past and a microsecond before the oldest transaction still
-open began (its rows are stored at its start, so none of them can commit rows into a stretch
-already exported). Its objects are
+`until` is at least `settle` before the database's clock and a microsecond before the oldest
+client transaction still open began (its rows are stored at its start, so none of them can
+commit rows into a stretch already exported). Its objects are
 
     <prefix>/<tenant>/<stream>/<from>--<until>.part-00001.jsonl
     <prefix>/<tenant>/<stream>/<from>--<until>.part-00001.parquet
@@ -39,9 +39,9 @@ or written.
 
 Erasure: an erased user's rows are gone from the trainer at once, so no later increment holds
 them; the objects written before are rewritten by `erase_exported`, which every export run
-calls after its increments (under the same lock; `object_erasure`): each part of the tenant
-whose JSONL or Parquet holds a row of an erased user (`feedback` and `responses` rows by
-`user_id`, the rows the trainer deletes; `examples` rows retracted for erasure; only parts
+calls after its increments, also when one failed (under the same lock; `object_erasure`):
+each part of the tenant whose JSONL or Parquet holds a row of an erased user (`feedback` and
+`responses` rows by `user_id`, the rows the trainer deletes; `examples` rows retracted for erasure; only parts
 whose manifest entry may hold them are downloaded) is written again under the same names
 without those rows, and its manifest with the new counts, ids and checksums and an `erasure`
 note (`rewritten_at`, `rows_removed`; never who). The files go first and the manifest
