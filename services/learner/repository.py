@@ -6,8 +6,9 @@ weights) are `refits/store.py`'s; the reads other services make are in `reads.py
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TypeAlias
+from datetime import datetime, timedelta
+from typing import NamedTuple, TypeAlias
+from uuid import UUID
 
 import asyncpg
 
@@ -22,6 +23,23 @@ from services.learner.processing import (
 )
 
 Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+# The greatest uuid: a mark at (t, ALL_AT) has read every choice recorded at t.
+ALL_AT = UUID("ffffffff-ffff-ffff-ffff-ffffffffffff")
+
+
+class ReadThrough(NamedTuple):
+    """How far a refit or an incremental step has read a segment's choices: every choice at or
+    before `(recorded_at, event_id)` in that order (migration 0026). A batch insert gives its
+    choices one `recorded_at`, so the time alone cannot say where a read stopped within them."""
+
+    recorded_at: datetime
+    event_id: UUID
+
+    @classmethod
+    def before(cls, watermark: datetime) -> ReadThrough:
+        """Every choice recorded before `watermark`, none at it."""
+        return cls(watermark - timedelta(microseconds=1), ALL_AT)
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
@@ -107,7 +125,8 @@ async def pending_choices(connection: Connection) -> list[PendingChoices]:
         LEFT JOIN learner.refit_state r
             ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
         WHERE c.chosen_item_id IS NOT NULL
-          AND (r.fitted_through IS NULL OR c.recorded_at > r.fitted_through)
+          AND (r.fitted_through IS NULL
+               OR (c.recorded_at, c.event_id) > (r.fitted_through, r.fitted_through_event))
         GROUP BY 1, 2
         """
     )
@@ -119,17 +138,19 @@ async def recent_choices(
 ) -> list[asyncpg.Record]:
     """The tenant's newest `limit` choices of an option, with the options shown, the customer
     and the segment the session was ranked for (`balanced` when it named none). A segment
-    whose preferences shifted forgets the choices before its window."""
+    whose preferences shifted forgets the choices before its window. Newest first in the
+    order `ReadThrough` marks."""
     return await connection.fetch(
         f"""
-        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.user_id
+        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.event_id,
+               c.user_id
         FROM learner.choices c
         JOIN learner.sessions s USING (tenant_id, session_id)
         LEFT JOIN learner.refit_state r
             ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
         WHERE c.tenant_id = $1 AND c.chosen_item_id IS NOT NULL
           AND (r.window_start IS NULL OR c.recorded_at >= r.window_start)
-        ORDER BY c.recorded_at DESC
+        ORDER BY c.recorded_at DESC, c.event_id DESC
         LIMIT $2
         """,
         tenant_id,
@@ -149,7 +170,7 @@ async def recent_choices_of_segment(
         LEFT JOIN learner.refit_state r ON r.tenant_id = c.tenant_id AND r.segment = $2
         WHERE c.tenant_id = $1 AND {_SEGMENT} = $2 AND c.chosen_item_id IS NOT NULL
           AND (r.window_start IS NULL OR c.recorded_at >= r.window_start)
-        ORDER BY c.recorded_at DESC
+        ORDER BY c.recorded_at DESC, c.event_id DESC
         LIMIT $3
         """,
         tenant_id,
@@ -163,7 +184,8 @@ async def read_watermark(connection: Connection) -> datetime:
     open now (a choice's `recorded_at` is its transaction's start), or now when none is.
 
     Read before reading choices, it bounds what a refit may mark as read: a choice committed
-    later by a transaction that was already open is then still seen as new.
+    later by a transaction that was already open is then still seen as new. Exclusive: that
+    transaction's choices are recorded at the watermark itself (`ReadThrough.before`).
     """
     watermark: datetime = await connection.fetchval(
         """
@@ -178,12 +200,18 @@ async def read_watermark(connection: Connection) -> datetime:
 
 async def incremental_pending(connection: Connection) -> list[asyncpg.Record]:
     """Per tenant and segment that has a version with a posterior: how far increments and
-    refits have absorbed its choices (`through`), and whether any choice came after."""
+    refits have absorbed its choices (`through` and `through_event`, the later of the two
+    marks), when some choice came after."""
     return await connection.fetch(
         f"""
-        SELECT r.tenant_id, r.segment,
-               GREATEST(r.fitted_through, r.updated_through) AS through
+        SELECT r.tenant_id, r.segment, t.through, t.through_event
         FROM learner.refit_state r
+        CROSS JOIN LATERAL (
+            SELECT m.through, m.through_event
+            FROM (VALUES (r.fitted_through, r.fitted_through_event),
+                         (r.updated_through, r.updated_through_event)) m (through, through_event)
+            WHERE m.through IS NOT NULL
+            ORDER BY 1 DESC, 2 DESC LIMIT 1) t
         WHERE EXISTS (
             SELECT 1 FROM learner.weights_versions v
             WHERE v.tenant_id = r.tenant_id AND v.segment = r.segment
@@ -192,30 +220,34 @@ async def incremental_pending(connection: Connection) -> list[asyncpg.Record]:
             SELECT 1 FROM learner.choices c JOIN learner.sessions s USING (tenant_id, session_id)
             WHERE c.tenant_id = r.tenant_id AND {_SEGMENT} = r.segment
               AND c.chosen_item_id IS NOT NULL
-              AND c.recorded_at > GREATEST(r.fitted_through, r.updated_through))
+              AND (c.recorded_at, c.event_id) > (t.through, t.through_event))
         ORDER BY 1, 2
         """
     )
 
 
 async def choices_after(
-    connection: Connection, *, tenant_id: str, segment: str, after: datetime,
-    through: datetime, limit: int,
+    connection: Connection, *, tenant_id: str, segment: str, after: ReadThrough,
+    before: datetime, limit: int,
 ) -> list[asyncpg.Record]:
-    """The segment's choices recorded in `(after, through]`, oldest first."""
+    """The segment's first `limit` choices after `after` recorded before the watermark
+    `before`, oldest first in `ReadThrough`'s order: the last one is where the next read
+    starts, even within choices sharing one `recorded_at`."""
     return await connection.fetch(
         f"""
-        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.user_id
+        SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.event_id,
+               c.user_id
         FROM learner.choices c
         JOIN learner.sessions s USING (tenant_id, session_id)
         WHERE c.tenant_id = $1 AND {_SEGMENT} = $2 AND c.chosen_item_id IS NOT NULL
-          AND c.recorded_at > $3 AND c.recorded_at <= $4
-        ORDER BY c.recorded_at
-        LIMIT $5
+          AND (c.recorded_at, c.event_id) > ($3, $4) AND c.recorded_at < $5
+        ORDER BY c.recorded_at, c.event_id
+        LIMIT $6
         """,
         tenant_id,
         segment,
-        after,
-        through,
+        after.recorded_at,
+        after.event_id,
+        before,
         limit,
     )

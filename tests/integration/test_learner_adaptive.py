@@ -6,6 +6,7 @@ their own weights, and an erasure takes them away."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,3 +102,21 @@ async def test_customers_with_enough_choices_get_weights_and_lose_them_when_eras
         await repository.write_effects(connection, [
             UserErased("acme", "u", datetime.now(UTC))])
     assert await reads.customer_weights(pool, tenant_id="acme", user_id="u") is None
+
+
+async def test_choices_sharing_one_recorded_at_beyond_a_batch_are_all_absorbed(
+    pool: Any,  # noqa: F811
+) -> None:
+    await _write(pool, _choices(80, "price_sensitive", seed=21))
+    await refit_due(pool, CONFIG)
+    await _write(pool, _choices(10, "price_sensitive", seed=22))  # one transaction: one time
+    config = replace(CONFIG, incremental_max_choices=4)
+    absorbed = []
+    for _ in range(5):
+        outcomes = await update_incrementally(pool, config)
+        if not outcomes:
+            break
+        absorbed += [outcome.choices for outcome in outcomes]
+    assert absorbed == [4, 4, 2]
+    newest = await store.newest_version(pool, tenant_id="acme", segment="price_sensitive")
+    assert newest is not None and newest["sample_size"] == 90

@@ -154,3 +154,28 @@ async def test_the_read_watermark_stops_before_open_transactions(postgres_url: s
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_a_choice_committed_at_the_watermark_after_a_refit_counts_as_new(
+    postgres_url: str,
+) -> None:
+    from services.learner.repository import pending_choices
+
+    database = await create_database(postgres_url)
+    pool = await create_pool(database, min_size=1, max_size=3)
+    writer = await pool.acquire()
+    try:
+        late = writer.transaction()
+        await late.start()  # its choice's recorded_at is this start: the refit's watermark
+        await write_effects(writer, _choices(1, "price_sensitive", seed=31))
+        await asyncio.sleep(0.01)
+        await _write(pool, _choices(100, "price_sensitive", seed=32))
+        [outcome] = await refit_due(pool, CONFIG)
+        assert outcome.sample_size == 100
+        await late.commit()
+        [pending] = await pending_choices(pool)
+        # The 100 were recorded after the watermark, so they count again; the late one too.
+        assert pending.new_choices == 101
+    finally:
+        await pool.release(writer)
+        await pool.close()

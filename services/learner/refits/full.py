@@ -20,6 +20,7 @@ from services.learner.processing import group_choices, segments_due
 from services.learner.refits import store
 from services.learner.refits.config import GLOBAL_SEGMENT, RefitConfig
 from services.learner.refits.promotion import check_promotion
+from services.learner.repository import ReadThrough
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +96,18 @@ def _accepted(
 
 def _read_through(
     rows: list[asyncpg.Record], segments: list[str], watermark: datetime
-) -> dict[str, datetime | None]:
+) -> dict[str, ReadThrough | None]:
     """What a refit read, per due segment; a segment whose choices fell outside the newest
     `max_choices` is marked read up to the newest choice, so it does not come due forever.
-    Never past the watermark: a choice still being committed must count as new next time."""
-    newest_overall = max((row["recorded_at"] for row in rows), default=None)
+    Never at or past the watermark: a choice still being committed (recorded at the watermark
+    or later) must count as new next time."""
+    def mark(row: asyncpg.Record) -> ReadThrough:
+        return ReadThrough(row["recorded_at"], row["event_id"])
+
+    newest_overall = max(map(mark, rows), default=None)
     return {
-        segment: _at_most(max(
-            (row["recorded_at"] for row in rows if row["segment"] == segment),
+        segment: _before(max(
+            (mark(row) for row in rows if row["segment"] == segment),
             default=newest_overall,
         ), watermark)
         for segment in segments
@@ -112,7 +117,7 @@ def _read_through(
 async def _commit_refit(
     pool: asyncpg.Pool, tenant_id: str, accepted: dict[str, SegmentWeights],
     promotions: dict[str, Promotion], customers: dict[str, dict[str, SegmentWeights]],
-    newest: dict[str, datetime | None], fit_seconds: float,
+    newest: dict[str, ReadThrough | None], fit_seconds: float,
 ) -> dict[str, int]:
     """The accepted fits as versions, with their customers' fits and what the refit read, in
     one transaction under the tenant's refit lock; returns the new version of each segment."""
@@ -159,5 +164,5 @@ def _fit_customers(
     return fitted
 
 
-def _at_most(moment: datetime | None, bound: datetime) -> datetime | None:
-    return None if moment is None else min(moment, bound)
+def _before(mark: ReadThrough | None, watermark: datetime) -> ReadThrough | None:
+    return None if mark is None else min(mark, ReadThrough.before(watermark))

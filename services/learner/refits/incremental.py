@@ -25,6 +25,7 @@ from services.learner.refits import store
 from services.learner.refits.config import RefitConfig
 from services.learner.refits.full import refit_tenant
 from services.learner.refits.promotion import check_promotion
+from services.learner.repository import ReadThrough
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def update_incrementally(pool: asyncpg.Pool, config: RefitConfig) -> list[
     outcomes = []
     for row in await repository.incremental_pending(pool):
         outcome = await update_segment(pool, config, row["tenant_id"], row["segment"],
-                                       row["through"])
+                                       ReadThrough(row["through"], row["through_event"]))
         if outcome is None:
             continue
         outcomes.append(outcome)
@@ -55,17 +56,18 @@ async def update_incrementally(pool: asyncpg.Pool, config: RefitConfig) -> list[
 
 
 async def update_segment(
-    pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segment: str, after: datetime
+    pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segment: str, after: ReadThrough
 ) -> UpdateOutcome | None:
-    """The segment's choices in `(after, watermark]` absorbed into an incremental version from
-    its newest one (stored unpromoted when the check finds it worse). None when there is no
-    posterior to start from, no choice to absorb, or another pass committed a version first."""
+    """The segment's next choices after `after` and before the watermark absorbed into an
+    incremental version from its newest one (stored unpromoted when the check finds it worse).
+    None when there is no posterior to start from, no choice to absorb, or another pass
+    committed a version first."""
     watermark = await repository.read_watermark(pool)
     newest = await store.newest_version(pool, tenant_id=tenant_id, segment=segment)
     if newest is None or newest["posterior"] is None:
         return None
     rows = await repository.choices_after(
-        pool, tenant_id=tenant_id, segment=segment, after=after, through=watermark,
+        pool, tenant_id=tenant_id, segment=segment, after=after, before=watermark,
         limit=config.incremental_max_choices,
     )
     if not rows:
@@ -79,7 +81,7 @@ async def update_segment(
             ObservedChoice(r["options"], r["chosen_item_id"]) for r in recent])
     committed, version = await _commit_update(
         pool, tenant_id, segment, newest["version"], step, promotion,
-        through=max(row["recorded_at"] for row in rows),
+        through=ReadThrough(rows[-1]["recorded_at"], rows[-1]["event_id"]),
     )
     if not committed:
         return None  # another pass (a refit, a replica) got there first; try again
@@ -123,7 +125,7 @@ async def _step(
 
 async def _commit_update(
     pool: asyncpg.Pool, tenant_id: str, segment: str, expected_version: int, step: _Step,
-    promotion: Promotion | None, *, through: datetime,
+    promotion: Promotion | None, *, through: ReadThrough,
 ) -> tuple[bool, int | None]:
     """The step as the segment's next version, what it read, and a detected shift's new window,
     in one transaction under the tenant's refit lock; only while the newest version is still

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.learner.learning import SegmentWeights
-from services.learner.repository import Connection
+from services.learner.repository import ALL_AT, Connection, ReadThrough
 
 
 async def lock_tenant_refits(connection: Connection, *, tenant_id: str) -> None:
@@ -130,16 +130,20 @@ async def recent_batch_scores(
 
 
 async def mark_updated(
-    connection: Connection, *, tenant_id: str, segment: str, updated_through: datetime
+    connection: Connection, *, tenant_id: str, segment: str, updated_through: ReadThrough
 ) -> None:
+    """The segment's incremental steps have absorbed its choices up to `updated_through`
+    (never moved back)."""
     await connection.execute(
         """
-        UPDATE learner.refit_state SET updated_through = GREATEST(updated_through, $3)
+        UPDATE learner.refit_state SET updated_through = $3, updated_through_event = $4
         WHERE tenant_id = $1 AND segment = $2
+          AND (updated_through IS NULL OR (updated_through, updated_through_event) < ($3, $4))
         """,
         tenant_id,
         segment,
-        updated_through,
+        updated_through.recorded_at,
+        updated_through.event_id,
     )
 
 
@@ -151,12 +155,16 @@ async def forget_before(
     await connection.execute(
         """
         UPDATE learner.refit_state
-        SET window_start = $3, fitted_through = LEAST(fitted_through, $3 - interval '1 microsecond')
+        SET window_start = $3,
+            fitted_through = LEAST(fitted_through, $3 - interval '1 microsecond'),
+            fitted_through_event = CASE WHEN fitted_through >= $3 THEN $4
+                                        ELSE fitted_through_event END
         WHERE tenant_id = $1 AND segment = $2
         """,
         tenant_id,
         segment,
         window_start,
+        ALL_AT,
     )
 
 
@@ -187,19 +195,30 @@ async def replace_customer_weights(
 
 
 async def mark_fitted(
-    connection: Connection, *, tenant_id: str, segment: str, fitted_through: datetime
+    connection: Connection, *, tenant_id: str, segment: str, fitted_through: ReadThrough
 ) -> None:
+    """A full refit has read the segment's choices up to `fitted_through` (never moved back)."""
+    # Both CASEs see the row as it was before the update.
     await connection.execute(
         """
-        INSERT INTO learner.refit_state (tenant_id, segment, fitted_through, fitted_at)
-        VALUES ($1, $2, $3, now())
+        INSERT INTO learner.refit_state AS r (tenant_id, segment, fitted_through,
+            fitted_through_event, fitted_at)
+        VALUES ($1, $2, $3, $4, now())
         ON CONFLICT (tenant_id, segment) DO UPDATE SET
-            fitted_through = GREATEST(learner.refit_state.fitted_through, EXCLUDED.fitted_through),
+            fitted_through = CASE
+                WHEN (EXCLUDED.fitted_through, EXCLUDED.fitted_through_event)
+                     > (r.fitted_through, r.fitted_through_event)
+                THEN EXCLUDED.fitted_through ELSE r.fitted_through END,
+            fitted_through_event = CASE
+                WHEN (EXCLUDED.fitted_through, EXCLUDED.fitted_through_event)
+                     > (r.fitted_through, r.fitted_through_event)
+                THEN EXCLUDED.fitted_through_event ELSE r.fitted_through_event END,
             fitted_at = EXCLUDED.fitted_at
         """,
         tenant_id,
         segment,
-        fitted_through,
+        fitted_through.recorded_at,
+        fitted_through.event_id,
     )
 
 
