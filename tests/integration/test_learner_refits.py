@@ -179,3 +179,19 @@ async def test_a_choice_committed_at_the_watermark_after_a_refit_counts_as_new(
     finally:
         await pool.release(writer)
         await pool.close()
+
+
+async def test_a_mark_of_before_the_event_ids_still_reads_every_choice_at_its_time(
+    pool: Any,
+) -> None:
+    from services.learner.repository import pending_choices
+
+    await _write(pool, _choices(5, "price_sensitive", seed=41))
+    # A row as a refit wrote it before migration 0026: a time alone.
+    await pool.execute(
+        "INSERT INTO learner.refit_state (tenant_id, segment, fitted_through, fitted_at) "
+        "SELECT 'acme', 'price_sensitive', max(recorded_at), now() FROM learner.choices")
+    assert await pending_choices(pool) == []
+    await _write(pool, _choices(2, "price_sensitive", seed=42))
+    [pending] = await pending_choices(pool)
+    assert pending.new_choices == 2
