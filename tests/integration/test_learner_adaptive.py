@@ -26,6 +26,7 @@ from services.learner.weights_outbox import publish_unpublished
 from tests.integration.test_learner_refits import _choices, _write, pool  # noqa: F401
 
 pytestmark = pytest.mark.integration
+SPEED = {"price": 0.0, "quality": 0.0, "speed": 1.0}
 CONFIG = RefitConfig(min_new_choices=50, interval_seconds=3_600, min_choices=50,
                      customer_min_choices=50, fit=FitOptions())
 
@@ -120,3 +121,46 @@ async def test_choices_sharing_one_recorded_at_beyond_a_batch_are_all_absorbed(
     assert absorbed == [4, 4, 2]
     newest = await store.newest_version(pool, tenant_id="acme", segment="price_sensitive")
     assert newest is not None and newest["sample_size"] == 90
+
+
+async def test_a_shift_moves_the_window_forgets_earlier_choices_and_refits_at_once(
+    pool: Any,  # noqa: F811
+) -> None:
+    # price_sensitive customers who suddenly choose by speed alone: the test calls a shift
+    # once the posterior rests on `shift_min_history` (200) choices.
+    await _write(pool, _choices(200, "price_sensitive", seed=51))
+    await refit_due(pool, CONFIG)
+    await _write(pool, _choices(30, "price_sensitive", seed=52))
+    [before] = await update_incrementally(pool, CONFIG)
+    assert before.shift_detected is False
+    await _write(pool, _choices(60, "price_sensitive", seed=53, truth=SPEED))
+    changed_at = await pool.fetchval("SELECT max(recorded_at) FROM learner.choices")
+
+    [outcome] = await update_incrementally(pool, CONFIG)
+    assert outcome.shift_detected is True and outcome.version == 3
+    state = await pool.fetchrow("SELECT * FROM learner.refit_state "
+                                "WHERE tenant_id = 'acme' AND segment = 'price_sensitive'")
+    assert state["window_start"] == changed_at  # the shifted batch's first choice
+    detected = await store.newest_version(pool, tenant_id="acme", segment="price_sensitive")
+    assert detected is not None
+    # The refit that followed read only the window: the 60 choices after the change.
+    assert (detected["version"], detected["kind"], detected["sample_size"]) == (4, "full", 60)
+    refitted = await reads.weights_version(pool, tenant_id="acme", segment="price_sensitive",
+                                           version=4)
+    assert refitted is not None and refitted["weights"]["speed"] > refitted["weights"]["price"]
+    assert (state["fitted_through"], state["updated_through"]) == (changed_at, changed_at)
+    assert len(await repository.recent_choices_of_segment(
+        pool, tenant_id="acme", segment="price_sensitive", limit=1_000)) == 60
+    assert await repository.pending_choices(pool) == []
+    assert await update_incrementally(pool, CONFIG) == []
+
+    # Learning goes on from the window: the next batch is absorbed, tested against the
+    # window's batches only (the shifted one on), not the one before the change.
+    await _write(pool, _choices(30, "price_sensitive", seed=54, truth=SPEED))
+    [after] = await update_incrementally(pool, CONFIG)
+    assert (after.version, after.choices, after.shift_detected) == (5, 30, False)
+    newest = await store.newest_version(pool, tenant_id="acme", segment="price_sensitive")
+    assert newest is not None and newest["sample_size"] == 90
+    history = await store.recent_batch_scores(pool, tenant_id="acme", segment="price_sensitive",
+                                              limit=10)
+    assert [row["version"] for row in history] == [3, 5]

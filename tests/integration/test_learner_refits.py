@@ -35,8 +35,9 @@ async def pool(postgres_url: str) -> AsyncIterator[Any]:
     await pool.close()
 
 
-def _choices(count: int, segment: str, seed: int, tenant: str = "acme") -> list[Any]:
-    """Sessions of 4 options and a logit customer with weights TRUTH (scale 6)."""
+def _choices(count: int, segment: str, seed: int, tenant: str = "acme",
+             truth: dict[str, float] = TRUTH) -> list[Any]:
+    """Sessions of 4 options and a logit customer with weights `truth` (scale 6)."""
     rng = np.random.default_rng(seed)
     effects: list[Any] = []
     now = datetime.now(UTC)
@@ -45,10 +46,10 @@ def _choices(count: int, segment: str, seed: int, tenant: str = "acme") -> list[
         scores = rng.uniform(size=(4, 3))
         options = [
             {"item_id": f"i{j}", "rank": j + 1,
-             "scores": dict(zip(TRUTH, map(float, row), strict=True))}
+             "scores": dict(zip(truth, map(float, row), strict=True))}
             for j, row in enumerate(scores)
         ]
-        utility = 6 * scores @ np.array(list(TRUTH.values())) + rng.gumbel(size=4)
+        utility = 6 * scores @ np.array(list(truth.values())) + rng.gumbel(size=4)
         chosen = int(np.argmax(utility))
         effects.append(SessionShown(tenant, session, uuid.uuid4(), "u", "defaults", segment,
                                     "simple", [], options, None, None, now))

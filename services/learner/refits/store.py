@@ -152,11 +152,12 @@ async def forget_before(
 ) -> None:
     """The segment's preferences shifted at `window_start`: its fits forget earlier choices,
     and its next full refit is due now."""
+    # `$3::timestamptz`: untyped, `$3 - interval` would make $3 an interval.
     await connection.execute(
         """
         UPDATE learner.refit_state
         SET window_start = $3,
-            fitted_through = LEAST(fitted_through, $3 - interval '1 microsecond'),
+            fitted_through = LEAST(fitted_through, $3::timestamptz - interval '1 microsecond'),
             fitted_through_event = CASE WHEN fitted_through >= $3 THEN $4
                                         ELSE fitted_through_event END
         WHERE tenant_id = $1 AND segment = $2
