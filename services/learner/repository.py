@@ -6,7 +6,7 @@ weights) are `refits/store.py`'s; the reads other services make are in `reads.py
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple, TypeAlias
 from uuid import UUID
 
@@ -35,11 +35,6 @@ class ReadThrough(NamedTuple):
 
     recorded_at: datetime
     event_id: UUID
-
-    @classmethod
-    def before(cls, watermark: datetime) -> ReadThrough:
-        """Every choice recorded before `watermark`, none at it."""
-        return cls(watermark - timedelta(microseconds=1), ALL_AT)
 
 
 async def write_effects(connection: asyncpg.Connection, effects: Sequence[LearnerEffect]) -> None:
@@ -134,12 +129,13 @@ async def pending_choices(connection: Connection) -> list[PendingChoices]:
 
 
 async def recent_choices(
-    connection: Connection, *, tenant_id: str, limit: int
+    connection: Connection, *, tenant_id: str, before: datetime, limit: int
 ) -> list[asyncpg.Record]:
-    """The tenant's newest `limit` choices of an option, with the options shown, the customer
-    and the segment the session was ranked for (`balanced` when it named none). A segment
-    whose preferences shifted forgets the choices before its window. Newest first in the
-    order `ReadThrough` marks."""
+    """The tenant's newest `limit` choices of an option recorded before the watermark
+    `before`, with the options shown, the customer and the segment the session was ranked for
+    (`balanced` when it named none). A segment whose preferences shifted forgets the choices
+    before its window. Newest first in the order `ReadThrough` marks: a refit marks read what
+    it read, so no choice it fitted is absorbed again by an incremental step."""
     return await connection.fetch(
         f"""
         SELECT {_SEGMENT} AS segment, s.options, c.chosen_item_id, c.recorded_at, c.event_id,
@@ -148,12 +144,13 @@ async def recent_choices(
         JOIN learner.sessions s USING (tenant_id, session_id)
         LEFT JOIN learner.refit_state r
             ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
-        WHERE c.tenant_id = $1 AND c.chosen_item_id IS NOT NULL
+        WHERE c.tenant_id = $1 AND c.chosen_item_id IS NOT NULL AND c.recorded_at < $2
           AND (r.window_start IS NULL OR c.recorded_at >= r.window_start)
         ORDER BY c.recorded_at DESC, c.event_id DESC
-        LIMIT $2
+        LIMIT $3
         """,
         tenant_id,
+        before,
         limit,
     )
 
@@ -183,9 +180,10 @@ async def read_watermark(connection: Connection) -> datetime:
     """A time before which no choice can still commit: the start of the oldest transaction
     open now (a choice's `recorded_at` is its transaction's start), or now when none is.
 
-    Read before reading choices, it bounds what a refit may mark as read: a choice committed
-    later by a transaction that was already open is then still seen as new. Exclusive: that
-    transaction's choices are recorded at the watermark itself (`ReadThrough.before`).
+    Read before reading choices, it bounds what a refit or an incremental step reads, and so
+    marks as read: a choice committed later by a transaction that was already open is then
+    still seen as new. Exclusive: that transaction's choices are recorded at the watermark
+    itself, so the reads take the choices recorded before it.
     """
     watermark: datetime = await connection.fetchval(
         """

@@ -157,26 +157,33 @@ async def test_the_read_watermark_stops_before_open_transactions(postgres_url: s
         await writer.close()
 
 
-async def test_a_choice_committed_at_the_watermark_after_a_refit_counts_as_new(
+async def test_a_refit_reads_only_before_its_watermark_so_each_choice_counts_once(
     postgres_url: str,
 ) -> None:
+    from services.learner.refits import store
+    from services.learner.refits.incremental import update_incrementally
     from services.learner.repository import pending_choices
 
     database = await create_database(postgres_url)
     pool = await create_pool(database, min_size=1, max_size=3)
     writer = await pool.acquire()
     try:
+        await _write(pool, _choices(100, "price_sensitive", seed=30))
         late = writer.transaction()
         await late.start()  # its choice's recorded_at is this start: the refit's watermark
         await write_effects(writer, _choices(1, "price_sensitive", seed=31))
         await asyncio.sleep(0.01)
         await _write(pool, _choices(100, "price_sensitive", seed=32))
         [outcome] = await refit_due(pool, CONFIG)
-        assert outcome.sample_size == 100
+        assert outcome.sample_size == 100  # the 100 before the watermark, not those after it
         await late.commit()
         [pending] = await pending_choices(pool)
-        # The 100 were recorded after the watermark, so they count again; the late one too.
-        assert pending.new_choices == 101
+        assert pending.new_choices == 101  # the late one and the 100 after it, once each
+        [update] = await update_incrementally(pool, CONFIG)
+        assert update.choices == 101
+        newest = await store.newest_version(pool, tenant_id="acme", segment="price_sensitive")
+        assert newest is not None and newest["sample_size"] == 201
+        assert await pool.fetchval("SELECT count(*) FROM learner.choices") == 201
     finally:
         await pool.release(writer)
         await pool.close()

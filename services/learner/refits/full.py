@@ -51,14 +51,15 @@ async def refit_tenant(
     pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segments: list[str]
 ) -> RefitOutcome:
     watermark = await repository.read_watermark(pool)
-    rows = await repository.recent_choices(pool, tenant_id=tenant_id, limit=config.max_choices)
+    rows = await repository.recent_choices(pool, tenant_id=tenant_id, before=watermark,
+                                           limit=config.max_choices)
     start = await store.latest_coefficients(pool, tenant_id=tenant_id)
     grouped = group_choices(rows)
     began = time.perf_counter()
     fit = await asyncio.to_thread(fit_segments, grouped, config.fit, start=start)
     fit_seconds = time.perf_counter() - began
     accepted = _accepted(fit, segments, config)
-    newest = _read_through(rows, segments, watermark)
+    newest = _read_through(rows, segments)
     promotions = {
         segment: await check_promotion(pool, config, tenant_id, segment, weights,
                               grouped.get(segment, []) if segment != GLOBAL_SEGMENT else
@@ -95,21 +96,20 @@ def _accepted(
 
 
 def _read_through(
-    rows: list[asyncpg.Record], segments: list[str], watermark: datetime
+    rows: list[asyncpg.Record], segments: list[str]
 ) -> dict[str, ReadThrough | None]:
-    """What a refit read, per due segment; a segment whose choices fell outside the newest
-    `max_choices` is marked read up to the newest choice, so it does not come due forever.
-    Never at or past the watermark: a choice still being committed (recorded at the watermark
-    or later) must count as new next time."""
+    """What a refit read, per due segment: its newest choice read. A segment whose choices
+    fell outside the newest `max_choices` is marked read up to the newest choice, so it does
+    not come due forever. The rows were all recorded before the watermark, so a choice still
+    being committed (recorded at the watermark or later) counts as new next time, and every
+    choice fitted is marked read."""
     def mark(row: asyncpg.Record) -> ReadThrough:
         return ReadThrough(row["recorded_at"], row["event_id"])
 
     newest_overall = max(map(mark, rows), default=None)
     return {
-        segment: _before(max(
-            (mark(row) for row in rows if row["segment"] == segment),
-            default=newest_overall,
-        ), watermark)
+        segment: max((mark(row) for row in rows if row["segment"] == segment),
+                     default=newest_overall)
         for segment in segments
     }
 
@@ -162,7 +162,3 @@ def _fit_customers(
         if fit is not None and fit.converged:
             fitted[user_id] = fit
     return fitted
-
-
-def _before(mark: ReadThrough | None, watermark: datetime) -> ReadThrough | None:
-    return None if mark is None else min(mark, ReadThrough.before(watermark))
