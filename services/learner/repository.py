@@ -177,8 +177,11 @@ async def recent_choices_of_segment(
 
 
 async def read_watermark(connection: Connection) -> datetime:
-    """A time before which no choice can still commit: the start of the oldest transaction
-    open now (a choice's `recorded_at` is its transaction's start), or now when none is.
+    """A time before which no choice can still commit: the start of the oldest client
+    transaction open now (a choice's `recorded_at` is its transaction's start), or this
+    statement's start when none is (a transaction starting while it runs starts after it).
+    Autovacuum and other background workers write no choice, so their transactions do not
+    hold it back.
 
     Read before reading choices, it bounds what a refit or an incremental step reads, and so
     marks as read: a choice committed later by a transaction that was already open is then
@@ -187,10 +190,10 @@ async def read_watermark(connection: Connection) -> datetime:
     """
     watermark: datetime = await connection.fetchval(
         """
-        SELECT LEAST(clock_timestamp(), min(xact_start))
+        SELECT LEAST(statement_timestamp(), min(xact_start))
         FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-          AND xact_start IS NOT NULL
+          AND backend_type = 'client backend' AND xact_start IS NOT NULL
         """
     )
     return watermark
