@@ -203,3 +203,47 @@ async def test_a_mark_of_before_the_event_ids_still_reads_every_choice_at_its_ti
     await _write(pool, _choices(2, "price_sensitive", seed=42))
     [pending] = await pending_choices(pool)
     assert pending.new_choices == 2
+
+
+async def test_migration_0026_keeps_an_index_built_first_and_refuses_others_of_its_name(
+    postgres_url: str,
+) -> None:
+    """An index of 0026's name defined otherwise, or INVALID, stops the migration with what to
+    do, before it changes anything; one built CONCURRENTLY first, as the deployment notes say,
+    is kept."""
+    from feedbackloop.migrations import apply_migrations
+    from tests.integration.test_migration_race import _empty_database
+
+    connection = await asyncpg.connect(await _empty_database(postgres_url))
+    try:
+        await apply_migrations(connection, up_to=25)
+        await connection.execute("CREATE INDEX choices_by_recorded_event "
+                                 "ON learner.choices (tenant_id, recorded_at)")
+        with pytest.raises(asyncpg.RaiseError, match=r"choices_by_recorded_event is "
+                           r"\"CREATE INDEX .*\(tenant_id, recorded_at\)\", not"):
+            await apply_migrations(connection)
+        await connection.execute(
+            "DROP INDEX learner.choices_by_recorded_event; CREATE INDEX "
+            "choices_by_recorded_event ON learner.choices (tenant_id, recorded_at, event_id); "
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'learner.choices_by_recorded_event'::regclass")
+        with pytest.raises(asyncpg.RaiseError, match="choices_by_recorded_event is INVALID"):
+            await apply_migrations(connection)
+        assert await connection.fetchval(
+            "SELECT max(version) FROM public.schema_migrations") == 25
+        assert await connection.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'learner' "
+            "AND table_name = 'refit_state' AND column_name LIKE '%_event'") == 0
+
+        await connection.execute("DROP INDEX learner.choices_by_recorded_event")
+        await connection.execute("CREATE INDEX CONCURRENTLY choices_by_recorded_event "
+                                 "ON learner.choices (tenant_id, recorded_at, event_id)")
+        built = await connection.fetchval(
+            "SELECT 'learner.choices_by_recorded_event'::regclass::oid")
+        assert [m.version for m in await apply_migrations(connection)] == [26]
+        assert await connection.fetchval(
+            "SELECT 'learner.choices_by_recorded_event'::regclass::oid") == built
+        assert await connection.fetchval(
+            "SELECT to_regclass('learner.choices_by_recorded')") is None
+    finally:
+        await connection.close()
