@@ -164,3 +164,31 @@ async def test_a_shift_moves_the_window_forgets_earlier_choices_and_refits_at_on
     history = await store.recent_batch_scores(pool, tenant_id="acme", segment="price_sensitive",
                                               limit=10)
     assert [row["version"] for row in history] == [3, 5]
+
+    # What query shows of it, and what the preference-shift alert reads.
+    versions = await reads.weights_versions(pool, tenant_id="acme", history=10)
+    shifts = {row["version"]: row["drift"]["test"]["detected"] for row in versions
+              if row["segment"] == "price_sensitive" and row["drift"] is not None}
+    assert shifts == {2: False, 3: True, 5: False}
+    [confidence] = await reads.newest_segment_confidence(pool, segments=["price_sensitive"])
+    assert confidence["last_shift_at"] == next(
+        row["fitted_at"] for row in versions
+        if row["segment"] == "price_sensitive" and row["version"] == 3)
+    assert confidence["shift_statistic"] > confidence["shift_threshold"] > 0
+
+
+async def test_recommendation_outcomes_per_group(pool: Any) -> None:  # noqa: F811
+    start = datetime.now(UTC)
+    await _write(pool, _choices(3, "price_sensitive", seed=61))
+    await _write(pool, _choices(2, "speed_priority", seed=62)[::2])  # sessions, no choice
+    end = datetime.now(UTC)
+
+    async def outcomes(group_by: reads.RecommendationGroup) -> list[tuple[str, int, int, int]]:
+        rows = await reads.recommendation_outcomes(pool, tenant_id="acme", group_by=group_by,
+                                                   start=start, end=end)
+        return [(r["grp"], r["sessions"], r["decided"], r["converted"]) for r in rows]
+
+    assert await outcomes("overall") == [("all", 5, 3, 3)]
+    assert await outcomes("segment") == [("price_sensitive", 3, 3, 3),
+                                         ("speed_priority", 2, 0, 0)]
+    assert await outcomes("complexity") == [("simple", 5, 3, 3)]
