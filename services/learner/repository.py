@@ -109,8 +109,12 @@ async def _erase_users(connection: asyncpg.Connection, run: list[UserErased]) ->
 _SEGMENT = "COALESCE(s.segment, 'balanced')"
 
 
-async def pending_choices(connection: Connection) -> list[PendingChoices]:
-    """Per tenant and segment, the choices recorded after the segment's last refit read."""
+async def pending_choices(
+    connection: Connection, *, before: datetime | None = None
+) -> list[PendingChoices]:
+    """Per tenant and segment, the choices recorded after the segment's last refit read (and,
+    with `before`, a watermark, before it: the ones a refit now could read, so choices held
+    back by an open transaction do not make a refit due again and again on the same data)."""
     rows = await connection.fetch(
         f"""
         SELECT c.tenant_id, {_SEGMENT} AS segment, count(*) AS new_choices,
@@ -120,10 +124,12 @@ async def pending_choices(connection: Connection) -> list[PendingChoices]:
         LEFT JOIN learner.refit_state r
             ON r.tenant_id = c.tenant_id AND r.segment = {_SEGMENT}
         WHERE c.chosen_item_id IS NOT NULL
+          AND ($1::timestamptz IS NULL OR c.recorded_at < $1)
           AND (r.fitted_through IS NULL
                OR (c.recorded_at, c.event_id) > (r.fitted_through, r.fitted_through_event))
         GROUP BY 1, 2
-        """
+        """,
+        before,
     )
     return [PendingChoices(**dict(row)) for row in rows]
 

@@ -176,6 +176,11 @@ async def test_a_refit_reads_only_before_its_watermark_so_each_choice_counts_onc
         await _write(pool, _choices(100, "price_sensitive", seed=32))
         [outcome] = await refit_due(pool, CONFIG)
         assert outcome.sample_size == 100  # the 100 before the watermark, not those after it
+        # While the transaction stays open the 100 after it cannot be read: they do not make a
+        # refit due again on the same data (a version per poll).
+        assert await refit_due(pool, CONFIG) == []
+        assert await pool.fetchval("SELECT count(DISTINCT version) FROM learner.weights_versions"
+                                   " WHERE segment = 'price_sensitive'") == 1
         await late.commit()
         [pending] = await pending_choices(pool)
         assert pending.new_choices == 101  # the late one and the 100 after it, once each

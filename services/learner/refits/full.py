@@ -36,21 +36,26 @@ class RefitOutcome:
 
 async def refit_due(pool: asyncpg.Pool, config: RefitConfig) -> list[RefitOutcome]:
     """One pass: refit every due segment of every tenant; returns what was done."""
-    pending = await repository.pending_choices(pool)
+    watermark = await repository.read_watermark(pool)
+    pending = await repository.pending_choices(pool, before=watermark)
     due = segments_due(
         pending,
         now=datetime.now(UTC),
         min_new_choices=config.min_new_choices,
         interval_seconds=config.interval_seconds,
     )
-    return [await refit_tenant(pool, config, tenant, segments) for tenant, segments in
-            sorted(due.items())]
+    return [await refit_tenant(pool, config, tenant, segments, watermark=watermark)
+            for tenant, segments in sorted(due.items())]
 
 
 async def refit_tenant(
-    pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segments: list[str]
+    pool: asyncpg.Pool, config: RefitConfig, tenant_id: str, segments: list[str], *,
+    watermark: datetime | None = None,
 ) -> RefitOutcome:
-    watermark = await repository.read_watermark(pool)
+    """Refit the tenant's global fit and `segments` on its newest choices recorded before
+    `watermark` (the one `refit_due` found them due under; read now when None)."""
+    if watermark is None:
+        watermark = await repository.read_watermark(pool)
     rows = await repository.recent_choices(pool, tenant_id=tenant_id, before=watermark,
                                            limit=config.max_choices)
     start = await store.latest_coefficients(pool, tenant_id=tenant_id)
