@@ -22,7 +22,6 @@ import httpx
 import orjson
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from playwright.async_api import Error as PlaywrightError
 
 from feedbackloop.embedded import free_port
 from feedbackloop.http.auth import ALL_SCOPES
@@ -329,19 +328,3 @@ async def sign_in(page: Page, console_url: str, key: str) -> None:
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url("**/console/queue**")
 
-
-async def until_true(page: Page, expression: str, within_seconds: float = 15.0) -> None:
-    """Wait until `expression`, evaluated in the page, is true. Not `page.wait_for_function`:
-    that runs the expression through the page's own `eval`, which a page whose CSP forbids
-    'unsafe-eval' (the widget's demo page) may refuse."""
-    deadline = asyncio.get_running_loop().time() + within_seconds
-    while True:
-        try:
-            if await page.evaluate(expression) is True:
-                return
-        except PlaywrightError as error:  # the document is being replaced (a reload)
-            if "context was destroyed" not in str(error) and "navigat" not in str(error):
-                raise
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {within_seconds:.0f}s: {expression}")
-        await asyncio.sleep(0.1)

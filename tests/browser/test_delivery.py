@@ -7,8 +7,10 @@ from __future__ import annotations
 import orjson
 import pytest
 from playwright.async_api import BrowserContext, Page, Route, expect
+from playwright.async_api import Error as PlaywrightError
 
-from tests.browser.conftest import BrowserStack, until_true
+from tests.browser.conftest import BrowserStack
+from tests.infra import eventually
 
 pytestmark = pytest.mark.browser
 
@@ -97,7 +99,17 @@ async def test_what_was_queued_is_sent_on_the_next_page_load(
     page.on("request", lambda request: delivered.append(orjson.loads(request.post_data or "{}")["event_id"])
             if request.method == "POST" and request.url.endswith("/v1/feedback") else None)
     await page.reload()
-    await until_true(page, "localStorage.getItem('feedbackloop:v1:queue') === '[]'")
+    # Polled with page.evaluate, not page.wait_for_function: that runs the expression through
+    # the page's own eval, which this page's CSP (no 'unsafe-eval') may refuse.
+    async def queue_empty() -> bool:
+        try:
+            return await page.evaluate("localStorage.getItem('feedbackloop:v1:queue')") == "[]"
+        except PlaywrightError as error:  # the document is being replaced by the reload
+            if "context was destroyed" not in str(error) and "navigat" not in str(error):
+                raise
+            return False
+
+    await eventually(queue_empty, timeout=15)
     assert delivered == [queued[0]["id"]]
     await expect(part(page, "demo-r3", "down")).to_have_attribute("aria-pressed", "true")
     await browser_stack.approval_becomes("drafted_reply", (0, 1))
