@@ -337,7 +337,8 @@ def run_export(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def run_object_export(arguments: argparse.Namespace, settings: Settings) -> int:
     """`feedbackloop export-objects`: one export run to object storage now, what is due."""
-    from services.trainer.exports.object_exports import export_due, object_store
+    from services.trainer.exports.object_exports import export_due
+    from services.trainer.exports.object_store import object_store
 
     database_url = settings.database_url.get_secret_value()
     if not database_url:

@@ -14,7 +14,7 @@ from feedbackloop.pipeline.jobs import Job
 from feedbackloop.pipeline.outbox import settings_publisher
 from feedbackloop.serving import serve
 from feedbackloop.settings import Settings
-from services.trainer.exports.object_exports import object_store
+from services.trainer.exports.object_store import object_store
 from services.trainer.handlers import SPEC
 from services.trainer.jobs.explanations import explanations_job_from_settings
 from services.trainer.jobs.object_export import object_export_job

@@ -27,15 +27,11 @@ from feedbackloop.migrations import available_migrations
 from feedbackloop.observability import JobMetrics
 from feedbackloop.pipeline.jobs import JobRunner
 from feedbackloop.postgres import create_pool, reset_after_schema_change
-from services.trainer.exports.object_exports import (
-    ErasureRewriteFailed,
-    ObjectStore,
-    _export_cut,
-    erase_exported,
-    export_due,
-)
+from services.trainer.exports.object_erasure import ErasureRewriteFailed, erase_exported
+from services.trainer.exports.object_exports import _export_cut, export_due
 from services.trainer.exports.object_files import stream_schema
 from services.trainer.exports.object_rows import _PAGES
+from services.trainer.exports.object_store import ObjectStore
 from services.trainer.handlers import write_effects
 from services.trainer.jobs.object_export import object_export_job
 from services.trainer.processing import process_message

@@ -64,12 +64,7 @@ from typing import Any
 import asyncpg
 
 from feedbackloop.settings import Settings
-from services.trainer.exports.object_erasure import (
-    ErasureRewriteFailed,
-    Rewrite,
-    erase_exported,
-)
-from services.trainer.exports.object_files import jsonl_bytes, parquet_bytes
+from services.trainer.exports.object_erasure import erase_exported
 from services.trainer.exports.object_parts import (
     increment_manifest,
     part_ids,
@@ -77,18 +72,7 @@ from services.trainer.exports.object_parts import (
     write_part,
 )
 from services.trainer.exports.object_rows import STREAMS, retractions, stream_parts
-from services.trainer.exports.object_store import (
-    ObjectStore,
-    get_json,
-    list_keys,
-    object_store,
-    put_json,
-)
-
-__all__ = [
-    "STREAMS", "ErasureRewriteFailed", "Increment", "ObjectStore", "Rewrite", "erase_exported",
-    "export_due", "export_increment", "jsonl_bytes", "object_store", "parquet_bytes",
-]
+from services.trainer.exports.object_store import ObjectStore, get_json, list_keys, put_json
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from datetime import timedelta
 import asyncpg
 
 from feedbackloop.pipeline.jobs import Job
-from services.trainer.exports.object_exports import DEFAULT_PART_ROWS, ObjectStore, export_due
+from services.trainer.exports.object_exports import DEFAULT_PART_ROWS, export_due
+from services.trainer.exports.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 JOB = "object-export"
