@@ -290,10 +290,12 @@ def free_ports_for_run() -> dict[str, str]:
     cannot be forgotten and fall back to its default, which something else may hold), and a
     free block for SeaweedFS's other listeners."""
     s3_port, seaweed_port_base = free_seaweed_ports()
+    seaweed = {"FEEDBACKLOOP_EMBEDDED_S3_PORT": str(s3_port),
+               "FEEDBACKLOOP_EMBEDDED_SEAWEED_PORT_BASE": str(seaweed_port_base)}
     ports = {f"FEEDBACKLOOP_{name.upper()}": str(free_port())
-             for name in Settings.model_fields if name.endswith("_port")}
-    return ports | {"FEEDBACKLOOP_EMBEDDED_S3_PORT": str(s3_port),
-                    "FEEDBACKLOOP_EMBEDDED_SEAWEED_PORT_BASE": str(seaweed_port_base)}
+             for name in Settings.model_fields
+             if name.endswith("_port") and f"FEEDBACKLOOP_{name.upper()}" not in seaweed}
+    return ports | seaweed
 
 
 def start_feedbackloop_run(
